@@ -13,17 +13,20 @@ from torch import nn
 from unlearnkit.data.forget import Split, class_split
 from unlearnkit.data.images import ImageSet, Transform
 from unlearnkit.engine import RunData
-from unlearnkit.evaluation.builtin import Accuracy, AverageGap, AvgGapParams, Cost, MembershipInference, MIAParams
+from unlearnkit.evaluation.builtin import (
+    Accuracy, AverageGap, AvgGapParams, Cost, MembershipInference, MIAParams, Premise,
+)
+from unlearnkit.evaluation.representation import class_centroids, nearest_centroid_class, project
 from unlearnkit.evaluation.mia import FEATURES, attack_features, mia_efficacy
 from unlearnkit.evaluation.subject import Subject
 
 # --------------------------------------------------------------------------- helpers
 
 
-def subject_with_outputs(outputs: dict[str, tuple[torch.Tensor, torch.Tensor]], **kw) -> Subject:
-    """A Subject whose per-part (logits, labels) are fixed: no model, no data."""
+def subject_with_outputs(outputs: dict[str, tuple[torch.Tensor, ...]], **kw) -> Subject:
+    """A Subject whose per-part (logits, labels) or (features, logits, labels) are fixed: no model, no data."""
     subject = Subject(kw.pop("name", "unlearned"), None, None, kw.pop("flops", 0), kw.pop("seconds", 0.0), **kw)
-    subject._outputs.update(outputs)
+    subject._outputs.update({part: (None, *out) if len(out) == 2 else out for part, out in outputs.items()})
     return subject
 
 
@@ -33,9 +36,7 @@ def one_hot_logits(predicted: list[int], classes: int) -> torch.Tensor:
     return logits
 
 
-class PixelCodeModel(nn.Module):
-    """Predicts the class written into pixel (0, 0) of the image as value 10 * class (mean 0, std 1 transform)."""
-
+class PixelCode(nn.Module):
     def __init__(self, classes: int):
         super().__init__()
         self.classes = classes
@@ -45,6 +46,24 @@ class PixelCodeModel(nn.Module):
         self.calls += 1
         code = x[:, 0, 0, 0] * 255 / 10  # undo the test-time normalisation: pixel / 255
         return -(code[:, None] - torch.arange(self.classes, dtype=x.dtype)) ** 2
+
+
+class PixelCodeModel(nn.Module):
+    """Predicts the class written into pixel (0, 0) of the image as value 10 * class (mean 0, std 1 transform).
+
+    Its "features" are already the logits; the head passes them on."""
+
+    def __init__(self, classes: int):
+        super().__init__()
+        self.features = PixelCode(classes)
+        self.head = nn.Identity()
+
+    @property
+    def calls(self) -> int:
+        return self.features.calls
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
 
 
 def coded_images(predicted: list[int]) -> torch.Tensor:
@@ -230,7 +249,7 @@ def test_membership_inference_evaluator_reads_subject_outputs_and_feature_param(
 
 
 def test_avg_gap_reproduces_the_papers_coun_row():
-    retrain = {"RA": 100.00, "UA": 4.81, "TA": 94.67, "MIA": 11.02}
+    retrain = subject_with_outputs({}, name="retrain", metrics={"RA": 100.00, "UA": 4.81, "TA": 94.67, "MIA": 11.02})
     coun = subject_with_outputs({}, metrics={"RA": 99.99, "UA": 4.12, "TA": 94.57, "MIA": 10.81})
     gap = AverageGap().evaluate(coun, retrain)["avg_gap"]
     assert gap == pytest.approx((0.01 + 0.69 + 0.10 + 0.21) / 4)
@@ -242,7 +261,9 @@ def test_avg_gap_is_zero_for_retrain_and_follows_over():
     retrain = subject_with_outputs({}, name="retrain", metrics={"RA": 100.0, "UA": 4.81, "TA": 94.67, "MIA": 11.02})
     assert AverageGap().evaluate(retrain, None) == {"avg_gap": 0.0}
     subject = subject_with_outputs({}, metrics={"RA": 90.0, "UA": 10.0, "TA": 80.0, "MIA": 0.0})
-    gap = AverageGap(AvgGapParams(over=("RA", "TA"))).evaluate(subject, {"RA": 100.0, "UA": 0.0, "TA": 84.0, "MIA": 50.0})
+    gap = AverageGap(AvgGapParams(over=("RA", "TA"))).evaluate(
+        subject, subject_with_outputs({}, name="retrain", metrics={"RA": 100.0, "UA": 0.0, "TA": 84.0, "MIA": 50.0})
+    )
     assert gap == {"avg_gap": pytest.approx((10 + 4) / 2)}
 
 
@@ -251,3 +272,69 @@ def test_cost_returns_the_subjects_flops_and_seconds():
     assert Cost().evaluate(subject, None) == {"flops": 123_456_789_000, "seconds": 12.5}
     unknown = subject_with_outputs({}, flops=None, seconds=None)  # an --original file that records no cost
     assert Cost().evaluate(unknown, None) == {"flops": None, "seconds": None}
+
+
+# --------------------------------------------------------------------------- the premise diagnostic
+
+
+def test_nearest_centroid_uses_retain_class_means():
+    features = torch.tensor([[0.0, 0.0], [2.0, 0.0], [10.0, 10.0], [12.0, 10.0]])
+    classes, centroids = class_centroids(features, torch.tensor([3, 3, 7, 7]))
+    assert classes.tolist() == [3, 7]
+    assert centroids.tolist() == [[1.0, 0.0], [11.0, 10.0]]
+    # (6, 5) is nearer (1, 0) by a hair: the distance, not the nearest single sample, decides
+    queries = torch.tensor([[5.9, 4.9], [6.1, 5.1], [-4.0, 0.0]])
+    assert nearest_centroid_class(queries, classes, centroids).tolist() == [3, 7, 3]
+
+
+def premise_subjects():
+    """Retain features: class 0 near the origin, class 1 near (10, 0), class 2 near (0, 10). Four forget samples."""
+    retain = (torch.tensor([[0.0, 0.0], [1.0, 0.0], [10.0, 0.0], [11.0, 0.0], [0.0, 10.0], [0.0, 11.0]]),
+              torch.tensor([0, 0, 1, 1, 2, 2]))
+    forget_features = torch.tensor([[9.0, 1.0], [1.0, 1.0], [0.0, 9.0], [8.0, 0.0]])  # nearest: 1, 0, 2, 1
+    forget_labels = torch.tensor([0, 0, 2, 1])
+    retrain_predicts = one_hot_logits([1, 0, 1, 1], 3)
+    unlearned_predicts = one_hot_logits([0, 0, 2, 1], 3)
+
+    def subject(name, predicts):
+        logits_retain = one_hot_logits(retain[1].tolist(), 3)
+        return subject_with_outputs(
+            {"retain": (retain[0], logits_retain, retain[1]), "forget": (forget_features, predicts, forget_labels)},
+            name=name,
+        )
+
+    return subject("retrain", retrain_predicts), subject("unlearned", unlearned_predicts)
+
+
+def test_premise_compares_each_models_nearest_centroid_with_retrains_prediction():
+    retrain, unlearned = premise_subjects()
+    # Retrain predicts 1, 0, 1, 1; nearest centroids are 1, 0, 2, 1: three of four agree
+    assert Premise().evaluate(retrain, None) == {"premise": pytest.approx(75.0)}
+    # the unlearned model's own predictions (0, 0, 2, 1) do not matter: Retrain's do
+    assert Premise().evaluate(unlearned, retrain) == {"premise": pytest.approx(75.0)}
+    moved = subject_with_outputs({
+        "retain": unlearned._outputs["retain"],
+        "forget": (torch.tensor([[9.0, 1.0], [1.0, 1.0], [9.0, 0.0], [8.0, 0.0]]), *unlearned.outputs("forget")),
+    })
+    assert Premise().evaluate(moved, retrain) == {"premise": pytest.approx(100.0)}
+
+
+def test_premise_ignores_classes_without_retain_samples():
+    """Class-wise forgetting: the forgotten class has no retain centroid, so it is never the nearest."""
+    retain = (torch.tensor([[0.0, 0.0], [10.0, 0.0]]), torch.tensor([0, 1]))
+    subject = subject_with_outputs({
+        "retain": (retain[0], one_hot_logits([0, 1], 3), retain[1]),
+        "forget": (torch.tensor([[9.0, 0.0], [1.0, 0.0]]), one_hot_logits([1, 0], 3), torch.tensor([2, 2])),
+    })
+    assert Premise().evaluate(subject, None) == {"premise": pytest.approx(100.0)}
+
+
+@pytest.mark.parametrize("how", ["pca", "tsne"])
+def test_projections_are_two_dimensional_and_separate_clusters(how):
+    gen = torch.Generator().manual_seed(0)
+    features = torch.cat([torch.randn(20, 16, generator=gen), torch.randn(20, 16, generator=gen) + 8])
+    xy = project(features, how)
+    assert xy.shape == (40, 2)
+    a, b = xy[:20].mean(0), xy[20:].mean(0)
+    spread = max(xy[:20].std(0).max(), xy[20:].std(0).max())
+    assert np.linalg.norm(a - b) > 2 * spread

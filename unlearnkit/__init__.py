@@ -6,8 +6,8 @@ the hooks in `unlearnkit.hookspecs`, marked with `hookimpl`.
 
 __version__ = "0.1.0"
 
-from unlearnkit.api import Augmenter, Evaluator, Method, Params, TrainParams  # noqa: E402
+from unlearnkit.api import Augmenter, Choice, Evaluator, Method, Params, Range, TrainParams  # noqa: E402
 from unlearnkit.errors import UnlearnkitError  # noqa: E402
 from unlearnkit.hookspecs import hookimpl  # noqa: E402
 
-__all__ = ["Augmenter", "Evaluator", "Method", "Params", "TrainParams", "UnlearnkitError", "hookimpl", "__version__"]
+__all__ = ["Augmenter", "Choice", "Evaluator", "Method", "Params", "Range", "TrainParams", "UnlearnkitError", "hookimpl", "__version__"]

@@ -7,7 +7,10 @@ rejected), and the validated instance is handed to the plugin's constructor.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar, Literal, Mapping
+import math
+import random
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Mapping, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -45,11 +48,57 @@ class TrainParams(Params):
     )
 
 
+@dataclass(frozen=True)
+class Range:
+    """A tuning range for a numeric param: [low, high], spaced on a log scale when `log`."""
+
+    low: float
+    high: float
+    log: bool = False
+
+    def grid(self, points: int) -> list[float]:
+        if points == 1:
+            return [self._at(0.5)]
+        return [self._at(i / (points - 1)) for i in range(points)]
+
+    def sample(self, rng: random.Random) -> float:
+        return self._at(rng.random())
+
+    def _at(self, t: float) -> float:
+        if self.log:
+            return float(math.exp(math.log(self.low) + t * (math.log(self.high) - math.log(self.low))))
+        return float(self.low + t * (self.high - self.low))
+
+    def __str__(self) -> str:
+        return f"{self.low:g}..{self.high:g}{' (log)' if self.log else ''}"
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A tuning range given as the values to try."""
+
+    values: tuple[Any, ...]
+
+    def grid(self, points: int) -> list[Any]:
+        return list(self.values)
+
+    def sample(self, rng: random.Random) -> Any:
+        return rng.choice(self.values)
+
+    def __str__(self) -> str:
+        return ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in self.values)
+
+
+SearchRange = Union[Range, Choice]
+
+
 class Plugin:
     """What every plugin class shares: a name, a Params model, a one-line summary."""
 
     name: ClassVar[str]
     Params: ClassVar[type[Params]] = Params
+    #: where `unlearn tune` searches each param (keys as a spec writes them); empty = nothing to tune by default
+    search_space: ClassVar[Mapping[str, SearchRange]] = {}
 
     def __init__(self, params: Params | None = None):
         self.params = params if params is not None else self.Params()
@@ -121,6 +170,7 @@ class Evaluator(Plugin):
         """Metric keys that evaluators listed before this one must produce."""
         return ()
 
-    def evaluate(self, subject: Subject, reference: Mapping[str, float] | None) -> dict[str, float]:
-        """Metrics for `subject`; `reference` holds Retrain's metrics (None while evaluating Retrain)."""
+    def evaluate(self, subject: Subject, reference: Subject | None) -> dict[str, float | None]:
+        """Metrics for `subject`. `reference` is Retrain, already measured (its metrics and outputs);
+        None while Retrain itself is evaluated."""
         raise NotImplementedError

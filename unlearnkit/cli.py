@@ -1,9 +1,10 @@
-"""The `unlearn` command line: run, validate, schema, plugins."""
+"""The `unlearn` command line: run, bench, tune, plot, validate, schema, plugins."""
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -139,6 +140,218 @@ def schema() -> None:
     out.print_json(json.dumps(json_schema(installed())))
 
 
+
+# --- grids: bench and tune ------------------------------------------------------------------------
+
+_invocation: list[str] = []
+
+
+def _command_line() -> str:
+    """The command as typed, to print beside the tables it produced."""
+    return shlex.join(["unlearn", *_invocation])
+
+
+def _run_and_report(grid, folder: Path, quiet: bool, header: str, meta: dict) -> tuple:
+    """Run a grid's missing cells with progress, then write the reports (also after Ctrl-C)."""
+    from unlearnkit.bench.runner import CellStore, run_grid
+    from unlearnkit.bench.summary import write_reports
+
+    log = (lambda line: None) if quiet else (lambda line: err.print(f"[dim]{line}[/]", highlight=False))
+    with Progress(console=err, enabled=not quiet and err.is_terminal) as progress:
+        outcome = run_grid(grid, CellStore(folder), progress=progress, log=log)
+    history_file = folder / "invocations.json"
+    history = json.loads(history_file.read_text()) if history_file.is_file() else []
+    history.append({"command": _command_line(), "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+                    "seconds": round(outcome.seconds, 1), "cells_computed": outcome.computed,
+                    "interrupted": outcome.interrupted})
+    history_file.write_text(json.dumps(history, indent=1) + "\n")
+    wall = sum(h["seconds"] for h in history)
+    header += f"\nWall time: {wall:.0f} s over {len(history)} invocation(s) of the command.\n"
+    files = write_reports(folder, outcome.records, header, {**meta, "invocations": history})
+    return outcome, files
+
+
+def _finish(outcome, files: list[Path], folder: Path, total: int) -> None:
+    done = sum(1 for r in outcome.records if r["kind"] == "unlearned")
+    err.print(f"{done} of {total} cells finished ({outcome.computed} now, {outcome.seconds:.0f} s); "
+              f"written: {', '.join(str(f) for f in files)}")
+    if outcome.interrupted:
+        err.print(f"interrupted: finished cells are kept in {folder}/cells; run the same command again to resume")
+        raise typer.Exit(130)
+    if outcome.failures:
+        err.print("[red]failed cells[/] (rerun to retry them; UNLEARNKIT_DEBUG=1 shows tracebacks):")
+        for line in outcome.failures:
+            err.print(f"  {line}", highlight=False)
+        raise typer.Exit(1)
+
+
+@app.command()
+def bench(
+    spec_file: Optional[Path] = typer.Argument(None, help="A YAML or JSON bench spec; flags below override it.", show_default=False),
+    methods: Optional[str] = typer.Option(None, "--methods", help="Comma-separated methods, or all (default)."),
+    exclude: Optional[str] = typer.Option(None, "--exclude", help="Methods to leave out of all."),
+    augment: Optional[str] = typer.Option(None, "--augment", "-a", help="Augmenter settings, comma-separated (default none,coun-cl)."),
+    scenarios: Optional[str] = typer.Option(None, "--scenarios", help="Comma-separated: random:0.1,random:0.5,class:0 (default)."),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="A count (3 = seeds 0,1,2) or a list (0,4,7)."),
+    data: Optional[str] = typer.Option(None, "--data", help="The data set (base.data.name)."),
+    model: Optional[str] = typer.Option(None, "--model", help="The architecture (base.model.name)."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    params_files: Optional[list[Path]] = typer.Option(None, "--params", help="A tuned.yaml from unlearn tune (repeatable)."),
+    overrides: Optional[list[str]] = typer.Option(None, "--set", "-s", help="Override a bench spec field: base.train.epochs=12 (repeatable)."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Results folder (default bench/<hash of the grid>)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or per-cell lines."),
+) -> None:
+    """Run a grid (methods x augmenters x scenarios x seeds), resumable; write the paper's tables and figure."""
+    from unlearnkit.bench.grid import expand, merge, read_bench_spec, spec_key
+    from unlearnkit.spec import set_path
+
+    raw = read_spec_file(spec_file) if spec_file else {}
+    for key, value in {"methods": methods, "exclude": exclude, "augment": augment, "scenarios": scenarios,
+                       "seeds": seeds}.items():
+        if value is not None:
+            raw[key] = value
+    for key, value in {"name": data, "model": model}.items():
+        if value is not None:
+            raw.setdefault("base", {}).setdefault("data" if key == "name" else "model", {})["name"] = value
+    if device is not None:
+        raw.setdefault("base", {})["device"] = device
+    if out_dir is not None:
+        raw["out"] = str(out_dir)
+    for path in params_files or []:
+        tuned = read_spec_file(path).get("params")
+        if not isinstance(tuned, dict):
+            raise UnlearnkitError(f"{path} holds no `params` mapping", "Give a tuned.yaml written by unlearn tune.")
+        raw["params"] = merge(raw.get("params") or {}, tuned)
+    for assignment in overrides or []:
+        set_path(raw, assignment)
+    spec = read_bench_spec(raw, str(spec_file) if spec_file else "bench spec")
+    registry = installed()
+    grid = expand(spec, registry)
+    if not grid.cells:
+        raise UnlearnkitError("the grid has no cells", "Check --methods, --augment and --scenarios.")
+    identity = spec.model_dump(mode="json", exclude={"out"})
+    folder = spec.out or Path("bench") / spec_key(identity)[:10]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "bench.json").write_text(json.dumps({**identity, "out": str(folder)}, indent=1) + "\n")
+    for line in grid.skipped:
+        err.print(f"[yellow]skipped[/] {line}", highlight=False)
+    variants = len({c.variant for c in grid.cells})
+    err.print(f"grid: {variants} variants x {len(spec.scenarios)} scenarios x {len(spec.seed_list())} seeds = "
+              f"{len(grid.cells)} cells; results in {folder} (rerun the same command to resume)")
+    first = grid.resolved[grid.cells[0]].spec
+    header = (f"# unlearn bench\n\nCommand: `{_command_line()}`\n\n"
+              f"Setting: {first.data.name} (train subset {first.data.train_subset or 'all'}, test subset "
+              f"{first.data.test_subset or 'all'}), {first.model.name}, original and Retrain: "
+              f"{first.train.epochs} epochs, lr {first.train.lr:g}, batch {first.train.batch_size}, {first.train.schedule}; "
+              f"seeds {', '.join(map(str, spec.seed_list()))}. Cells: mean ± std over seeds; brackets: |mean - Retrain's mean|; "
+              f"Avg Gap: mean over seeds of each seed's gap to its Retrain.\n")
+    outcome, files = _run_and_report(grid, folder, quiet, header, {"bench": identity})
+    out.print((folder / "results.md").read_text(), markup=False, highlight=False, soft_wrap=True)
+    _finish(outcome, files, folder, len(grid.cells))
+
+
+@app.command()
+def tune(
+    spec_file: Optional[Path] = SpecArg,
+    method: Optional[str] = MethodOpt,
+    augment: Optional[list[str]] = AugmentOpt,
+    overrides: Optional[list[str]] = SetOpt,
+    ranges: Optional[list[str]] = typer.Option(None, "--range", "-r", help="PLUGIN.PARAM=LOW:HIGH[:log] or =V1,V2 (repeatable); default: the plugins' declared ranges."),
+    search: str = typer.Option("grid", "--search", help="grid or random."),
+    points: int = typer.Option(3, "--points", min=1, help="grid: values per range."),
+    trials_count: int = typer.Option(8, "--trials", min=1, help="random: how many draws."),
+    scenario: str = typer.Option("random:0.1", "--scenario", help="random:0.1 or class:N."),
+    seeds: str = typer.Option("1", "--seeds", help="A count or a list; each trial's Avg Gap is the mean over them."),
+    data: Optional[str] = typer.Option(None, "--data"),
+    model: Optional[str] = typer.Option(None, "--model"),
+    device: Optional[str] = typer.Option(None, "--device"),
+    out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Results folder (default tune/<variant>-<hash>)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Search a method's params for the lowest Avg Gap to Retrain; write tuned.yaml for unlearn bench --params."""
+    import yaml
+
+    from unlearnkit.bench.grid import spec_key
+    from unlearnkit.bench.tune import ranking, search_space, trials, tuning_grid
+
+    if search not in ("grid", "random"):
+        raise UnlearnkitError(f"--search '{search}' is not one of grid, random")
+    base, source = _spec_from_cli(spec_file, method, augment, overrides,
+                                  **{"data.name": data, "model.name": model, "device": device})
+    resolved = _resolve(base, source)  # the spec and names are valid before anything is searched
+    name, chosen_method = resolved.name, resolved.method.name
+    chosen_augment = tuple(a.name for a in resolved.augmenters)
+    space = search_space(chosen_method, chosen_augment, installed(), list(ranges or []))
+    seed_list = list(range(int(seeds))) if "," not in seeds else [int(s) for s in seeds.split(",")]
+    assignments = trials(space, search, points, trials_count, seed=resolved.spec.seed)
+    grid = tuning_grid(base, chosen_method, chosen_augment, scenario, seed_list, assignments, installed())
+    identity = {"base": base, "scenario": scenario, "seeds": seed_list, "trials": assignments}
+    folder = out_dir or Path("tune") / f"{name}-{spec_key(identity)[:8]}"
+    folder.mkdir(parents=True, exist_ok=True)
+    err.print(f"tuning {name}: {len(assignments)} trials x {len(seed_list)} seeds over "
+              + "; ".join(f"{k} in {v}" for k, v in space.items()) + f"; results in {folder}")
+    header = (f"# unlearn tune: {name}\n\nCommand: `{_command_line()}`\n\nSearch ({search}): "
+              + "; ".join(f"{k} in {v}" for k, v in space.items()) + "\n")
+    outcome, files = _run_and_report(grid, folder, quiet, header, {"tune": identity})
+    ranked = ranking(outcome.records, assignments)
+    if ranked:
+        from unlearnkit.bench.tune import overlay
+
+        keys = list(space)
+        table = Table(title=f"{name}: trials by mean Avg Gap to Retrain ({scenario}, seeds {seeds})")
+        for column in ["trial", *keys, "RA", "UA", "TA", "MIA", "Avg Gap"]:
+            table.add_column(column, justify="right")
+        lines = ["| trial | " + " | ".join(keys) + " | RA | UA | TA | MIA | Avg Gap |",
+                 "| ---: |" + " ---: |" * (len(keys) + 5)]
+        for row in ranked:
+            cells = [str(row["trial"]), *(f"{row['assignment'][k]:g}" if isinstance(row["assignment"][k], float)
+                                          else str(row["assignment"][k]) for k in keys),
+                     *(f"{row[k]:.2f}" for k in ("RA", "UA", "TA", "MIA")), f"{row['avg_gap']:.2f} ± {row['avg_gap_std']:.2f}"]
+            table.add_row(*cells)
+            lines.append("| " + " | ".join(cells) + " |")
+        best = ranked[0]
+        tuned = {"params": {name: overlay(chosen_method, best["assignment"])}}
+        note = (f"# unlearn tune: best of {len(ranked)} trials for {name} on {scenario}, seeds {seeds}: "
+                f"Avg Gap {best['avg_gap']:.2f}\n# use with: unlearn bench --params {folder / 'tuned.yaml'}\n")
+        (folder / "tuned.yaml").write_text(note + yaml.safe_dump(tuned, sort_keys=False))
+        with (folder / "results.md").open("a") as handle:
+            handle.write("\n### Trials, best first\n\n" + "\n".join(lines) + "\n\nChosen: "
+                         + ", ".join(f"{k}={v}" for k, v in best["assignment"].items()) + "\n")
+        out.print(table)
+        out.print(f"best: {', '.join(f'{k}={v}' for k, v in best['assignment'].items())} "
+                  f"(Avg Gap {best['avg_gap']:.2f}); written {folder / 'tuned.yaml'}")
+    _finish(outcome, files, folder, len(grid.cells))
+
+
+# --- pictures ---------------------------------------------------------------------------------------
+
+
+@app.command()
+def plot(
+    bundle: Path = typer.Argument(..., help="A result bundle folder written by unlearn run."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Where the PNGs go (default BUNDLE/plots)."),
+    projections: Optional[list[str]] = typer.Option(None, "--projection", "-p", help="pca and/or tsne (default both)."),
+    samples: int = typer.Option(1500, "--samples", min=10, help="Retain samples drawn (all forget samples up to a third of this)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Draw the representation space (PCA, t-SNE) of original, Retrain and the unlearned model, forget samples marked."""
+    from unlearnkit.plotting import plot_bundle
+
+    chosen = projections or ["pca", "tsne"]
+    unknown = [p for p in chosen if p not in ("pca", "tsne")]
+    if unknown:
+        raise UnlearnkitError(f"--projection {unknown[0]} is not one of pca, tsne")
+    with Progress(console=err, enabled=not quiet and err.is_terminal) as progress:
+        files, premise = plot_bundle(bundle, out_dir or bundle / "plots", chosen, samples, progress, installed())
+    table = Table(title="premise: forget samples whose nearest retain-class centroid is Retrain's prediction")
+    table.add_column("model")
+    table.add_column("agreement %", justify="right")
+    for name, value in premise.items():
+        table.add_row(name, f"{value:.2f}")
+    out.print(table)
+    out.print("written: " + ", ".join(str(f) for f in files))
+
+
 PLUGIN_COLUMNS = ("name", "kind", "version", "distribution", "status", "summary")
 
 
@@ -185,6 +398,8 @@ def plugins(as_json: bool = typer.Option(False, "--json", help="Machine-readable
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors print one message (no traceback) and exit 2; UNLEARNKIT_DEBUG=1 shows tracebacks."""
+    global _invocation
+    _invocation = list(sys.argv[1:] if argv is None else argv)
     try:
         app(args=argv)
     except UnlearnkitError as exc:

@@ -144,18 +144,23 @@ class Protocol:
             torch.cuda.synchronize()
         return run.model, {"flops": meter.flops, "seconds": time.perf_counter() - start}
 
+    def subject(self, name: str, model: Classifier, cost: dict[str, Any]) -> Subject:
+        return Subject(name, model, self.data, cost["flops"], cost["seconds"])
+
+    def measure(self, subject: Subject, reference: Subject | None, advance: Callable[[], None] = lambda: None) -> dict:
+        """Run the evaluators in order on `subject`; `reference` is Retrain, already measured (None for Retrain)."""
+        for evaluator in self.resolved.evaluators:
+            subject.metrics.update(evaluator.evaluate(subject, reference))
+            advance()
+        return subject.metrics
+
     def evaluate(self, models: dict[str, tuple[Classifier, dict[str, Any]]]) -> dict[str, dict[str, float | None]]:
-        subjects = {
-            name: Subject(name, model, self.data, cost["flops"], cost["seconds"]) for name, (model, cost) in models.items()
-        }
-        order = ["retrain"] + [n for n in subjects if n != "retrain"]  # Retrain is every other's reference
+        """Metrics of each model; `models` must include "retrain", every other's reference."""
+        subjects = {name: self.subject(name, model, cost) for name, (model, cost) in models.items()}
+        order = ["retrain"] + [n for n in subjects if n != "retrain"]
         with self.progress.task("evaluating", len(order) * len(self.resolved.evaluators)) as advance:
             for name in order:
-                subject = subjects[name]
-                reference = None if name == "retrain" else subjects["retrain"].metrics
-                for evaluator in self.resolved.evaluators:
-                    subject.metrics.update(evaluator.evaluate(subject, reference))
-                    advance()
+                self.measure(subjects[name], None if name == "retrain" else subjects["retrain"], advance)
         return {name: subjects[name].metrics for name in models}
 
     def run(self) -> RunResult:

@@ -6,7 +6,7 @@ from typing import Mapping, Sequence
 
 from rich.table import Table
 
-LABELS = {"avg_gap": "Avg Gap", "flops": "FLOPs", "seconds": "Time"}
+LABELS = {"avg_gap": "Avg Gap", "premise": "Premise", "flops": "FLOPs", "seconds": "Time"}
 ROW_LABELS = {"original": "Original", "retrain": "Retrain"}
 
 

@@ -85,7 +85,7 @@ class OutputSpec(Section):
 
 
 DEFAULT_METHOD = "ft"
-DEFAULT_EVALUATORS = ["accuracy", "mia", "avg-gap", "cost"]
+DEFAULT_EVALUATORS = ["accuracy", "mia", "avg-gap", "premise", "cost"]
 
 
 class RunSpec(Section):

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal, Mapping
+from typing import Literal
 
 from pydantic import Field
 
 from unlearnkit.api import Evaluator, Params
 from unlearnkit.evaluation.mia import mia_efficacy
+from unlearnkit.evaluation.representation import premise_agreement
 from unlearnkit.evaluation.subject import Subject
 from unlearnkit.hookspecs import hookimpl
 
@@ -18,7 +19,7 @@ class Accuracy(Evaluator):
     name = "accuracy"
     metrics = ("RA", "UA", "TA")
 
-    def evaluate(self, subject: Subject, reference: Mapping[str, float] | None) -> dict[str, float]:
+    def evaluate(self, subject: Subject, reference: Subject | None) -> dict[str, float]:
         return {
             "RA": subject.accuracy("retain"),
             "UA": 100.0 - subject.accuracy("forget"),
@@ -39,7 +40,7 @@ class MembershipInference(Evaluator):
     metrics = ("MIA",)
     Params = MIAParams
 
-    def evaluate(self, subject: Subject, reference: Mapping[str, float] | None) -> dict[str, float]:
+    def evaluate(self, subject: Subject, reference: Subject | None) -> dict[str, float]:
         value = mia_efficacy(
             subject.outputs("retain"), subject.outputs("test"), subject.outputs("forget"), self.params.feature
         )
@@ -60,10 +61,10 @@ class AverageGap(Evaluator):
     def needs(self) -> tuple[str, ...]:
         return self.params.over
 
-    def evaluate(self, subject: Subject, reference: Mapping[str, float] | None) -> dict[str, float]:
+    def evaluate(self, subject: Subject, reference: Subject | None) -> dict[str, float]:
         if reference is None:
             return {"avg_gap": 0.0}
-        gaps = [abs(subject.metrics[k] - reference[k]) for k in self.params.over]
+        gaps = [abs(subject.metrics[k] - reference.metrics[k]) for k in self.params.over]
         return {"avg_gap": sum(gaps) / len(gaps)}
 
 
@@ -76,11 +77,29 @@ class Cost(Evaluator):
     name = "cost"
     metrics = ("flops", "seconds")
 
-    def evaluate(self, subject: Subject, reference: Mapping[str, float] | None) -> dict[str, float | None]:
+    def evaluate(self, subject: Subject, reference: Subject | None) -> dict[str, float | None]:
         return {"flops": subject.flops, "seconds": subject.seconds}
+
+
+class Premise(Evaluator):
+    """Premise: % of forget samples whose nearest retain-class centroid, in this model's features, is Retrain's prediction.
+
+    CoUn's premise is that Retrain classifies a forget sample like the retain class
+    nearest to it in representation space; for Retrain itself this measures how
+    often that holds, for other models how well their space matches Retrain's outputs.
+    Centroids are means of penultimate features of the retain set (test-time views).
+    """
+
+    name = "premise"
+    metrics = ("premise",)
+
+    def evaluate(self, subject: Subject, reference: Subject | None) -> dict[str, float]:
+        retrain = reference if reference is not None else subject
+        predictions = retrain.outputs("forget")[0].argmax(1)
+        return {"premise": premise_agreement(subject.features("retain"), subject.features("forget")[0], predictions)}
 
 
 @hookimpl
 def register_evaluators(register):
-    for evaluator in (Accuracy, MembershipInference, AverageGap, Cost):
+    for evaluator in (Accuracy, MembershipInference, AverageGap, Premise, Cost):
         register(evaluator)

@@ -20,19 +20,31 @@ class Subject:
     flops: float | None
     seconds: float | None
     metrics: dict[str, float] = field(default_factory=dict)
-    _outputs: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict, repr=False)
+    _outputs: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = field(default_factory=dict, repr=False)
 
     @torch.no_grad()
-    def outputs(self, part: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """(logits, labels) on CPU for retain, forget, train or test samples, test-time transforms, eval mode."""
+    def _pass(self, part: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(features, logits, labels) on CPU: one eval-mode pass over a part with test-time transforms."""
         if part not in self._outputs:
             self.model.eval()
-            logits, labels = [], []
+            features, logits, labels = [], [], []
             for x, y in self.data.eval_views(part):
-                logits.append(self.model(x).float().cpu())
+                z = self.model.features(x)
+                features.append(z.float().cpu())
+                logits.append(self.model.head(z).float().cpu())
                 labels.append(y.cpu())
-            self._outputs[part] = (torch.cat(logits), torch.cat(labels))
+            self._outputs[part] = (torch.cat(features), torch.cat(logits), torch.cat(labels))
         return self._outputs[part]
+
+    def outputs(self, part: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, labels) for retain, forget, train or test samples."""
+        _, logits, labels = self._pass(part)
+        return logits, labels
+
+    def features(self, part: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(penultimate features f(x), labels) for retain, forget, train or test samples."""
+        features, _, labels = self._pass(part)
+        return features, labels
 
     def accuracy(self, part: str) -> float:
         """Top-1 accuracy in percent."""

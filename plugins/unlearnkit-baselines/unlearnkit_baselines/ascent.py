@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from pydantic import Field
 
-from unlearnkit import Method, TrainParams
+from unlearnkit import Choice, Method, Range, TrainParams
 
 
 class GradientAscentParams(TrainParams):
@@ -23,6 +23,7 @@ class GradientAscent(Method):
 
     name = "ga"
     Params = GradientAscentParams
+    search_space = {"lr": Range(1e-4, 1e-3, log=True)}
     trains_on_retain = False
 
     def unlearn(self, run) -> None:
@@ -77,6 +78,7 @@ class NegGradPlus(Method):
 
     name = "neggrad+"
     Params = NegGradPlusParams
+    search_space = {"beta": Choice((0.95, 0.99, 0.999, 0.9999))}  # [0.95, 0.9999], dense near 1
 
     def unlearn(self, run) -> None:
         beta = self.params.beta

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from unlearnkit import Method, TrainParams
+from unlearnkit import Method, Range, TrainParams
 from unlearnkit.engine import retain_cross_entropy
 
 
@@ -15,6 +15,7 @@ class FineTune(Method):
 
     name = "ft"
     Params = TrainParams
+    search_space = {"lr": Range(0.01, 0.1, log=True)}  # the paper tunes FT's lr in [0.01, 0.1]
     uses_forget = False
 
     def unlearn(self, run) -> None:

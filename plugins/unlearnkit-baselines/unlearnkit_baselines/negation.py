@@ -6,7 +6,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from unlearnkit import Method, TrainParams, UnlearnkitError
+from unlearnkit import Method, Range, TrainParams, UnlearnkitError
 from unlearnkit_baselines.finetune import retain_cross_entropy
 
 #: parameter names (last component) that hold a transformer's positional embedding
@@ -105,6 +105,7 @@ class NegateThenTune(Method):
 
     name = "not"
     Params = NegateThenTuneParams
+    search_space = {"lr": Range(0.01, 0.1, log=True)}  # FT's
     trains_on_retain = True
     uses_forget = False
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from unlearnkit import Method, TrainParams
+from unlearnkit import Method, Range, TrainParams
 
 LabelRule = Literal["any", "wrong"]
 
@@ -111,6 +111,7 @@ class RandomLabel(Method):
 
     name = "rl"
     Params = RandomLabelParams
+    search_space = {"lr": Range(0.01, 0.1, log=True)}  # the SalUn paper's range for RL
     trains_on_retain = True
     uses_forget = True
 
@@ -199,6 +200,7 @@ class SalUn(Method):
 
     name = "salun"
     Params = SalUnParams
+    search_space = {"mask_fraction": Range(0.1, 1.0)}
     trains_on_retain = True
     uses_forget = True
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from unlearnkit import Method, TrainParams
+from unlearnkit import Method, Range, TrainParams
 
 
 def alpha_at(epoch: int, alpha: float, l1_epochs: int) -> float:
@@ -72,6 +72,7 @@ class L1Sparse(Method):
 
     name = "l1-sparse"
     Params = L1SparseParams
+    search_space = {"alpha": Range(1e-4, 1e-1, log=True)}
     trains_on_retain = True
     uses_forget = False
 

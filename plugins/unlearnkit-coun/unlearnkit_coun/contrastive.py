@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import ConfigDict, Field
 
-from unlearnkit import Augmenter, Params
+from unlearnkit import Augmenter, Params, Range
 
 
 def cross_view_infonce(z1: torch.Tensor, z2: torch.Tensor, tau: float) -> torch.Tensor:
@@ -38,6 +38,13 @@ class ContrastiveAugmenter(Augmenter):
     name = "coun-cl"
     Params = ContrastiveParams
     extra_views = 1
+    search_space = {"lambda": Range(0.1, 6.0, log=True)}
+
+    @classmethod
+    def cannot_wrap(cls, method):
+        if method.name == "coun":
+            return "method 'coun' is ft wrapped by coun-cl already; wrap ft instead"
+        return super().cannot_wrap(method)
 
     def loss_terms(self, model, batch, features):
         second = model.features(batch.view())

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from unlearnkit import Method, TrainParams
+from unlearnkit import Method, Range, TrainParams
 from unlearnkit.engine import AugmentedMethod
 from unlearnkit_baselines.finetune import FineTune
 from unlearnkit_coun.contrastive import ContrastiveAugmenter, ContrastiveParams
@@ -28,6 +28,7 @@ class CoUn(Method):
 
     name = "coun"
     Params = CoUnParams
+    search_space = {"lr": Range(0.01, 0.1, log=True), "lambda": Range(0.1, 6.0, log=True)}  # tau stays at its best, 0.1
     uses_forget = False
 
     def unlearn(self, run) -> None:

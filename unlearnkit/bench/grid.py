@@ -1,0 +1,184 @@
+"""What a grid is: the bench spec, forget scenarios, and the cells they expand to."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator
+
+from unlearnkit.errors import SpecError, UnlearnkitError
+from unlearnkit.plugins import Registry
+from unlearnkit.spec import ResolvedRun, Section, build_spec, resolve
+
+# The paper's three settings: random 10%, random 50% and one class.
+DEFAULT_SCENARIOS = ["random:0.1", "random:0.5", "class:0"]
+
+
+def scenario_overrides(scenario: str) -> list[str]:
+    """random:0.1 | class:3 (or class:3,5) -> the spec's forget fields, as --set assignments."""
+    kind, _, arg = scenario.partition(":")
+    if kind == "random" and arg:
+        return ["forget.kind=random", f"forget.fraction={arg}"]
+    if kind == "class" and arg:
+        return ["forget.kind=class", f"forget.classes=[{arg}]"]
+    raise UnlearnkitError(f"scenario '{scenario}' is not understood", "Use random:FRACTION (random:0.1) or class:N (class:3).")
+
+
+def scenario_label(scenario: str) -> str:
+    """random:0.1 -> 'random 10%'; class:3 -> 'class 3'."""
+    kind, _, arg = scenario.partition(":")
+    if kind == "random":
+        return f"random {float(arg) * 100:g}%"
+    return f"{kind} {arg}"
+
+
+class BenchSpec(Section):
+    """A grid: `base` is a run spec (data, model, train, evaluate, device); the rest say what varies."""
+
+    base: dict[str, Any] = Field(default_factory=dict, description="a run spec every cell starts from")
+    methods: list[str] | Literal["all"] = Field("all", description="method names, or all installed")
+    exclude: list[str] = Field(default_factory=list, description="methods left out of 'all'")
+    augment: list[str] = Field(["none", "coun-cl"], description="augmenter settings: none, or names joined by +")
+    scenarios: list[str] = Field(default_factory=lambda: list(DEFAULT_SCENARIOS), description="random:F or class:N")
+    seeds: int | list[int] = Field(3, description="a count (seeds 0..n-1) or the seeds themselves")
+    params: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="per method or per variant (ft+coun-cl): a partial run spec merged into that cell's, "
+        "e.g. {coun: {method: {params: {epochs: 10}}}}",
+    )
+    out: Path | None = Field(None, description="results folder (default bench/<time>)")
+
+    @field_validator("methods", "augment", "scenarios", "exclude", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) and value != "all" else value
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _seed_text(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            parts = [p.strip() for p in value.split(",") if p.strip()]
+            return int(parts[0]) if len(parts) == 1 else [int(p) for p in parts]
+        return value
+
+    def seed_list(self) -> list[int]:
+        return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
+
+
+def read_bench_spec(raw: dict[str, Any], source: str = "bench spec") -> BenchSpec:
+    try:
+        return BenchSpec.model_validate(raw)
+    except ValidationError as exc:
+        from unlearnkit.spec import _error_lines
+
+        raise SpecError(_error_lines(exc), source) from None
+
+
+def _name(plugin: Any) -> str:
+    return plugin["name"] if isinstance(plugin, dict) else plugin
+
+
+def merge(into: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge a partial run spec: mappings merge, `augment` lists merge by plugin name, values replace."""
+    out = copy.deepcopy(into)
+    for key, value in overlay.items():
+        if key == "augment" and isinstance(value, list):
+            merged = {_name(a): a if isinstance(a, dict) else {"name": a} for a in out.get("augment") or []}
+            for item in value:
+                item = item if isinstance(item, dict) else {"name": item}
+                merged[item["name"]] = merge(merged.get(item["name"], {}), item)
+            out["augment"] = list(merged.values())
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def spec_key(*parts: Any) -> str:
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One method variant (method + augmenters + params) unlearning one (scenario, seed)."""
+
+    scenario: str
+    seed: int
+    method: str
+    augment: tuple[str, ...] = ()
+    overlay: str = "{}"  # a partial run spec (JSON) merged into the base: the params this cell sets
+    trial: int | None = None  # the tuning trial it belongs to
+
+    @property
+    def variant(self) -> str:
+        """ft, ft+coun-cl: how tables name the row."""
+        return "+".join([self.method, *self.augment])
+
+    def run_spec(self, base: dict[str, Any]) -> dict[str, Any]:
+        """The cell's complete run spec: base, the method and augmenters, the overlay, the scenario and seed."""
+        spec = build_spec(base, method=self.method, augment=list(self.augment))
+        spec = merge(spec, json.loads(self.overlay))
+        # an overlay may carry params for augmenters this variant does not use (ft's, shared with ft+coun-cl)
+        spec["augment"] = [a for a in spec.get("augment") or [] if _name(a) in self.augment]
+        spec = build_spec(spec, overrides=[*scenario_overrides(self.scenario), f"seed={self.seed}"])
+        spec.pop("output", None)
+        return spec
+
+
+@dataclass
+class Grid:
+    """The cells to run, the variants left out (and why), and the resolved runs by cell."""
+
+    cells: list[Cell]
+    resolved: dict[Cell, ResolvedRun] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+
+
+def method_names(spec: BenchSpec, registry: Registry) -> list[str]:
+    names = registry.names("method") if spec.methods == "all" else list(spec.methods)
+    for name in names:
+        registry.get_class("method", name)  # an unknown name stops here, with close matches
+    return [n for n in names if n not in spec.exclude]
+
+
+def expand(spec: BenchSpec, registry: Registry) -> Grid:
+    """Every (scenario, seed, method, augmenters) cell, validated now so a bad param fails before any training.
+
+    Variants that cannot exist (a method without that scenario, an augmenter that cannot
+    wrap the method) are left out and listed in `skipped`.
+    """
+    grid = Grid([])
+    for scenario in spec.scenarios:
+        scenario_overrides(scenario)
+        kind = scenario.partition(":")[0]
+        for method in method_names(spec, registry):
+            cls = registry.get_class("method", method)
+            for setting in spec.augment:
+                augment = tuple(a for a in setting.split("+") if a and a != "none")
+                variant = "+".join([method, *augment])
+                if kind not in cls.scenarios:
+                    grid.skipped.append(f"{variant} ({scenario_label(scenario)}): '{method}' supports "
+                                        f"{', '.join(cls.scenarios)} forgetting")
+                    continue
+                reasons = [registry.get_class("augmenter", a).cannot_wrap(cls) for a in augment]
+                if any(reasons):
+                    if scenario == spec.scenarios[0]:
+                        grid.skipped.append(f"{variant}: {next(r for r in reasons if r)}")
+                    continue
+                overlay = merge(spec.params.get(method, {}), spec.params.get(variant, {}))
+                for seed in spec.seed_list():
+                    grid.cells.append(Cell(scenario, seed, method, augment, json.dumps(overlay, sort_keys=True)))
+    resolve_cells(grid, spec.base, registry)
+    return grid
+
+
+def resolve_cells(grid: Grid, base: dict[str, Any], registry: Registry) -> None:
+    for cell in grid.cells:
+        grid.resolved[cell] = resolve(cell.run_spec(base), registry, f"{cell.variant} ({scenario_label(cell.scenario)})")

@@ -1,0 +1,141 @@
+"""Running a grid: one Protocol per (scenario, seed), cached references, one JSON record per finished cell."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import traceback
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from unlearnkit.bench.grid import Cell, Grid, scenario_label, spec_key
+from unlearnkit.pipeline import Protocol, environment
+from unlearnkit.progress import SILENT, Progress
+from unlearnkit.spec import ResolvedRun
+
+RECORD_FORMAT = 1
+REFERENCES = ("retrain", "original")
+
+
+class CellStore:
+    """Finished cells as `cells/<key>.json`. A record is written whole (temp file + rename) or not at all."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder) / "cells"
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        try:
+            record = json.loads((self.folder / f"{key}.json").read_text())
+        except (OSError, ValueError):
+            return None  # absent (or unreadable): computed again
+        return record if record.get("format") == RECORD_FORMAT else None
+
+    def put(self, key: str, record: dict[str, Any]) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        temporary = self.folder / f".{key}.json.tmp"
+        temporary.write_text(json.dumps({"format": RECORD_FORMAT, "key": key, **record}, indent=1))
+        os.replace(temporary, self.folder / f"{key}.json")
+
+
+def _identity(resolved: ResolvedRun, *drop: str) -> dict[str, Any]:
+    """What determines a cell's numbers: the spec, less where it runs and where it writes."""
+    return resolved.spec.model_dump(mode="json", exclude={"device", "cache", "output", *drop})
+
+
+def cell_key(resolved: ResolvedRun) -> str:
+    return spec_key("unlearned", _identity(resolved))
+
+
+def reference_key(resolved: ResolvedRun, kind: str) -> str:
+    return spec_key(kind, _identity(resolved, "method", "augment"))
+
+
+def plugin_params(resolved: ResolvedRun) -> dict[str, Any]:
+    """The params the method and each augmenter ran with: recorded beside the metrics."""
+    return {
+        "method": resolved.method.params.model_dump(mode="json", by_alias=True),
+        "augment": {a.name: a.params.model_dump(mode="json", by_alias=True) for a in resolved.augmenters},
+    }
+
+
+@dataclass
+class Outcome:
+    records: list[dict[str, Any]] = field(default_factory=list)  # every cell and reference of the grid that is done
+    computed: int = 0  # cells run by this call (the rest were already on disk)
+    failures: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    interrupted: bool = False
+
+
+def run_grid(
+    grid: Grid,
+    store: CellStore,
+    progress: Progress = SILENT,
+    log: Callable[[str], None] = lambda line: None,
+) -> Outcome:
+    """Run every cell not yet on disk; references are trained (or taken from the model cache) once per group.
+
+    A cell that raises is reported and skipped, so one broken method does not stop a grid;
+    KeyboardInterrupt stops it, with the finished cells kept (`Outcome.interrupted`).
+    """
+    started = time.perf_counter()
+    outcome = Outcome()
+    groups: dict[tuple[str, int], list[Cell]] = defaultdict(list)
+    for cell in grid.cells:
+        groups[(cell.scenario, cell.seed)].append(cell)
+    pending = {group: [c for c in cells if store.get(cell_key(grid.resolved[c])) is None] for group, cells in groups.items()}
+    total = sum(len(p) for p in pending.values())
+    if total < len(grid.cells):
+        log(f"{len(grid.cells) - total} of {len(grid.cells)} cells already finished: resuming")
+    try:
+        with progress.task("grid: cells", total) as advance:
+            for (scenario, seed), cells in groups.items():
+                references = {kind: reference_key(grid.resolved[cells[0]], kind) for kind in REFERENCES}
+                if pending[(scenario, seed)] or any(store.get(k) is None for k in references.values()):
+                    _run_group(grid, cells[0], pending[(scenario, seed)], references, store, progress, log, advance, outcome)
+    except KeyboardInterrupt:
+        outcome.interrupted = True
+    outcome.seconds = time.perf_counter() - started
+    for cells in groups.values():
+        outcome.records += [r for kind in REFERENCES if (r := store.get(reference_key(grid.resolved[cells[0]], kind)))]
+        outcome.records += [r for c in cells if (r := store.get(cell_key(grid.resolved[c])))]
+    return outcome
+
+
+def _run_group(grid, first: Cell, pending: list[Cell], references, store, progress, log, advance, outcome) -> None:
+    where = f"{scenario_label(first.scenario)}, seed {first.seed}"
+    protocol = Protocol(grid.resolved[first], progress=progress, log=lambda line: log(f"{where}: {line}"))
+    env = environment(protocol.device)
+    original, original_cost, _ = protocol.reference_model("original")
+    retrain_model, retrain_cost, _ = protocol.reference_model("retrain")
+    retrain = protocol.subject("retrain", retrain_model, retrain_cost)
+    protocol.measure(retrain, None)
+    base = {"scenario": first.scenario, "seed": first.seed, "forget_count": len(protocol.split.forget),
+            "retain_count": len(protocol.split.retain), "environment": env}
+    for kind, subject in (("retrain", retrain), ("original", protocol.subject("original", original, original_cost))):
+        if kind == "original":
+            protocol.measure(subject, retrain)
+        store.put(references[kind], {**base, "kind": kind, "variant": kind.capitalize(), "metrics": subject.metrics})
+    for cell in pending:
+        resolved = grid.resolved[cell]
+        try:
+            model, cost = protocol.unlearn(original, resolved.wrapped_method())
+            metrics = protocol.measure(protocol.subject("unlearned", model, cost), retrain)
+        except Exception as exc:  # noqa: BLE001 - one failing cell must not stop the grid
+            line = f"{cell.variant} ({where}) failed: {type(exc).__name__}: {exc}"
+            outcome.failures.append(line)
+            log(line)
+            if os.environ.get("UNLEARNKIT_DEBUG", "") not in ("", "0"):
+                traceback.print_exc()
+            advance()
+            continue
+        store.put(cell_key(resolved), {
+            **base, "kind": "unlearned", "variant": cell.variant, "method": cell.method, "augment": list(cell.augment),
+            "trial": cell.trial, "overlay": json.loads(cell.overlay), "params": plugin_params(resolved), "metrics": metrics,
+        })
+        outcome.computed += 1
+        log(f"{where}: {cell.variant}: Avg Gap {metrics.get('avg_gap', float('nan')):.2f} in {cost['seconds']:.1f} s")
+        advance()

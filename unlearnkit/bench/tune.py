@@ -1,0 +1,128 @@
+"""Tuning: a grid whose cells are one method variant under different params; the lowest mean Avg Gap wins.
+
+Ranges come from each plugin's `search_space` (the paper's ranges, declared by the plugin)
+or from the user as `PLUGIN.PARAM=LOW:HIGH[:log]` or `PLUGIN.PARAM=V1,V2,...`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+import statistics
+from typing import Any
+
+from unlearnkit.api import Choice, Range, SearchRange
+from unlearnkit.bench.grid import Cell, Grid, resolve_cells, scenario_overrides
+from unlearnkit.errors import UnlearnkitError
+from unlearnkit.plugins import Registry
+
+
+def parse_range(text: str) -> tuple[str, SearchRange]:
+    """'ft.lr=0.01:0.1:log' -> Range; 'neggrad+.beta=0.99,0.999' -> Choice."""
+    key, sep, value = text.partition("=")
+    plugin, dot, param = key.strip().rpartition(".")
+    if not sep or not dot or not plugin or not param or not value:
+        raise UnlearnkitError(f"--range '{text}' is not understood",
+                              "Use PLUGIN.PARAM=LOW:HIGH[:log] (ft.lr=0.01:0.1:log) or PLUGIN.PARAM=V1,V2 (neggrad+.beta=0.99,0.999).")
+    try:
+        if ":" in value:
+            parts = value.split(":")
+            log = len(parts) == 3 and parts[2] == "log"
+            if len(parts) not in (2, 3) or (len(parts) == 3 and not log):
+                raise ValueError
+            low, high = float(parts[0]), float(parts[1])
+            if log and low <= 0:
+                raise UnlearnkitError(f"--range '{text}': a log range needs LOW > 0")
+            return key.strip(), Range(low, high, log)
+        return key.strip(), Choice(tuple(_number(v) for v in value.split(",")))
+    except ValueError:
+        raise UnlearnkitError(f"--range '{text}': bounds must be numbers, e.g. ft.lr=0.01:0.1:log") from None
+
+
+def _number(text: str) -> Any:
+    text = text.strip()
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            return text
+
+
+def search_space(method: str, augment: tuple[str, ...], registry: Registry, given: list[str]) -> dict[str, SearchRange]:
+    """The declared ranges of the method and its augmenters, replaced or extended by --range."""
+    space: dict[str, SearchRange] = {}
+    plugins = {method: registry.get_class("method", method), **{a: registry.get_class("augmenter", a) for a in augment}}
+    for name, cls in plugins.items():
+        space.update({f"{name}.{param}": r for param, r in cls.search_space.items()})
+    for text in given:
+        key, search = parse_range(text)
+        if key.rpartition(".")[0] not in plugins:
+            raise UnlearnkitError(f"--range {key}: '{key.rpartition('.')[0]}' is not part of this run",
+                                  f"Tune params of {', '.join(plugins)}.")
+        space[key] = search
+    if not space:
+        raise UnlearnkitError(f"'{'+'.join([method, *augment])}' declares no search space",
+                              "Give one with --range PLUGIN.PARAM=LOW:HIGH[:log], e.g. --range scrub.lr=0.0001:0.001:log.")
+    return space
+
+
+def trials(space: dict[str, SearchRange], search: str, points: int, count: int, seed: int) -> list[dict[str, Any]]:
+    """Assignments to try: the full grid (`points` per range, every choice), or `count` random draws."""
+    keys = list(space)
+    if search == "grid":
+        axes = [[_round(v) for v in space[k].grid(points)] for k in keys]
+        found = [dict(zip(keys, values)) for values in itertools.product(*axes)]
+    else:
+        rng = random.Random(seed)
+        found = [{k: _round(space[k].sample(rng)) for k in keys} for _ in range(count)]
+    unique = {json.dumps(a, sort_keys=True): a for a in found}  # the same params are one cell, however drawn
+    return list(unique.values())
+
+
+def _round(value: Any) -> Any:
+    return float(f"{value:.4g}") if isinstance(value, float) else value
+
+
+def overlay(method: str, assignment: dict[str, Any]) -> dict[str, Any]:
+    """{'ft.lr': 0.03, 'coun-cl.lambda': 2} -> {method: {params: {lr: 0.03}}, augment: [{name: coun-cl, params: ...}]}."""
+    out: dict[str, Any] = {}
+    for key, value in assignment.items():
+        plugin, _, param = key.rpartition(".")
+        if plugin == method:
+            out.setdefault("method", {"params": {}})["params"][param] = value
+        else:
+            augment = out.setdefault("augment", [])
+            entry = next((a for a in augment if a["name"] == plugin), None) or {"name": plugin, "params": {}}
+            if entry not in augment:
+                augment.append(entry)
+            entry["params"][param] = value
+    return out
+
+
+def tuning_grid(
+    base: dict[str, Any], method: str, augment: tuple[str, ...], scenario: str, seeds: list[int],
+    assignments: list[dict[str, Any]], registry: Registry,
+) -> Grid:
+    scenario_overrides(scenario)
+    grid = Grid([Cell(scenario, seed, method, augment, json.dumps(overlay(method, a), sort_keys=True), trial=i)
+                 for i, a in enumerate(assignments) for seed in seeds])
+    resolve_cells(grid, base, registry)
+    return grid
+
+
+def ranking(records: list[dict[str, Any]], assignments: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Trials with every seed finished, best (lowest mean Avg Gap) first."""
+    by_trial: dict[int, list[dict]] = {}
+    for record in records:
+        if record.get("trial") is not None:
+            by_trial.setdefault(record["trial"], []).append(record)
+    rows = []
+    for trial, cells in by_trial.items():
+        gaps = [c["metrics"]["avg_gap"] for c in cells]
+        means = {k: statistics.fmean(c["metrics"][k] for c in cells) for k in ("RA", "UA", "TA", "MIA")}
+        rows.append({"trial": trial, "assignment": assignments[trial], "avg_gap": statistics.fmean(gaps),
+                     "avg_gap_std": statistics.stdev(gaps) if len(gaps) > 1 else 0.0, "seeds": len(cells), **means})
+    return sorted(rows, key=lambda r: (r["avg_gap"], r["trial"]))

@@ -1,0 +1,73 @@
+"""PNG figures: the CL-integration bar chart and representation-space scatter plots (matplotlib, Agg)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display needed
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def cl_integration(changes: dict[str, dict[str, float]], path: Path) -> Path:
+    """Grouped bars: % change of each method's Avg Gap when wrapped, one colour per scenario."""
+    from unlearnkit.bench.grid import scenario_label
+
+    plt = _pyplot()
+    methods = list(dict.fromkeys(m for per in changes.values() for m in per))
+    width = 0.8 / max(len(changes), 1)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(methods) + 2), 4.2))
+    x = np.arange(len(methods))
+    for i, (scenario, per) in enumerate(changes.items()):
+        values = [per.get(m, np.nan) for m in methods]
+        bars = ax.bar(x + (i - (len(changes) - 1) / 2) * width, values, width, label=scenario_label(scenario))
+        ax.bar_label(bars, fmt="%+.0f", fontsize=7, padding=2)
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xticks(x, methods, rotation=30, ha="right")
+    ax.set_ylabel("change in Avg Gap (%)")
+    ax.set_title("Avg Gap change when the CL module wraps each method\n(below 0: closer to Retrain)", fontsize=10)
+    ax.legend(title="forget", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return Path(path)
+
+
+def representation(
+    panels: Sequence[tuple[str, np.ndarray]],
+    labels: np.ndarray,
+    forget: np.ndarray,
+    class_names: Sequence[str],
+    title: str,
+    path: Path,
+) -> Path:
+    """One scatter per model (same points in each): retain samples as dots, forget samples as outlined
+    triangles, coloured by true class."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4.6), squeeze=False)
+    colours = plt.get_cmap("tab10" if len(class_names) <= 10 else "tab20")
+    for ax, (name, xy) in zip(axes[0], panels):
+        keep = ~forget
+        ax.scatter(xy[keep, 0], xy[keep, 1], c=colours(labels[keep] % colours.N), s=4, alpha=0.45, linewidths=0)
+        ax.scatter(xy[forget, 0], xy[forget, 1], c=colours(labels[forget] % colours.N), s=26, marker="^",
+                   edgecolors="black", linewidths=0.6)
+        ax.set_title(name, fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    handles = [plt.Line2D([], [], marker="o", linestyle="", color=colours(i % colours.N), label=str(n))
+               for i, n in enumerate(class_names)]
+    handles.append(plt.Line2D([], [], marker="^", linestyle="", color="white", markeredgecolor="black", label="forget"))
+    fig.legend(handles=handles, loc="center right", fontsize=8, frameon=False)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout(rect=(0, 0, 0.9, 0.95))
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return Path(path)

@@ -1,0 +1,88 @@
+"""`unlearn plot`: a result bundle's original, Retrain and unlearned models in representation space.
+
+Each model's penultimate features of a sample of retain and forget training images are
+projected to 2-D (PCA and/or t-SNE, each model in its own space), as in CoUn's Figures 1 and 3.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from unlearnkit.checkpoint import load_model
+from unlearnkit.errors import UnlearnkitError
+from unlearnkit.evaluation.representation import premise_agreement, project
+from unlearnkit.figures import representation
+from unlearnkit.pipeline import Protocol
+from unlearnkit.plugins import Registry
+from unlearnkit.progress import SILENT, Progress
+from unlearnkit.spec import resolve
+
+TITLES = {"pca": "PCA", "tsne": "t-SNE"}
+
+
+def read_bundle(folder: Path) -> dict:
+    path = Path(folder) / "results.json"
+    try:
+        return json.loads(path.read_text())
+    except OSError:
+        raise UnlearnkitError(f"{folder} is not a result bundle (no readable results.json)",
+                              "Give the folder `unlearn run` wrote (its --out).") from None
+    except ValueError:
+        raise UnlearnkitError(f"{path} is not valid JSON; the bundle is damaged", "Run `unlearn run` again.") from None
+
+
+def plot_bundle(
+    folder: Path, out: Path, projections: list[str], samples: int, progress: Progress = SILENT,
+    registry: Registry | None = None,
+) -> tuple[list[Path], dict[str, float]]:
+    """Write one PNG per projection; returns the files and each model's premise agreement (percent)."""
+    from unlearnkit.plugins import installed
+
+    folder = Path(folder)
+    results = read_bundle(folder)
+    resolved = resolve(results["spec"], registry or installed(), str(folder / "results.json"))
+    protocol = Protocol(resolved, progress=progress)
+    recorded = torch.tensor([int(v) for v in (folder / results["split"]["forget_indices"]).read_text().split()])
+    if not torch.equal(recorded.sort().values, protocol.split.forget.sort().values):
+        raise UnlearnkitError(f"the forget set drawn from {folder}'s spec differs from its forget_indices.txt",
+                              "The data set changed since the run; run `unlearn run` again.")
+    original, _, _ = protocol.reference_model("original")
+    retrain, _, _ = protocol.reference_model("retrain")
+    unlearned = protocol.new_model().to(protocol.device)
+    load_model(folder / results["weights"], unlearned)
+    subjects = {name: protocol.subject(name, model, {"flops": None, "seconds": None})
+                for name, model in (("Original", original), ("Retrain", retrain), (results["method"], unlearned))}
+
+    predictions = subjects["Retrain"].outputs("forget")[0].argmax(1)
+    premise = {name: premise_agreement(s.features("retain"), s.features("forget")[0], predictions)
+               for name, s in subjects.items()}
+
+    generator = torch.Generator().manual_seed(0)
+    n_retain, n_forget = len(protocol.split.retain), len(protocol.split.forget)
+    pick_retain = torch.randperm(n_retain, generator=generator)[:samples]
+    pick_forget = torch.randperm(n_forget, generator=generator)[: max(samples // 3, 1)]
+    labels = torch.cat([subjects["Retrain"].features("retain")[1][pick_retain],
+                        subjects["Retrain"].features("forget")[1][pick_forget]]).numpy()
+    is_forget = torch.cat([torch.zeros(len(pick_retain), dtype=torch.bool), torch.ones(len(pick_forget), dtype=torch.bool)])
+    points = {name: torch.cat([s.features("retain")[0][pick_retain], s.features("forget")[0][pick_forget]])
+              for name, s in subjects.items()}
+
+    spec = resolved.spec
+    scenario = (f"random {spec.forget.fraction:.0%}" if spec.forget.kind == "random"
+                else f"class {', '.join(map(str, spec.forget.classes))}" if spec.forget.kind == "class" else "given indices")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    with progress.task("projecting", len(projections) * len(points)) as advance:
+        for how in projections:
+            panels = []
+            for name, features in points.items():
+                panels.append((f"{name} (premise {premise[name]:.1f}%)", project(features, how, seed=spec.seed)))
+                advance()
+            title = (f"{TITLES[how]} of penultimate features: {spec.data.name}, {spec.model.name}, {scenario} forgetting "
+                     f"({len(pick_retain)} retain, {len(pick_forget)} forget samples)")
+            files.append(representation(panels, labels, is_forget.numpy(), protocol.images.classes, title, out / f"{how}.png"))
+    return files, premise
