@@ -1,0 +1,240 @@
+"""Grids: expansion and validation, one original and Retrain per (scenario, seed), resuming, tables, tuning."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import types
+
+import pytest
+
+from unlearnkit import Method, Range, hookimpl
+from unlearnkit.api import Choice
+from unlearnkit.bench.grid import BenchSpec, Cell, expand, merge, scenario_label, scenario_overrides
+from unlearnkit.bench.runner import CellStore, run_grid
+from unlearnkit.bench.summary import cl_changes, csv_text, markdown, tabulate
+from unlearnkit.bench.tune import overlay, parse_range, ranking, search_space, trials
+from unlearnkit.errors import SpecError, UnlearnkitError
+from unlearnkit.plugins import discover
+
+TINY = {"data": {"name": "digits", "train_subset": 240, "test_subset": 80}, "train": {"epochs": 1}, "device": "cpu"}
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("UNLEARNKIT_CACHE_DIR", str(tmp_path / "cache"))
+
+
+# --------------------------------------------------------------------------- in-test methods
+
+
+class Calls:
+    count = 0
+    interrupt_at: int | None = None
+
+
+class Identity(Method):
+    """Leaves the model as it is; counts its calls and can simulate Ctrl-C on the n-th."""
+
+    name = "identity"
+    trains_on_retain = False
+
+    def unlearn(self, run):
+        Calls.count += 1
+        if Calls.interrupt_at == Calls.count:
+            raise KeyboardInterrupt
+
+
+class Explode(Method):
+    """Always fails."""
+
+    name = "explode"
+    trains_on_retain = False
+
+    def unlearn(self, run):
+        raise RuntimeError("boom")
+
+
+@pytest.fixture
+def registry():
+    module = types.ModuleType("bench_test_methods")
+    module.register_methods = hookimpl(lambda register: [register(Identity), register(Explode)])
+    Calls.count, Calls.interrupt_at = 0, None
+    return discover(modules=[("bench-test", module)], env={})
+
+
+# --------------------------------------------------------------------------- the grid
+
+
+def test_scenarios_read_as_forget_fields_and_labels():
+    assert scenario_overrides("random:0.5") == ["forget.kind=random", "forget.fraction=0.5"]
+    assert scenario_overrides("class:3,5") == ["forget.kind=class", "forget.classes=[3,5]"]
+    assert scenario_label("random:0.1") == "random 10%" and scenario_label("class:3") == "class 3"
+    with pytest.raises(UnlearnkitError, match="random:FRACTION"):
+        scenario_overrides("random")
+
+
+def test_merge_joins_mappings_and_augmenters_by_name():
+    spec = {"method": {"name": "ft", "params": {"lr": 0.1, "epochs": 3}}, "augment": [{"name": "coun-cl"}]}
+    merged = merge(spec, {"method": {"params": {"lr": 0.02}}, "augment": [{"name": "coun-cl", "params": {"lambda": 2}}]})
+    assert merged["method"] == {"name": "ft", "params": {"lr": 0.02, "epochs": 3}}
+    assert merged["augment"] == [{"name": "coun-cl", "params": {"lambda": 2}}]
+    assert spec["method"]["params"]["lr"] == 0.1  # inputs untouched
+
+
+def test_a_variants_params_reach_only_that_variant(registry):
+    spec = BenchSpec(base=TINY, methods=["ft"], scenarios=["random:0.1"], seeds=1, params={
+        "ft": {"method": {"params": {"epochs": 2}}},
+        "ft+coun-cl": {"method": {"params": {"lr": 0.05}}, "augment": [{"name": "coun-cl", "params": {"lambda": 3}}]},
+    })
+    grid = expand(spec, registry)
+    plain, wrapped = (grid.resolved[c] for c in grid.cells)
+    assert (plain.name, plain.method.params.epochs, plain.method.params.lr) == ("ft", 2, 0.01)
+    assert (wrapped.name, wrapped.method.params.epochs, wrapped.method.params.lr) == ("ft+coun-cl", 2, 0.05)
+    assert wrapped.augmenters[0].params.lambda_ == 3
+
+
+def test_expand_leaves_out_impossible_variants_and_says_why(registry):
+    spec = BenchSpec(base=TINY, methods=["ga", "boundary-expand"], scenarios=["random:0.1", "class:1"], seeds=2)
+    grid = expand(spec, registry)
+    assert {(c.variant, c.scenario) for c in grid.cells} == {
+        ("ga", "random:0.1"), ("ga", "class:1"), ("boundary-expand", "class:1")}
+    assert len(grid.cells) == 3 * 2
+    assert any(s.startswith("ga+coun-cl: ") and "takes none" in s for s in grid.skipped)
+    assert any("boundary-expand (random 10%)" in s for s in grid.skipped)
+
+
+def test_a_bad_param_fails_before_anything_runs(registry):
+    spec = BenchSpec(base=TINY, methods=["ft"], augment=["none"], params={"ft": {"method": {"params": {"lr": -1}}}})
+    with pytest.raises(SpecError, match="method.params.lr"):
+        expand(spec, registry)
+    with pytest.raises(UnlearnkitError, match="unknown method 'fine-tune'"):
+        expand(BenchSpec(base=TINY, methods=["fine-tune"]), registry)
+
+
+# --------------------------------------------------------------------------- running and resuming
+
+
+def test_references_are_trained_once_per_scenario_and_seed_and_cells_resume(registry, tmp_path):
+    spec = BenchSpec(base=TINY, methods=["identity", "explode"], augment=["none"], scenarios=["random:0.1", "class:1"], seeds=2)
+    grid = expand(spec, registry)
+    store = CellStore(tmp_path / "bench")
+    first = run_grid(grid, store)
+    assert Calls.count == 4 and first.computed == 4
+    assert len(first.failures) == 4 and all("RuntimeError: boom" in f for f in first.failures)
+    cached = sorted(p.name.split("-")[0] for p in (tmp_path / "cache").iterdir())
+    assert cached == ["original"] * 2 + ["retrain"] * 4  # the original does not depend on the split
+    kinds = [r["kind"] for r in first.records]
+    assert kinds.count("original") == kinds.count("retrain") == 4 and kinds.count("unlearned") == 4
+
+    again = run_grid(grid, store)
+    assert Calls.count == 4 and again.computed == 0  # finished cells are not recomputed; failed ones are retried
+    assert len(again.failures) == 4
+
+    one = next(r for r in again.records if r["variant"] == "identity" and r["scenario"] == "class:1")
+    (store.folder / f"{one['key']}.json").unlink()
+    assert run_grid(grid, store).computed == 1 and Calls.count == 5
+
+
+def test_an_interrupted_grid_keeps_its_finished_cells(registry, tmp_path):
+    spec = BenchSpec(base=TINY, methods=["identity"], augment=["none"], scenarios=["random:0.1"], seeds=4)
+    grid = expand(spec, registry)
+    store = CellStore(tmp_path / "bench")
+    Calls.interrupt_at = 3
+    stopped = run_grid(grid, store)
+    assert stopped.interrupted and stopped.computed == 2
+    assert sorted(r["seed"] for r in stopped.records if r["kind"] == "unlearned") == [0, 1]
+    assert not list(store.folder.glob(".*.tmp"))
+    Calls.interrupt_at = None
+    resumed = run_grid(grid, store)
+    assert not resumed.interrupted and resumed.computed == 2 and Calls.count == 5  # seeds 2 and 3 (2 again)
+
+
+def test_cells_record_their_params_and_identity_of_the_original(registry, tmp_path):
+    spec = BenchSpec(base=TINY, methods=["identity"], augment=["none"], scenarios=["random:0.1"], seeds=1)
+    outcome = run_grid(expand(spec, registry), CellStore(tmp_path / "b"))
+    by_kind = {r["kind"]: r for r in outcome.records}
+    # identity leaves the original as it is: same metrics as the Original row
+    for key in ("RA", "UA", "TA", "MIA", "avg_gap", "premise"):
+        assert by_kind["unlearned"]["metrics"][key] == pytest.approx(by_kind["original"]["metrics"][key])
+    assert by_kind["retrain"]["metrics"]["avg_gap"] == 0
+    assert by_kind["unlearned"]["params"] == {"method": {}, "augment": {}}
+    assert by_kind["unlearned"]["forget_count"] == 24
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def record(variant, seed, scenario="random:0.1", augment=(), **metrics):
+    kind = variant.lower() if variant in ("Retrain", "Original") else "unlearned"
+    method = None if kind != "unlearned" else variant.split("+")[0]
+    return {"kind": kind, "variant": variant, "method": method, "augment": list(augment), "scenario": scenario,
+            "seed": seed, "forget_count": 10, "retain_count": 90, "metrics": metrics}
+
+
+RECORDS = [
+    record("Retrain", 0, RA=100, UA=5, TA=90, MIA=10, avg_gap=0, flops=2e15, seconds=10),
+    record("Retrain", 1, RA=100, UA=7, TA=92, MIA=14, avg_gap=0, flops=2e15, seconds=12),
+    record("ft", 0, RA=99, UA=3, TA=91, MIA=8, avg_gap=2.0, flops=5e14, seconds=2),
+    record("ft", 1, RA=97, UA=5, TA=89, MIA=10, avg_gap=3.0, flops=5e14, seconds=4),
+    record("ft+coun-cl", 0, augment=["coun-cl"], RA=99, UA=5, TA=90, MIA=11, avg_gap=1.0, flops=7e14, seconds=3),
+    record("ft+coun-cl", 1, augment=["coun-cl"], RA=99, UA=6, TA=91, MIA=12, avg_gap=2.0, flops=7e14, seconds=5),
+]
+
+
+def test_tables_give_mean_std_and_the_gap_of_means_to_retrain():
+    rows = tabulate(RECORDS)["random:0.1"]
+    assert list(rows) == ["Retrain", "ft", "ft+coun-cl"]
+    ft = rows["ft"]
+    assert ft.stats["RA"].mean == 98 and ft.stats["RA"].std == pytest.approx(2 ** 0.5)
+    assert ft.gaps == {"RA": 2, "UA": 2, "TA": 1, "MIA": 3}  # |mean - Retrain's mean|
+    text = markdown(tabulate(RECORDS), {})
+    assert "| ft | 98.00 ± 1.41 (2.00) | 4.00 ± 1.41 (2.00) | 90.00 ± 1.41 (1.00) | 9.00 ± 1.41 (3.00) | 2.50 ± 0.71 |" in text
+    assert "| Retrain | 100.00 ± 0.00 | 6.00 ± 1.41 |" in text
+    assert " | 2 | 11.00 ± 1.41 |" in text  # PFLOPs, then seconds
+
+
+def test_csv_has_one_numeric_row_per_variant():
+    rows = list(csv.DictReader(io.StringIO(csv_text(tabulate(RECORDS)))))
+    assert [r["variant"] for r in rows] == ["Retrain", "ft", "ft+coun-cl"]
+    assert float(rows[1]["MIA_gap"]) == 3 and float(rows[2]["avg_gap_mean"]) == 1.5 and rows[2]["augment"] == "coun-cl"
+
+
+def test_cl_change_is_the_percent_change_of_mean_avg_gap():
+    assert cl_changes(tabulate(RECORDS)) == {"random:0.1": {"ft": pytest.approx(-40.0)}}
+
+
+# --------------------------------------------------------------------------- tuning
+
+
+def test_ranges_parse_as_ranges_or_choices():
+    assert parse_range("ft.lr=0.01:0.1:log") == ("ft.lr", Range(0.01, 0.1, True))
+    assert parse_range("neggrad+.beta=0.99,0.999") == ("neggrad+.beta", Choice((0.99, 0.999)))
+    for bad in ("lr=0.1:1", "ft.lr", "ft.lr=a:b", "ft.lr=0:1:log", "ft.lr=1:2:cube"):
+        with pytest.raises(UnlearnkitError):
+            parse_range(bad)
+
+
+def test_grid_and_random_trials_cover_the_space(registry):
+    space = search_space("ft", ("coun-cl",), registry, ["ft.epochs=1,2"])
+    assert set(space) == {"ft.lr", "coun-cl.lambda", "ft.epochs"}
+    grid = trials(space, "grid", 3, 0, seed=0)
+    assert len(grid) == 3 * 3 * 2
+    assert sorted({t["ft.lr"] for t in grid}) == [0.01, 0.03162, 0.1]  # log-spaced, 4 significant digits
+    drawn = trials(space, "random", 0, 5, seed=1)
+    assert drawn == trials(space, "random", 0, 5, seed=1) and len(drawn) == 5
+    assert all(0.01 <= t["ft.lr"] <= 0.1 and 0.1 <= t["coun-cl.lambda"] <= 6 for t in drawn)
+    with pytest.raises(UnlearnkitError, match="declares no search space"):
+        search_space("scrub", (), registry, [])
+    with pytest.raises(UnlearnkitError, match="not part of this run"):
+        search_space("ft", (), registry, ["coun-cl.lambda=1,2"])
+
+
+def test_overlay_and_ranking():
+    assert overlay("ft", {"ft.lr": 0.03, "coun-cl.lambda": 2.0}) == {
+        "method": {"params": {"lr": 0.03}}, "augment": [{"name": "coun-cl", "params": {"lambda": 2.0}}]}
+    cells = [{"trial": t, "metrics": {"avg_gap": g, "RA": 0, "UA": 0, "TA": 0, "MIA": 0}}
+             for t, g in [(0, 3.0), (0, 1.0), (1, 1.5), (1, 1.9), (2, 9.0)]]
+    ranked = ranking(cells, [{"ft.lr": 0.01}, {"ft.lr": 0.03}, {"ft.lr": 0.1}])
+    assert [r["trial"] for r in ranked] == [1, 0, 2] and ranked[0]["avg_gap"] == pytest.approx(1.7)

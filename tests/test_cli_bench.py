@@ -1,0 +1,96 @@
+"""`unlearn bench`, `unlearn tune` and `unlearn plot` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from tests.test_cli import unlearn
+
+TINY = ["--data", "digits", "--set", "base.data.train_subset=240", "--set", "base.data.test_subset=80",
+        "--set", "base.train.epochs=1", "--device", "cpu", "--quiet"]
+RUN_TINY = ["--set", "data.train_subset=240", "--set", "data.test_subset=80", "--set", "train.epochs=1",
+            "--device", "cpu", "--quiet"]
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("UNLEARNKIT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.mark.slow
+def test_bench_writes_tables_and_figure_and_resumes(capsys, tmp_path):
+    argv = ["bench", "--methods", "ft,ssd", "--augment", "none,coun-cl", "--scenarios", "random:0.1,class:2",
+            "--seeds", "2", "--set", "params.ft.method.params.epochs=1", "--out", "grid", *TINY]
+    code, out, err = unlearn(capsys, *argv)
+    assert code == 0, err
+    assert "skipped ssd+coun-cl" in err and "12 of 12 cells finished (12 now" in err
+    folder = tmp_path / "grid"
+    text = (folder / "results.md").read_text()
+    assert "### random 10% (forget 24 of 240 training samples)" in text and "### class 2" in text
+    assert "| ft+coun-cl | " in text and "| Original | " in text
+    assert "Command: `unlearn bench --methods ft,ssd" in text
+    assert "- ft: method.params.epochs=1" in text
+    assert "### Avg Gap change when wrapped" in text and text in out
+    payload = json.loads((folder / "results.json").read_text())
+    assert set(payload["tables"]) == {"random:0.1", "class:2"}
+    assert payload["tables"]["class:2"]["ft"]["seeds"] == [0, 1]
+    assert (folder / "cl_integration.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (folder / "results.csv").read_text().startswith("scenario,variant,")
+
+    code, _, err = unlearn(capsys, *argv)
+    assert code == 0 and "12 of 12 cells finished (0 now" in err
+    assert len(json.loads((folder / "invocations.json").read_text())) == 2
+
+
+@pytest.mark.slow
+def test_tune_finds_params_that_bench_then_uses(capsys, tmp_path):
+    code, out, err = unlearn(capsys, "tune", "--method", "ft", "--range", "ft.lr=0.001,0.05", "--range", "ft.epochs=1",
+                             "--out", "tuned", *RUN_TINY)
+    assert code == 0, err
+    assert "best: ft.lr=" in out and "2 of 2 cells finished" in err
+    tuned = yaml.safe_load((tmp_path / "tuned" / "tuned.yaml").read_text())
+    lr = tuned["params"]["ft"]["method"]["params"]["lr"]
+    assert lr in (0.001, 0.05) and tuned["params"]["ft"]["method"]["params"]["epochs"] == 1
+    ranked = (tmp_path / "tuned" / "results.md").read_text()
+    assert "### Trials, best first" in ranked and f"Chosen: ft.lr={lr}" in ranked
+
+    code, _, err = unlearn(capsys, "bench", "--methods", "ft", "--augment", "none", "--scenarios", "random:0.1",
+                           "--seeds", "1", "--params", "tuned/tuned.yaml", "--out", "grid", *TINY)
+    assert code == 0, err
+    cell = json.loads((tmp_path / "grid" / "results.json").read_text())["tables"]["random:0.1"]["ft"]
+    assert cell["params"]["method"]["lr"] == lr and cell["params"]["method"]["epochs"] == 1
+
+
+def test_bench_user_errors_are_one_message(capsys, tmp_path):
+    for argv, expected in [
+        (["--scenarios", "half"], "scenario 'half' is not understood"),
+        (["--methods", "negrad"], "unknown method 'negrad'"),
+        (["--seeds", "x"], "error:"),
+        (["--set", "params.ft.method.params.lr=-1", "--methods", "ft"], "method.params.lr"),
+        (["--params", "missing.yaml"], "cannot read spec file missing.yaml"),
+    ]:
+        code, _, err = unlearn(capsys, "bench", *argv, *TINY)
+        assert code == 2 and expected in err and "Traceback" not in err, (argv, err)
+    code, _, err = unlearn(capsys, "tune", "--method", "scrub", *RUN_TINY)
+    assert code == 2 and "declares no search space" in err and "--range" in err
+
+
+@pytest.mark.slow
+def test_plot_draws_pca_and_tsne_of_a_bundle(capsys, tmp_path):
+    code, _, err = unlearn(capsys, "run", "--method", "ft", "--forget", "class:1", "--out", "r", *RUN_TINY,
+                           "--set", "method.params.epochs=1")
+    assert code == 0, err
+    code, out, err = unlearn(capsys, "plot", "r", "--samples", "60", "--quiet")
+    assert code == 0, err
+    for name in ("pca.png", "tsne.png"):
+        assert (tmp_path / "r" / "plots" / name).read_bytes()[:4] == b"\x89PNG"
+    assert "Original" in out and "Retrain" in out and "agreement" in out
+
+    code, _, err = unlearn(capsys, "plot", "nowhere")
+    assert code == 2 and "not a result bundle" in err
+    code, _, err = unlearn(capsys, "plot", "r", "--projection", "umap")
+    assert code == 2 and "umap" in err
