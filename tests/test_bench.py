@@ -238,3 +238,27 @@ def test_overlay_and_ranking():
              for t, g in [(0, 3.0), (0, 1.0), (1, 1.5), (1, 1.9), (2, 9.0)]]
     ranked = ranking(cells, [{"ft.lr": 0.01}, {"ft.lr": 0.03}, {"ft.lr": 0.1}])
     assert [r["trial"] for r in ranked] == [1, 0, 2] and ranked[0]["avg_gap"] == pytest.approx(1.7)
+
+
+def test_every_declared_search_space_names_real_params_with_valid_values():
+    installed = discover(env={})
+    declared = [e for kind in ("method", "augmenter") for e in installed.entries(kind) if e.cls.search_space]
+    assert {"ft", "neggrad+", "l1-sparse", "salun", "coun", "coun-cl"} <= {e.name for e in declared}
+    for entry in declared:
+        for param, search in entry.cls.search_space.items():
+            for value in search.grid(3):
+                entry.cls.Params.model_validate({param: value})  # raises on an unknown name or a bad value
+
+
+def test_the_example_bench_spec_expands_to_the_published_grid():
+    from pathlib import Path
+
+    from unlearnkit.spec import read_spec_file
+
+    path = Path(__file__).parents[1] / "examples" / "specs" / "bench-fashion-mnist.yaml"
+    spec = BenchSpec.model_validate(read_spec_file(path))
+    grid = expand(spec, discover(env={}))
+    assert {c.scenario for c in grid.cells} == {"random:0.1", "random:0.5", "class:0"}
+    assert "retrain" not in {c.method for c in grid.cells}
+    coun = next(grid.resolved[c] for c in grid.cells if c.variant == "coun")
+    assert coun.method.params.epochs == 10 and coun.spec.data.train_subset == 2000
