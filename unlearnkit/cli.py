@@ -25,8 +25,17 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-out = Console()
-err = Console(stderr=True)
+
+
+def _console(stderr: bool = False) -> Console:
+    console = Console(stderr=stderr)
+    if not console.is_terminal:
+        console.width = max(console.width, 120)  # logs and pipes: wide tables stay whole
+    return console
+
+
+out = _console()
+err = _console(stderr=True)
 
 
 def _forget_overrides(value: str) -> list[str]:

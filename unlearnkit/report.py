@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
+from rich import box
 from rich.table import Table
 
 LABELS = {"avg_gap": "Avg Gap", "premise": "Premise", "flops": "FLOPs", "seconds": "Time"}
@@ -35,8 +36,8 @@ def columns(metrics: Mapping[str, Mapping[str, float | None]]) -> list[str]:
 
 
 def rich_table(metrics: Mapping[str, Mapping[str, float | None]], method: str, title: str | None = None) -> Table:
-    table = Table(title=title)
-    table.add_column("model")
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)  # fits 80 columns
+    table.add_column("model", no_wrap=True)
     keys = columns(metrics)
     for key in keys:
         table.add_column(LABELS.get(key, key), justify="right")
