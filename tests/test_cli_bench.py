@@ -57,6 +57,7 @@ def test_tune_finds_params_that_bench_then_uses(capsys, tmp_path):
     assert lr in (0.001, 0.05) and tuned["params"]["ft"]["method"]["params"]["epochs"] == 1
     ranked = (tmp_path / "tuned" / "results.md").read_text()
     assert "### Trials, best first" in ranked and f"Chosen: ft.lr={lr}" in ranked
+    assert "| ft #0 | " in ranked and "| ft #1 | " in ranked  # one row per trial, never averaged together
 
     code, _, err = unlearn(capsys, "bench", "--methods", "ft", "--augment", "none", "--scenarios", "random:0.1",
                            "--seeds", "1", "--params", "tuned/tuned.yaml", "--out", "grid", *TINY)

@@ -121,6 +121,11 @@ class Cell:
         """ft, ft+coun-cl: how tables name the row."""
         return "+".join([self.method, *self.augment])
 
+    @property
+    def label(self) -> str:
+        """The variant, and the tuning trial when there is one: `ft #3`."""
+        return self.variant if self.trial is None else f"{self.variant} #{self.trial}"
+
     def run_spec(self, base: dict[str, Any]) -> dict[str, Any]:
         """The cell's complete run spec: base, the method and augmenters, the overlay, the scenario and seed."""
         spec = build_spec(base, method=self.method, augment=list(self.augment))

@@ -125,7 +125,7 @@ def _run_group(grid, first: Cell, pending: list[Cell], references, store, progre
             model, cost = protocol.unlearn(original, resolved.wrapped_method())
             metrics = protocol.measure(protocol.subject("unlearned", model, cost), retrain)
         except Exception as exc:  # noqa: BLE001 - one failing cell must not stop the grid
-            line = f"{cell.variant} ({where}) failed: {type(exc).__name__}: {exc}"
+            line = f"{cell.label} ({where}) failed: {type(exc).__name__}: {exc}"
             outcome.failures.append(line)
             log(line)
             if os.environ.get("UNLEARNKIT_DEBUG", "") not in ("", "0"):
@@ -133,9 +133,9 @@ def _run_group(grid, first: Cell, pending: list[Cell], references, store, progre
             advance()
             continue
         store.put(cell_key(resolved), {
-            **base, "kind": "unlearned", "variant": cell.variant, "method": cell.method, "augment": list(cell.augment),
+            **base, "kind": "unlearned", "variant": cell.label, "method": cell.method, "augment": list(cell.augment),
             "trial": cell.trial, "overlay": json.loads(cell.overlay), "params": plugin_params(resolved), "metrics": metrics,
         })
         outcome.computed += 1
-        log(f"{where}: {cell.variant}: Avg Gap {metrics.get('avg_gap', float('nan')):.2f} in {cost['seconds']:.1f} s")
+        log(f"{where}: {cell.label}: Avg Gap {metrics.get('avg_gap', float('nan')):.2f} in {cost['seconds']:.1f} s")
         advance()
