@@ -255,7 +255,7 @@ def test_the_example_bench_spec_expands_to_the_published_grid():
 
     from unlearnkit.spec import read_spec_file
 
-    path = Path(__file__).parents[1] / "examples" / "specs" / "bench-fashion-mnist.yaml"
+    path = Path(__file__).parents[1] / "examples" / "bench" / "fashion-mnist.yaml"
     spec = BenchSpec.model_validate(read_spec_file(path))
     grid = expand(spec, discover(env={}))
     assert {c.scenario for c in grid.cells} == {"random:0.1", "random:0.5", "class:0"}
