@@ -120,8 +120,10 @@ def test_references_are_trained_once_per_scenario_and_seed_and_cells_resume(regi
     spec = BenchSpec(base=TINY, methods=["identity", "explode"], augment=["none"], scenarios=["random:0.1", "class:1"], seeds=2)
     grid = expand(spec, registry)
     store = CellStore(tmp_path / "bench")
-    first = run_grid(grid, store)
+    seen = []
+    first = run_grid(grid, store, after_group=lambda records: seen.append(len(records)))
     assert Calls.count == 4 and first.computed == 4
+    assert seen == [3, 6, 9, 12]  # after each (scenario, seed) group: its Retrain, Original and finished cell
     assert len(first.failures) == 4 and all("RuntimeError: boom" in f for f in first.failures)
     cached = sorted(p.name.split("-")[0] for p in (tmp_path / "cache").iterdir())
     assert cached == ["original"] * 2 + ["retrain"] * 4  # the original does not depend on the split

@@ -166,8 +166,10 @@ def _run_and_report(grid, folder: Path, quiet: bool, header: str, meta: dict) ->
     from unlearnkit.bench.summary import write_reports
 
     log = (lambda line: None) if quiet else (lambda line: err.print(f"[dim]{line}[/]", highlight=False))
+    partial = header + "\nPartial: the grid is still running.\n"
     with Progress(console=err, enabled=not quiet and err.is_terminal) as progress:
-        outcome = run_grid(grid, CellStore(folder), progress=progress, log=log)
+        outcome = run_grid(grid, CellStore(folder), progress=progress, log=log,
+                           after_group=lambda records: write_reports(folder, records, partial, meta))
     history_file = folder / "invocations.json"
     history = json.loads(history_file.read_text()) if history_file.is_file() else []
     history.append({"command": _command_line(), "finished": time.strftime("%Y-%m-%d %H:%M:%S"),

@@ -75,11 +75,13 @@ def run_grid(
     store: CellStore,
     progress: Progress = SILENT,
     log: Callable[[str], None] = lambda line: None,
+    after_group: Callable[[list[dict[str, Any]]], None] = lambda records: None,
 ) -> Outcome:
     """Run every cell not yet on disk; references are trained (or taken from the model cache) once per group.
 
     A cell that raises is reported and skipped, so one broken method does not stop a grid;
     KeyboardInterrupt stops it, with the finished cells kept (`Outcome.interrupted`).
+    `after_group` receives the records finished so far after each (scenario, seed) group that ran.
     """
     started = time.perf_counter()
     outcome = Outcome()
@@ -96,13 +98,25 @@ def run_grid(
                 references = {kind: reference_key(grid.resolved[cells[0]], kind) for kind in REFERENCES}
                 if pending[(scenario, seed)] or any(store.get(k) is None for k in references.values()):
                     _run_group(grid, cells[0], pending[(scenario, seed)], references, store, progress, log, advance, outcome)
+                    after_group(finished(grid, store))
     except KeyboardInterrupt:
         outcome.interrupted = True
     outcome.seconds = time.perf_counter() - started
-    for cells in groups.values():
-        outcome.records += [r for kind in REFERENCES if (r := store.get(reference_key(grid.resolved[cells[0]], kind)))]
-        outcome.records += [r for c in cells if (r := store.get(cell_key(grid.resolved[c])))]
+    outcome.records = finished(grid, store)
     return outcome
+
+
+def finished(grid: Grid, store: CellStore) -> list[dict[str, Any]]:
+    """The records on disk for the grid's cells, each (scenario, seed) group's Retrain and Original first."""
+    records, seen = [], set()
+    for cell in grid.cells:
+        resolved = grid.resolved[cell]
+        keys = [reference_key(resolved, kind) for kind in REFERENCES] + [cell_key(resolved)]
+        for key in keys:
+            if key not in seen and (record := store.get(key)):
+                records.append(record)
+            seen.add(key)
+    return records
 
 
 def _run_group(grid, first: Cell, pending: list[Cell], references, store, progress, log, advance, outcome) -> None:
