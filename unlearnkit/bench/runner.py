@@ -135,6 +135,9 @@ def _run_group(grid, first: Cell, pending: list[Cell], references, store, progre
         store.put(references[kind], {**base, "kind": kind, "variant": kind.capitalize(), "metrics": subject.metrics})
     for cell in pending:
         resolved = grid.resolved[cell]
+        if store.get(cell_key(resolved)) is not None:  # finished meanwhile by another process on the same folder
+            advance()
+            continue
         try:
             model, cost = protocol.unlearn(original, resolved.wrapped_method())
             metrics = protocol.measure(protocol.subject("unlearned", model, cost), retrain)
