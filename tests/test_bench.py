@@ -71,8 +71,9 @@ def test_scenarios_read_as_forget_fields_and_labels():
     assert scenario_overrides("random:0.5") == ["forget.kind=random", "forget.fraction=0.5"]
     assert scenario_overrides("class:3,5") == ["forget.kind=class", "forget.classes=[3,5]"]
     assert scenario_label("random:0.1") == "random 10%" and scenario_label("class:3") == "class 3"
-    with pytest.raises(UnlearnkitError, match="random:FRACTION"):
-        scenario_overrides("random")
+    for bad in ("random", "random:10%", "random:1.5", "class:", "class:x", "half"):
+        with pytest.raises(UnlearnkitError, match="random:FRACTION"):
+            scenario_overrides(bad)
 
 
 def test_merge_joins_mappings_and_augmenters_by_name():
@@ -103,6 +104,14 @@ def test_expand_leaves_out_impossible_variants_and_says_why(registry):
     assert len(grid.cells) == 3 * 2
     assert any(s.startswith("ga+coun-cl: ") and "takes none" in s for s in grid.skipped)
     assert any("boundary-expand (random 10%)" in s for s in grid.skipped)
+
+
+def test_per_method_params_may_not_change_the_shared_references():
+    with pytest.raises(ValueError, match="params.ft may set method and augment only, not train"):
+        BenchSpec(params={"ft": {"train": {"epochs": 2}, "method": {"params": {"lr": 0.1}}}})
+    with pytest.raises(ValueError, match="seeds"):
+        BenchSpec(seeds="two")
+    assert BenchSpec(seeds="0,4").seed_list() == [0, 4] and BenchSpec(seeds="2").seed_list() == [0, 1]
 
 
 def test_a_bad_param_fails_before_anything_runs(registry):
@@ -197,6 +206,12 @@ def test_tables_give_mean_std_and_the_gap_of_means_to_retrain():
     assert " | 2 | 11.00 ± 1.41 |" in text  # PFLOPs, then seconds
 
 
+def test_the_gap_to_retrain_uses_the_variants_own_seeds():
+    missing_seed = [r for r in RECORDS if not (r["variant"] == "ft" and r["seed"] == 1)]
+    ft = tabulate(missing_seed)["random:0.1"]["ft"]
+    assert ft.seeds == [0] and ft.gaps == {"RA": 1, "UA": 2, "TA": 1, "MIA": 2}  # against Retrain's seed 0 only
+
+
 def test_csv_has_one_numeric_row_per_variant():
     rows = list(csv.DictReader(io.StringIO(csv_text(tabulate(RECORDS)))))
     assert [r["variant"] for r in rows] == ["Retrain", "ft", "ft+coun-cl"]
@@ -238,8 +253,9 @@ def test_overlay_and_ranking():
         "method": {"params": {"lr": 0.03}}, "augment": [{"name": "coun-cl", "params": {"lambda": 2.0}}]}
     cells = [{"trial": t, "metrics": {"avg_gap": g, "RA": 0, "UA": 0, "TA": 0, "MIA": 0}}
              for t, g in [(0, 3.0), (0, 1.0), (1, 1.5), (1, 1.9), (2, 9.0)]]
-    ranked = ranking(cells, [{"ft.lr": 0.01}, {"ft.lr": 0.03}, {"ft.lr": 0.1}])
-    assert [r["trial"] for r in ranked] == [1, 0, 2] and ranked[0]["avg_gap"] == pytest.approx(1.7)
+    ranked = ranking(cells, [{"ft.lr": 0.01}, {"ft.lr": 0.03}, {"ft.lr": 0.1}], seeds=2)
+    # trial 2 has one seed of two: it cannot win on a luckier subset
+    assert [r["trial"] for r in ranked] == [1, 0] and ranked[0]["avg_gap"] == pytest.approx(1.7)
 
 
 def test_every_declared_search_space_names_real_params_with_valid_values():
@@ -264,3 +280,18 @@ def test_the_example_bench_spec_expands_to_the_published_grid():
     assert "retrain" not in {c.method for c in grid.cells}
     coun = next(grid.resolved[c] for c in grid.cells if c.variant == "coun")
     assert coun.method.params.epochs == 10 and coun.spec.data.train_subset == 2000
+
+
+def test_a_reused_cell_takes_the_trial_number_of_the_grid_reading_it(registry, tmp_path):
+    from unlearnkit.bench.grid import Grid, resolve_cells
+
+    store = CellStore(tmp_path / "tune")
+    earlier = Grid([Cell("random:0.1", 0, "identity", (), "{}", trial=4)])
+    resolve_cells(earlier, TINY, registry)
+    run_grid(earlier, store)
+    later = Grid([Cell("random:0.1", 0, "identity", (), "{}", trial=0)])
+    resolve_cells(later, TINY, registry)
+    outcome = run_grid(later, store)
+    assert outcome.computed == 0
+    (cell,) = [r for r in outcome.records if r["kind"] == "unlearned"]
+    assert (cell["trial"], cell["variant"]) == (0, "identity #0")

@@ -73,11 +73,16 @@ def test_bench_user_errors_are_one_message(capsys, tmp_path):
         (["--seeds", "x"], "error:"),
         (["--set", "params.ft.method.params.lr=-1", "--methods", "ft"], "method.params.lr"),
         (["--params", "missing.yaml"], "cannot read spec file missing.yaml"),
+        (["--scenarios", "random:10%"], "scenario 'random:10%' is not understood"),
+        (["--set", "params.ft.train.epochs=2"], "may set method and augment only"),
     ]:
         code, _, err = unlearn(capsys, "bench", *argv, *TINY)
         assert code == 2 and expected in err and "Traceback" not in err, (argv, err)
     code, _, err = unlearn(capsys, "tune", "--method", "scrub", *RUN_TINY)
     assert code == 2 and "declares no search space" in err and "--range" in err
+    for seeds in ("two", "0"):
+        code, _, err = unlearn(capsys, "tune", "--method", "ft", "--seeds", seeds, *RUN_TINY)
+        assert code == 2 and "seeds" in err and "Traceback" not in err
 
 
 @pytest.mark.slow
@@ -93,5 +98,8 @@ def test_plot_draws_pca_and_tsne_of_a_bundle(capsys, tmp_path):
 
     code, _, err = unlearn(capsys, "plot", "nowhere")
     assert code == 2 and "not a result bundle" in err
+    (tmp_path / "r" / "forget_indices.txt").rename(tmp_path / "r" / "moved.txt")
+    code, _, err = unlearn(capsys, "plot", "r")
+    assert code == 2 and "incomplete or damaged" in err and "Traceback" not in err
     code, _, err = unlearn(capsys, "plot", "r", "--projection", "umap")
     assert code == 2 and "umap" in err

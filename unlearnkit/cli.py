@@ -179,6 +179,8 @@ def _run_and_report(grid, folder: Path, quiet: bool, header: str, meta: dict) ->
     wall = sum(h["seconds"] for h in history)
     header += f"\nWall time: {wall:.0f} s over {len(history)} invocation(s) of the command.\n"
     files = write_reports(folder, outcome.records, header, {**meta, "invocations": history})
+    if outcome.error is not None:
+        raise outcome.error  # reported as one message; the finished cells and their tables are kept
     return outcome, files
 
 
@@ -241,7 +243,8 @@ def bench(
     if not grid.cells:
         raise UnlearnkitError("the grid has no cells", "Check --methods, --augment and --scenarios.")
     identity = spec.model_dump(mode="json", exclude={"out"})
-    folder = spec.out or Path("bench") / spec_key(identity)[:10]
+    where_run = {k: v for k, v in identity["base"].items() if k != "device"}  # the same grid on another device
+    folder = spec.out or Path("bench") / spec_key({**identity, "base": where_run})[:10]
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "bench.json").write_text(json.dumps({**identity, "out": str(folder)}, indent=1) + "\n")
     for line in grid.skipped:
@@ -282,7 +285,7 @@ def tune(
     """Search a method's params for the lowest Avg Gap to Retrain; write tuned.yaml for unlearn bench --params."""
     import yaml
 
-    from unlearnkit.bench.grid import spec_key
+    from unlearnkit.bench.grid import parse_seeds, spec_key
     from unlearnkit.bench.tune import ranking, search_space, trials, tuning_grid
 
     if search not in ("grid", "random"):
@@ -293,7 +296,8 @@ def tune(
     name, chosen_method = resolved.name, resolved.method.name
     chosen_augment = tuple(a.name for a in resolved.augmenters)
     space = search_space(chosen_method, chosen_augment, installed(), list(ranges or []))
-    seed_list = list(range(int(seeds))) if "," not in seeds else [int(s) for s in seeds.split(",")]
+    parsed = parse_seeds(seeds)
+    seed_list = list(range(parsed)) if isinstance(parsed, int) else parsed
     assignments = trials(space, search, points, trials_count, seed=resolved.spec.seed)
     grid = tuning_grid(base, chosen_method, chosen_augment, scenario, seed_list, assignments, installed())
     identity = {"base": base, "scenario": scenario, "seeds": seed_list, "trials": assignments}
@@ -304,7 +308,7 @@ def tune(
     header = (f"# unlearn tune: {name}\n\nCommand: `{_command_line()}`\n\nSearch ({search}): "
               + "; ".join(f"{k} in {v}" for k, v in space.items()) + "\n")
     outcome, files = _run_and_report(grid, folder, quiet, header, {"tune": identity})
-    ranked = ranking(outcome.records, assignments)
+    ranked = ranking(outcome.records, assignments, len(seed_list))
     if ranked:
         from unlearnkit.bench.tune import overlay
 
@@ -321,16 +325,21 @@ def tune(
             table.add_row(*cells)
             lines.append("| " + " | ".join(cells) + " |")
         best = ranked[0]
-        tuned = {"params": {name: overlay(chosen_method, best["assignment"])}}
-        note = (f"# unlearn tune: best of {len(ranked)} trials for {name} on {scenario}, seeds {seeds}: "
-                f"Avg Gap {best['avg_gap']:.2f}\n# use with: unlearn bench --params {folder / 'tuned.yaml'}\n")
-        (folder / "tuned.yaml").write_text(note + yaml.safe_dump(tuned, sort_keys=False))
+        if len(ranked) == len(assignments):  # a winner only among every trial, each over every seed
+            tuned = {"params": {name: overlay(chosen_method, best["assignment"])}}
+            note = (f"# unlearn tune: best of {len(ranked)} trials for {name} on {scenario}, seeds {seeds}: "
+                    f"Avg Gap {best['avg_gap']:.2f}\n# use with: unlearn bench --params {folder / 'tuned.yaml'}\n")
+            (folder / "tuned.yaml").write_text(note + yaml.safe_dump(tuned, sort_keys=False))
+        else:
+            err.print(f"{len(ranked)} of {len(assignments)} trials finished: no tuned.yaml until all have; "
+                      "run the same command again to finish them")
         with (folder / "results.md").open("a") as handle:
             handle.write("\n### Trials, best first\n\n" + "\n".join(lines) + "\n\nChosen: "
                          + ", ".join(f"{k}={v}" for k, v in best["assignment"].items()) + "\n")
         out.print(table)
-        out.print(f"best: {', '.join(f'{k}={v}' for k, v in best['assignment'].items())} "
-                  f"(Avg Gap {best['avg_gap']:.2f}); written {folder / 'tuned.yaml'}")
+        if len(ranked) == len(assignments):
+            out.print(f"best: {', '.join(f'{k}={v}' for k, v in best['assignment'].items())} "
+                      f"(Avg Gap {best['avg_gap']:.2f}); written {folder / 'tuned.yaml'}")
     _finish(outcome, files, folder, len(grid.cells))
 
 

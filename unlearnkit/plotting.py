@@ -43,18 +43,23 @@ def plot_bundle(
 
     folder = Path(folder)
     results = read_bundle(folder)
-    resolved = resolve(results["spec"], registry or installed(), str(folder / "results.json"))
+    try:
+        spec, method, weights = results["spec"], results["method"], folder / results["weights"]
+        recorded = torch.tensor([int(v) for v in (folder / results["split"]["forget_indices"]).read_text().split()])
+    except (KeyError, TypeError, OSError, ValueError) as exc:
+        raise UnlearnkitError(f"the bundle {folder} is incomplete or damaged ({type(exc).__name__}: {exc})",
+                              "Run `unlearn run` again to write a complete bundle.") from None
+    resolved = resolve(spec, registry or installed(), str(folder / "results.json"))
     protocol = Protocol(resolved, progress=progress)
-    recorded = torch.tensor([int(v) for v in (folder / results["split"]["forget_indices"]).read_text().split()])
     if not torch.equal(recorded.sort().values, protocol.split.forget.sort().values):
         raise UnlearnkitError(f"the forget set drawn from {folder}'s spec differs from its forget_indices.txt",
                               "The data set changed since the run; run `unlearn run` again.")
     original, _, _ = protocol.reference_model("original")
     retrain, _, _ = protocol.reference_model("retrain")
     unlearned = protocol.new_model().to(protocol.device)
-    load_model(folder / results["weights"], unlearned)
+    load_model(weights, unlearned)
     subjects = {name: protocol.subject(name, model, {"flops": None, "seconds": None})
-                for name, model in (("Original", original), ("Retrain", retrain), (results["method"], unlearned))}
+                for name, model in (("Original", original), ("Retrain", retrain), (method, unlearned))}
 
     predictions = subjects["Retrain"].outputs("forget")[0].argmax(1)
     premise = {name: premise_agreement(s.features("retain"), s.features("forget")[0], predictions)

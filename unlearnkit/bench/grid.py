@@ -22,11 +22,30 @@ DEFAULT_SCENARIOS = ["random:0.1", "random:0.5", "class:0"]
 def scenario_overrides(scenario: str) -> list[str]:
     """random:0.1 | class:3 (or class:3,5) -> the spec's forget fields, as --set assignments."""
     kind, _, arg = scenario.partition(":")
-    if kind == "random" and arg:
-        return ["forget.kind=random", f"forget.fraction={arg}"]
-    if kind == "class" and arg:
-        return ["forget.kind=class", f"forget.classes=[{arg}]"]
-    raise UnlearnkitError(f"scenario '{scenario}' is not understood", "Use random:FRACTION (random:0.1) or class:N (class:3).")
+    try:
+        if kind == "random" and 0 < float(arg) < 1:
+            return ["forget.kind=random", f"forget.fraction={float(arg)}"]
+        if kind == "class" and [int(c) for c in arg.split(",")]:
+            return ["forget.kind=class", f"forget.classes=[{arg}]"]
+    except ValueError:
+        pass
+    raise UnlearnkitError(f"scenario '{scenario}' is not understood",
+                          "Use random:FRACTION with 0 < FRACTION < 1 (random:0.1) or class:N (class:3, class:3,5).")
+
+
+def parse_seeds(value: Any) -> int | list[int]:
+    """3 -> 3 (seeds 0, 1, 2); '0,4' -> [0, 4]."""
+    try:
+        if isinstance(value, str):
+            parts = [int(p) for p in value.split(",") if p.strip()]
+            value = parts[0] if len(parts) == 1 else parts
+        if isinstance(value, bool):
+            raise ValueError
+        if (isinstance(value, int) and value >= 1) or (isinstance(value, list) and value and min(value) >= 0):
+            return value
+    except (TypeError, ValueError):
+        pass
+    raise UnlearnkitError(f"seeds '{value}' is not understood", "Give a count (3 = seeds 0, 1, 2) or a list (0,4,7).")
 
 
 def scenario_label(scenario: str) -> str:
@@ -51,7 +70,7 @@ class BenchSpec(Section):
         description="per method or per variant (ft+coun-cl): a partial run spec merged into that cell's, "
         "e.g. {coun: {method: {params: {epochs: 10}}}}",
     )
-    out: Path | None = Field(None, description="results folder (default bench/<time>)")
+    out: Path | None = Field(None, description="results folder (default bench/<hash of the grid>)")
 
     @field_validator("methods", "augment", "scenarios", "exclude", mode="before")
     @classmethod
@@ -60,10 +79,21 @@ class BenchSpec(Section):
 
     @field_validator("seeds", mode="before")
     @classmethod
-    def _seed_text(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            parts = [p.strip() for p in value.split(",") if p.strip()]
-            return int(parts[0]) if len(parts) == 1 else [int(p) for p in parts]
+    def _seeds(cls, value: Any) -> Any:
+        try:
+            return parse_seeds(value)
+        except UnlearnkitError as exc:
+            raise ValueError(exc.hint) from None
+
+    @field_validator("params")
+    @classmethod
+    def _method_fields_only(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        # other fields (train, data) would change the group's shared Original and Retrain
+        for name, overlay in value.items():
+            other = sorted(set(overlay) - {"method", "augment"})
+            if other:
+                raise ValueError(f"params.{name} may set method and augment only, not {', '.join(other)}; "
+                                 "change the data, model or recipe of every cell in base")
         return value
 
     def seed_list(self) -> list[int]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import time
 import traceback
 from collections import defaultdict
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from unlearnkit.bench.grid import Cell, Grid, scenario_label, spec_key
+from unlearnkit.errors import UnlearnkitError
 from unlearnkit.pipeline import Protocol, environment
 from unlearnkit.progress import SILENT, Progress
 from unlearnkit.spec import ResolvedRun
@@ -35,9 +37,13 @@ class CellStore:
 
     def put(self, key: str, record: dict[str, Any]) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        temporary = self.folder / f".{key}.json.tmp"
-        temporary.write_text(json.dumps({"format": RECORD_FORMAT, "key": key, **record}, indent=1))
-        os.replace(temporary, self.folder / f"{key}.json")
+        fd, temporary = tempfile.mkstemp(dir=self.folder, prefix=f".{key}.", suffix=".tmp")  # one per writer
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(json.dumps({"format": RECORD_FORMAT, "key": key, **record}, indent=1))
+            os.replace(temporary, self.folder / f"{key}.json")
+        finally:
+            Path(temporary).unlink(missing_ok=True)
 
 
 def _identity(resolved: ResolvedRun, *drop: str) -> dict[str, Any]:
@@ -66,6 +72,7 @@ class Outcome:
     records: list[dict[str, Any]] = field(default_factory=list)  # every cell and reference of the grid that is done
     computed: int = 0  # cells run by this call (the rest were already on disk)
     failures: list[str] = field(default_factory=list)
+    error: Exception | None = None  # a user error (UnlearnkitError) that stopped the grid
     seconds: float = 0.0
     interrupted: bool = False
 
@@ -97,7 +104,17 @@ def run_grid(
             for (scenario, seed), cells in groups.items():
                 references = {kind: reference_key(grid.resolved[cells[0]], kind) for kind in REFERENCES}
                 if pending[(scenario, seed)] or any(store.get(k) is None for k in references.values()):
-                    _run_group(grid, cells[0], pending[(scenario, seed)], references, store, progress, log, advance, outcome)
+                    try:
+                        _run_group(grid, cells[0], pending[(scenario, seed)], references, store, progress, log, advance,
+                                   outcome)
+                    except UnlearnkitError as exc:  # the same for every group (missing data, say): stop and say it
+                        outcome.error = exc
+                        break
+                    except Exception as exc:  # noqa: BLE001 - Original or Retrain failed: the group's cells cannot run
+                        where = f"{scenario_label(scenario)}, seed {seed}"
+                        outcome.failures.append(f"{where}: Original or Retrain failed: {type(exc).__name__}: {exc}")
+                        log(outcome.failures[-1])
+                        _debug_traceback()
                     after_group(finished(grid, store))
     except KeyboardInterrupt:
         outcome.interrupted = True
@@ -107,16 +124,29 @@ def run_grid(
 
 
 def finished(grid: Grid, store: CellStore) -> list[dict[str, Any]]:
-    """The records on disk for the grid's cells, each (scenario, seed) group's Retrain and Original first."""
+    """The records on disk for the grid's cells, each (scenario, seed) group's Retrain and Original first.
+
+    A cell's record may have been written by another grid sharing the folder (another tuning
+    with other trial numbers): it is labelled as the cell of this grid.
+    """
     records, seen = [], set()
     for cell in grid.cells:
         resolved = grid.resolved[cell]
-        keys = [reference_key(resolved, kind) for kind in REFERENCES] + [cell_key(resolved)]
-        for key in keys:
+        for kind in REFERENCES:
+            key = reference_key(resolved, kind)
             if key not in seen and (record := store.get(key)):
                 records.append(record)
             seen.add(key)
+        key = cell_key(resolved)
+        if key not in seen and (record := store.get(key)):
+            records.append({**record, "trial": cell.trial, "variant": cell.label})
+        seen.add(key)
     return records
+
+
+def _debug_traceback() -> None:
+    if os.environ.get("UNLEARNKIT_DEBUG", "") not in ("", "0"):
+        traceback.print_exc()
 
 
 def _run_group(grid, first: Cell, pending: list[Cell], references, store, progress, log, advance, outcome) -> None:
@@ -129,10 +159,12 @@ def _run_group(grid, first: Cell, pending: list[Cell], references, store, progre
     protocol.measure(retrain, None)
     base = {"scenario": first.scenario, "seed": first.seed, "forget_count": len(protocol.split.forget),
             "retain_count": len(protocol.split.retain), "environment": env}
-    for kind, subject in (("retrain", retrain), ("original", protocol.subject("original", original, original_cost))):
-        if kind == "original":
-            protocol.measure(subject, retrain)
-        store.put(references[kind], {**base, "kind": kind, "variant": kind.capitalize(), "metrics": subject.metrics})
+    if store.get(references["retrain"]) is None:
+        store.put(references["retrain"], {**base, "kind": "retrain", "variant": "Retrain", "metrics": retrain.metrics})
+    if store.get(references["original"]) is None:
+        subject = protocol.subject("original", original, original_cost)
+        protocol.measure(subject, retrain)
+        store.put(references["original"], {**base, "kind": "original", "variant": "Original", "metrics": subject.metrics})
     for cell in pending:
         resolved = grid.resolved[cell]
         if store.get(cell_key(resolved)) is not None:  # finished meanwhile by another process on the same folder
@@ -145,8 +177,7 @@ def _run_group(grid, first: Cell, pending: list[Cell], references, store, progre
             line = f"{cell.label} ({where}) failed: {type(exc).__name__}: {exc}"
             outcome.failures.append(line)
             log(line)
-            if os.environ.get("UNLEARNKIT_DEBUG", "") not in ("", "0"):
-                traceback.print_exc()
+            _debug_traceback()
             advance()
             continue
         store.put(cell_key(resolved), {

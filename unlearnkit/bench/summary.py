@@ -74,10 +74,13 @@ def tabulate(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Row]]:
             first = cells[0]
             rows[name] = Row(name, first.get("method"), first.get("augment", []), [r["seed"] for r in cells], stats,
                              params=first.get("params", {}))
-        if "Retrain" in rows:
-            retrain = rows["Retrain"].stats
-            for row in rows.values():
-                row.gaps = {k: abs(row.stats[k].mean - retrain[k].mean) for k in ACCURACIES if k in row.stats and k in retrain}
+        retrain_by_seed = {r["seed"]: r["metrics"] for r in variants.get("Retrain", [])}
+        for row in rows.values():
+            # against Retrain on the same seeds, should a variant lack some (a failed cell)
+            references = [retrain_by_seed[s] for s in row.seeds if s in retrain_by_seed]
+            if len(references) == len(row.seeds):
+                row.gaps = {k: abs(row.stats[k].mean - statistics.fmean(m[k] for m in references))
+                            for k in ACCURACIES if k in row.stats}
         tables[scenario] = rows
     return tables
 

@@ -113,14 +113,16 @@ def tuning_grid(
     return grid
 
 
-def ranking(records: list[dict[str, Any]], assignments: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Trials with every seed finished, best (lowest mean Avg Gap) first."""
+def ranking(records: list[dict[str, Any]], assignments: list[dict[str, Any]], seeds: int) -> list[dict[str, Any]]:
+    """Trials with all `seeds` finished, best (lowest mean Avg Gap) first."""
     by_trial: dict[int, list[dict]] = {}
     for record in records:
         if record.get("trial") is not None:
             by_trial.setdefault(record["trial"], []).append(record)
     rows = []
     for trial, cells in by_trial.items():
+        if len(cells) < seeds:
+            continue
         gaps = [c["metrics"]["avg_gap"] for c in cells]
         means = {k: statistics.fmean(c["metrics"][k] for c in cells) for k in ("RA", "UA", "TA", "MIA")}
         rows.append({"trial": trial, "assignment": assignments[trial], "avg_gap": statistics.fmean(gaps),
