@@ -47,8 +47,19 @@ class CellStore:
 
 
 def _identity(resolved: ResolvedRun, *drop: str) -> dict[str, Any]:
-    """What determines a cell's numbers: the spec, less where it runs and where it writes."""
-    return resolved.spec.model_dump(mode="json", exclude={"device", "cache", "output", *drop})
+    """What determines a cell's numbers: the spec, less where it runs and where it writes.
+
+    Plugin params count as validated, defaults left out, so a param written out at its
+    default value (a tuning that chose the default, say) names the same cell as one left unset.
+    """
+    identity = resolved.spec.model_dump(mode="json", exclude={"device", "cache", "output", *drop})
+    plugins = {"method": [resolved.method], "augment": resolved.augmenters, "evaluate": resolved.evaluators}
+    for section, chosen in plugins.items():
+        if section in identity:
+            entries = identity[section] if isinstance(identity[section], list) else [identity[section]]
+            for entry, plugin in zip(entries, chosen):
+                entry["params"] = plugin.params.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+    return identity
 
 
 def cell_key(resolved: ResolvedRun) -> str:
