@@ -49,12 +49,13 @@ def test_bench_writes_tables_and_figure_and_resumes(capsys, tmp_path):
 @pytest.mark.slow
 def test_tune_finds_params_that_bench_then_uses(capsys, tmp_path):
     code, out, err = unlearn(capsys, "tune", "--method", "ft", "--range", "ft.lr=0.001,0.05", "--range", "ft.epochs=1",
-                             "--out", "tuned", *RUN_TINY)
+                             "--set", "method.params.batch_size=64", "--out", "tuned", *RUN_TINY)
     assert code == 0, err
     assert "best: ft.lr=" in out and "2 of 2 cells finished" in err
     tuned = yaml.safe_load((tmp_path / "tuned" / "tuned.yaml").read_text())
     lr = tuned["params"]["ft"]["method"]["params"]["lr"]
     assert lr in (0.001, 0.05) and tuned["params"]["ft"]["method"]["params"]["epochs"] == 1
+    assert tuned["params"]["ft"]["method"]["params"]["batch_size"] == 64  # set in the spec, kept beside the choice
     ranked = (tmp_path / "tuned" / "results.md").read_text()
     assert "### Trials, best first" in ranked and f"Chosen: ft.lr={lr}" in ranked
     assert "| ft #0 | " in ranked and "| ft #1 | " in ranked  # one row per trial, never averaged together

@@ -285,7 +285,7 @@ def tune(
     """Search a method's params for the lowest Avg Gap to Retrain; write tuned.yaml for unlearn bench --params."""
     import yaml
 
-    from unlearnkit.bench.grid import parse_seeds, spec_key
+    from unlearnkit.bench.grid import merge, parse_seeds, spec_key
     from unlearnkit.bench.tune import ranking, search_space, trials, tuning_grid
 
     if search not in ("grid", "random"):
@@ -326,7 +326,11 @@ def tune(
             lines.append("| " + " | ".join(cells) + " |")
         best = ranked[0]
         if len(ranked) == len(assignments):  # a winner only among every trial, each over every seed
-            tuned = {"params": {name: overlay(chosen_method, best["assignment"])}}
+            # the params the trials ran with: those set in the spec, then the search's choice
+            ran_with = {"method": {"params": base["method"].get("params", {})}}
+            if base.get("augment"):
+                ran_with["augment"] = [{"name": a["name"], "params": a.get("params", {})} for a in base["augment"]]
+            tuned = {"params": {name: merge(ran_with, overlay(chosen_method, best["assignment"]))}}
             note = (f"# unlearn tune: best of {len(ranked)} trials for {name} on {scenario}, seeds {seeds}: "
                     f"Avg Gap {best['avg_gap']:.2f}\n# use with: unlearn bench --params {folder / 'tuned.yaml'}\n")
             (folder / "tuned.yaml").write_text(note + yaml.safe_dump(tuned, sort_keys=False))
