@@ -367,8 +367,9 @@ def plot(
         raise UnlearnkitError(f"--projection {unknown[0]} is not one of pca, tsne")
     with Progress(console=err, enabled=not quiet and err.is_terminal) as progress:
         files, premise = plot_bundle(bundle, out_dir or bundle / "plots", chosen, samples, progress, installed())
-    table = Table(title="premise: forget samples whose nearest retain-class centroid is Retrain's prediction")
-    table.add_column("model")
+    table = Table(title="premise agreement", caption="% of forget samples whose nearest retain-class centroid "
+                  "(in the model's features) is the class Retrain predicts")
+    table.add_column("model", no_wrap=True)
     table.add_column("agreement %", justify="right")
     for name, value in premise.items():
         table.add_row(name, f"{value:.2f}")
