@@ -219,17 +219,11 @@ def bench(
     from unlearnkit.spec import set_path
 
     raw = read_spec_file(spec_file) if spec_file else {}
-    for key, value in {"methods": methods, "exclude": exclude, "augment": augment, "scenarios": scenarios,
-                       "seeds": seeds}.items():
+    flags = {"methods": methods, "exclude": exclude, "augment": augment, "scenarios": scenarios, "seeds": seeds,
+             "base.data.name": data, "base.model.name": model, "base.device": device, "out": out_dir}
+    for key, value in flags.items():
         if value is not None:
-            raw[key] = value
-    for key, value in {"name": data, "model": model}.items():
-        if value is not None:
-            raw.setdefault("base", {}).setdefault("data" if key == "name" else "model", {})["name"] = value
-    if device is not None:
-        raw.setdefault("base", {})["device"] = device
-    if out_dir is not None:
-        raw["out"] = str(out_dir)
+            set_path(raw, f"{key}={json.dumps(str(value))}")
     for path in params_files or []:
         tuned = read_spec_file(path).get("params")
         if not isinstance(tuned, dict):

@@ -103,20 +103,21 @@ def run_grid(
     """
     started = time.perf_counter()
     outcome = Outcome()
+    keys = Keys(grid)
     groups: dict[tuple[str, int], list[Cell]] = defaultdict(list)
     for cell in grid.cells:
         groups[(cell.scenario, cell.seed)].append(cell)
-    pending = {group: [c for c in cells if store.get(cell_key(grid.resolved[c])) is None] for group, cells in groups.items()}
+    pending = {group: [c for c in cells if store.get(keys.cell[c]) is None] for group, cells in groups.items()}
     total = sum(len(p) for p in pending.values())
     if total < len(grid.cells):
         log(f"{len(grid.cells) - total} of {len(grid.cells)} cells already finished: resuming")
     try:
         with progress.task("grid: cells", total) as advance:
             for (scenario, seed), cells in groups.items():
-                references = {kind: reference_key(grid.resolved[cells[0]], kind) for kind in REFERENCES}
+                references = keys.references[cells[0]]
                 if pending[(scenario, seed)] or any(store.get(k) is None for k in references.values()):
                     try:
-                        _run_group(grid, cells[0], pending[(scenario, seed)], references, store, progress, log, advance,
+                        _run_group(grid, keys, cells[0], pending[(scenario, seed)], store, progress, log, advance,
                                    outcome)
                     except UnlearnkitError as exc:  # the same for every group (missing data, say): stop and say it
                         outcome.error = exc
@@ -126,15 +127,23 @@ def run_grid(
                         outcome.failures.append(f"{where}: Original or Retrain failed: {type(exc).__name__}: {exc}")
                         log(outcome.failures[-1])
                         _debug_traceback()
-                    after_group(finished(grid, store))
+                    after_group(finished(grid, keys, store))
     except KeyboardInterrupt:
         outcome.interrupted = True
     outcome.seconds = time.perf_counter() - started
-    outcome.records = finished(grid, store)
+    outcome.records = finished(grid, keys, store)
     return outcome
 
 
-def finished(grid: Grid, store: CellStore) -> list[dict[str, Any]]:
+class Keys:
+    """Each cell's record key and its group's reference keys, hashed once per grid."""
+
+    def __init__(self, grid: Grid):
+        self.cell = {c: cell_key(grid.resolved[c]) for c in grid.cells}
+        self.references = {c: {kind: reference_key(grid.resolved[c], kind) for kind in REFERENCES} for c in grid.cells}
+
+
+def finished(grid: Grid, keys: Keys, store: CellStore) -> list[dict[str, Any]]:
     """The records on disk for the grid's cells, each (scenario, seed) group's Retrain and Original first.
 
     A cell's record may have been written by another grid sharing the folder (another tuning
@@ -142,13 +151,11 @@ def finished(grid: Grid, store: CellStore) -> list[dict[str, Any]]:
     """
     records, seen = [], set()
     for cell in grid.cells:
-        resolved = grid.resolved[cell]
-        for kind in REFERENCES:
-            key = reference_key(resolved, kind)
+        for key in keys.references[cell].values():
             if key not in seen and (record := store.get(key)):
                 records.append(record)
             seen.add(key)
-        key = cell_key(resolved)
+        key = keys.cell[cell]
         if key not in seen and (record := store.get(key)):
             records.append({**record, "trial": cell.trial, "variant": cell.label})
         seen.add(key)
@@ -160,7 +167,8 @@ def _debug_traceback() -> None:
         traceback.print_exc()
 
 
-def _run_group(grid, first: Cell, pending: list[Cell], references, store, progress, log, advance, outcome) -> None:
+def _run_group(grid, keys: Keys, first: Cell, pending: list[Cell], store, progress, log, advance, outcome) -> None:
+    references = keys.references[first]
     where = f"{scenario_label(first.scenario)}, seed {first.seed}"
     protocol = Protocol(grid.resolved[first], progress=progress, log=lambda line: log(f"{where}: {line}"))
     env = environment(protocol.device)
@@ -178,7 +186,7 @@ def _run_group(grid, first: Cell, pending: list[Cell], references, store, progre
         store.put(references["original"], {**base, "kind": "original", "variant": "Original", "metrics": subject.metrics})
     for cell in pending:
         resolved = grid.resolved[cell]
-        if store.get(cell_key(resolved)) is not None:  # finished meanwhile by another process on the same folder
+        if store.get(keys.cell[cell]) is not None:  # finished meanwhile by another process on the same folder
             advance()
             continue
         try:
@@ -191,7 +199,7 @@ def _run_group(grid, first: Cell, pending: list[Cell], references, store, progre
             _debug_traceback()
             advance()
             continue
-        store.put(cell_key(resolved), {
+        store.put(keys.cell[cell], {
             **base, "kind": "unlearned", "variant": cell.label, "method": cell.method, "augment": list(cell.augment),
             "trial": cell.trial, "overlay": json.loads(cell.overlay), "params": plugin_params(resolved), "metrics": metrics,
         })

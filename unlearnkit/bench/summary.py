@@ -108,8 +108,7 @@ def markdown(tables: dict[str, dict[str, Row]], counts: dict[str, str]) -> str:
         parts.append("| --- |" + " ---: |" * (len(COLUMNS) - 1))
         for name, row in rows.items():
             n = len(row.seeds)
-            gap = (lambda k: None) if name == "Retrain" else row.gaps.get
-            cells = [_cell(row.stats.get(k), gap(k), n) for k in ACCURACIES]
+            cells = [_cell(row.stats.get(k), None if name == "Retrain" else row.gaps.get(k), n) for k in ACCURACIES]
             cells += [_cell(row.stats.get("avg_gap"), None, n), _cell(row.stats.get("premise"), None, n),
                       _pflops(row.stats.get("flops")), _cell(row.stats.get("seconds"), None, n)]
             parts.append(f"| {name} | " + " | ".join(cells) + " |")
@@ -131,7 +130,7 @@ def csv_text(tables: dict[str, dict[str, Row]]) -> str:
                 stat = row.stats.get(key)
                 line += [stat.mean, stat.std] if stat else ["", ""]
                 if key in ACCURACIES:
-                    line.append(row.gaps.get(key, "") if name != "Retrain" else 0.0)
+                    line.append(row.gaps.get(key, ""))
             writer.writerow(line)
     return buffer.getvalue()
 
