@@ -129,10 +129,13 @@ def test_references_are_trained_once_per_scenario_and_seed_and_cells_resume(regi
     spec = BenchSpec(base=TINY, methods=["identity", "explode"], augment=["none"], scenarios=["random:0.1", "class:1"], seeds=2)
     grid = expand(spec, registry)
     store = CellStore(tmp_path / "bench")
-    seen = []
-    first = run_grid(grid, store, after_group=lambda records: seen.append(len(records)))
+    seen, references = [], []
+    first = run_grid(grid, store, after_group=lambda records: seen.append(len(records)),
+                     after_references=lambda records: references.append([r["kind"] for r in records]))
     assert Calls.count == 4 and first.computed == 4
-    assert seen == [3, 6, 9, 12]  # after each (scenario, seed) group: its Retrain, Original and finished cell
+    # every group's Retrain and Original come first, before any method runs
+    assert references == [["retrain", "original"] * 4]
+    assert seen == [9, 10, 11, 12]  # then after each (scenario, seed) group: one more finished cell
     assert len(first.failures) == 4 and all("RuntimeError: boom" in f for f in first.failures)
     cached = sorted(p.name.split("-")[0] for p in (tmp_path / "cache").iterdir())
     assert cached == ["original"] * 2 + ["retrain"] * 4  # the original does not depend on the split

@@ -87,12 +87,13 @@ class Protocol:
         self.flops_per_forward = forward_flops(self.new_model(), sample)
 
     def new_model(self) -> Classifier:
-        return build(self.spec.model.name, self.images.in_channels, self.images.num_classes, min(self.images.image_size))
+        return build(self.spec.model.name, self.images.in_channels, self.images.num_classes,
+                     min(self.images.image_size), self.spec.model.width)
 
     def _identity(self, kind: str) -> dict[str, Any]:
         identity = {
             "data": self.data_id,
-            "model": self.spec.model.name,
+            "model": self.spec.model.name if self.spec.model.width is None else self.spec.model.model_dump(),
             "recipe": self.spec.train.model_dump(mode="json"),
             "seed": self.spec.seed,
         }

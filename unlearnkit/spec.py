@@ -53,6 +53,11 @@ class DataSpec(Section):
 
 class ModelSpec(Section):
     name: str = Field("small-cnn", description="small-cnn, resnet18 or vgg16-bn")
+    width: int | None = Field(
+        None, ge=1, le=4096,
+        description="channels of the first layer, later layers in proportion (default: the model's own: "
+        "small-cnn 32, resnet18 64, vgg16-bn 64)",
+    )
 
 
 class ForgetSpec(Section):

@@ -94,12 +94,17 @@ def run_grid(
     progress: Progress = SILENT,
     log: Callable[[str], None] = lambda line: None,
     after_group: Callable[[list[dict[str, Any]]], None] = lambda records: None,
+    after_references: Callable[[list[dict[str, Any]]], None] = lambda records: None,
 ) -> Outcome:
-    """Run every cell not yet on disk; references are trained (or taken from the model cache) once per group.
+    """Run every cell not yet on disk, in two phases.
+
+    1. References: each (scenario, seed) group's Original and Retrain are trained (or taken
+       from the model cache) and measured; `after_references` then receives their records,
+       so the regime can be checked before any method runs.
+    2. Cells, group by group; `after_group` receives the records finished so far after each.
 
     A cell that raises is reported and skipped, so one broken method does not stop a grid;
     KeyboardInterrupt stops it, with the finished cells kept (`Outcome.interrupted`).
-    `after_group` receives the records finished so far after each (scenario, seed) group that ran.
     """
     started = time.perf_counter()
     outcome = Outcome()
@@ -111,23 +116,39 @@ def run_grid(
     total = sum(len(p) for p in pending.values())
     if total < len(grid.cells):
         log(f"{len(grid.cells) - total} of {len(grid.cells)} cells already finished: resuming")
+    broken: set[tuple[str, int]] = set()  # groups whose Original or Retrain failed
+
+    def each_group(work: Callable[[Cell, list[Cell]], None], wanted: Callable[[tuple[str, int]], bool]) -> bool:
+        """Apply `work` to the groups that want it; False when a user error stopped the grid."""
+        for (scenario, seed), cells in groups.items():
+            if (scenario, seed) in broken or not wanted((scenario, seed)):
+                continue
+            try:
+                work(cells[0], pending[(scenario, seed)])
+            except UnlearnkitError as exc:  # the same for every group (missing data, say): stop and say it
+                outcome.error = exc
+                return False
+            except Exception as exc:  # noqa: BLE001 - Original or Retrain failed: the group's cells cannot run
+                broken.add((scenario, seed))
+                outcome.failures.append(f"{scenario_label(scenario)}, seed {seed}: Original or Retrain failed: "
+                                        f"{type(exc).__name__}: {exc}")
+                log(outcome.failures[-1])
+                _debug_traceback()
+        return True
+
+    def references_missing(group: tuple[str, int]) -> bool:
+        return any(store.get(k) is None for k in keys.references[groups[group][0]].values())
+
     try:
-        with progress.task("grid: cells", total) as advance:
-            for (scenario, seed), cells in groups.items():
-                references = keys.references[cells[0]]
-                if pending[(scenario, seed)] or any(store.get(k) is None for k in references.values()):
-                    try:
-                        _run_group(grid, keys, cells[0], pending[(scenario, seed)], store, progress, log, advance,
-                                   outcome)
-                    except UnlearnkitError as exc:  # the same for every group (missing data, say): stop and say it
-                        outcome.error = exc
-                        break
-                    except Exception as exc:  # noqa: BLE001 - Original or Retrain failed: the group's cells cannot run
-                        where = f"{scenario_label(scenario)}, seed {seed}"
-                        outcome.failures.append(f"{where}: Original or Retrain failed: {type(exc).__name__}: {exc}")
-                        log(outcome.failures[-1])
-                        _debug_traceback()
+        if each_group(lambda first, _: _group_protocol(grid, keys, first, store, progress, log), references_missing):
+            after_references(finished(grid, keys, store, references_only=True))
+            with progress.task("grid: cells", total) as advance:
+                def run_cells(first: Cell, cells: list[Cell]) -> None:
+                    protocol, original, retrain = _group_protocol(grid, keys, first, store, progress, log)
+                    _run_cells(grid, keys, protocol, original, retrain, cells, store, log, advance, outcome)
                     after_group(finished(grid, keys, store))
+
+                each_group(run_cells, lambda group: bool(pending[group]))
     except KeyboardInterrupt:
         outcome.interrupted = True
     outcome.seconds = time.perf_counter() - started
@@ -143,7 +164,7 @@ class Keys:
         self.references = {c: {kind: reference_key(grid.resolved[c], kind) for kind in REFERENCES} for c in grid.cells}
 
 
-def finished(grid: Grid, keys: Keys, store: CellStore) -> list[dict[str, Any]]:
+def finished(grid: Grid, keys: Keys, store: CellStore, references_only: bool = False) -> list[dict[str, Any]]:
     """The records on disk for the grid's cells, each (scenario, seed) group's Retrain and Original first.
 
     A cell's record may have been written by another grid sharing the folder (another tuning
@@ -155,6 +176,8 @@ def finished(grid: Grid, keys: Keys, store: CellStore) -> list[dict[str, Any]]:
             if key not in seen and (record := store.get(key)):
                 records.append(record)
             seen.add(key)
+        if references_only:
+            continue
         key = keys.cell[cell]
         if key not in seen and (record := store.get(key)):
             records.append({**record, "trial": cell.trial, "variant": cell.label})
@@ -167,24 +190,34 @@ def _debug_traceback() -> None:
         traceback.print_exc()
 
 
-def _run_group(grid, keys: Keys, first: Cell, pending: list[Cell], store, progress, log, advance, outcome) -> None:
+def _group_protocol(grid, keys: Keys, first: Cell, store, progress, log):
+    """The group's Protocol, Original and measured Retrain; their records are stored if missing."""
     references = keys.references[first]
     where = f"{scenario_label(first.scenario)}, seed {first.seed}"
     protocol = Protocol(grid.resolved[first], progress=progress, log=lambda line: log(f"{where}: {line}"))
-    env = environment(protocol.device)
     original, original_cost, _ = protocol.reference_model("original")
     retrain_model, retrain_cost, _ = protocol.reference_model("retrain")
     retrain = protocol.subject("retrain", retrain_model, retrain_cost)
     protocol.measure(retrain, None)
-    base = {"scenario": first.scenario, "seed": first.seed, "forget_count": len(protocol.split.forget),
-            "retain_count": len(protocol.split.retain), "environment": env}
+    base = _record_base(protocol, first)
     if store.get(references["retrain"]) is None:
         store.put(references["retrain"], {**base, "kind": "retrain", "variant": "Retrain", "metrics": retrain.metrics})
     if store.get(references["original"]) is None:
         subject = protocol.subject("original", original, original_cost)
         protocol.measure(subject, retrain)
         store.put(references["original"], {**base, "kind": "original", "variant": "Original", "metrics": subject.metrics})
+    return protocol, original, retrain
+
+
+def _record_base(protocol: Protocol, cell: Cell) -> dict[str, Any]:
+    return {"scenario": cell.scenario, "seed": cell.seed, "forget_count": len(protocol.split.forget),
+            "retain_count": len(protocol.split.retain), "environment": environment(protocol.device)}
+
+
+def _run_cells(grid, keys: Keys, protocol: Protocol, original, retrain, pending: list[Cell], store, log, advance,
+               outcome) -> None:
     for cell in pending:
+        where = f"{scenario_label(cell.scenario)}, seed {cell.seed}"
         resolved = grid.resolved[cell]
         if store.get(keys.cell[cell]) is not None:  # finished meanwhile by another process on the same folder
             advance()
@@ -200,8 +233,9 @@ def _run_group(grid, keys: Keys, first: Cell, pending: list[Cell], store, progre
             advance()
             continue
         store.put(keys.cell[cell], {
-            **base, "kind": "unlearned", "variant": cell.label, "method": cell.method, "augment": list(cell.augment),
-            "trial": cell.trial, "overlay": json.loads(cell.overlay), "params": plugin_params(resolved), "metrics": metrics,
+            **_record_base(protocol, cell), "kind": "unlearned", "variant": cell.label, "method": cell.method,
+            "augment": list(cell.augment), "trial": cell.trial, "overlay": json.loads(cell.overlay),
+            "params": plugin_params(resolved), "metrics": metrics,
         })
         outcome.computed += 1
         log(f"{where}: {cell.label}: Avg Gap {metrics.get('avg_gap', float('nan')):.2f} in {cost['seconds']:.1f} s")

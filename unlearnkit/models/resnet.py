@@ -25,11 +25,12 @@ class BasicBlock(nn.Module):
         return torch.relu(out + self.shortcut(x))
 
 
-def resnet18(in_channels: int, num_classes: int) -> Classifier:
-    layers: list[nn.Module] = [nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True)]
-    cin = 64
-    for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+def resnet18(in_channels: int, num_classes: int, width: int = 64) -> Classifier:
+    """`width` is the stem's channel count; the four stages have 1, 2, 4 and 8 times as many."""
+    layers: list[nn.Module] = [nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+    cin = width
+    for cout, stride in ((width, 1), (2 * width, 2), (4 * width, 2), (8 * width, 2)):
         layers += [BasicBlock(cin, cout, stride), BasicBlock(cout, cout, 1)]
         cin = cout
     layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
-    return Classifier(nn.Sequential(*layers), 512, num_classes)
+    return Classifier(nn.Sequential(*layers), 8 * width, num_classes)
