@@ -292,7 +292,7 @@ def test_trainer_reuses_the_methods_own_features_for_augmenters():
     assert aug.seen[0][1] is outputs[0]
     assert aug.seen[0][0] is step.retain
     assert set(terms) == {"loss", "rec/norm"}
-    assert meter.forwards == 8 * 2  # the augmenter's extra views only
+    assert meter.forwards == 3 * 8 * 2  # the augmenter's two extra views only, each forwarded and back-propagated
     assert terms["rec/norm"].requires_grad
 
 
@@ -315,7 +315,7 @@ def test_trainer_falls_back_to_one_extra_features_forward():
     assert len(outputs) == 2
     assert aug.seen[0][1] is outputs[1]
     assert torch.allclose(outputs[1], outputs[0])
-    assert meter.forwards == 8 * 1 + 8 * 2  # the extra features forward plus the extra views
+    assert meter.forwards == 3 * (8 * 1 + 8 * 2)  # the extra features forward plus the extra views, all back-propagated
 
 
 def test_trainer_step_with_a_mapping_loss_sums_terms_and_counts_cost():
@@ -332,7 +332,7 @@ def test_trainer_step_with_a_mapping_loss_sums_terms_and_counts_cost():
     total = trainer.step(two_terms, step)
     assert not total.requires_grad
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
-    assert meter.forwards == 3 * len(step) + 2 * len(step.retain)
+    assert meter.forwards == 3 * len(step) + 3 * 2 * len(step.retain)  # two back-propagated extra views
     assert meter.flops == meter.forwards * 7
 
 
@@ -376,6 +376,8 @@ def test_cost_meter_convention():
     assert meter.forwards == 20
     meter.forwarded(4, times=2)
     assert meter.forwards == 28 and meter.flops == 28_000
+    meter.trained(2, times=2)  # two back-propagated extra views of two samples
+    assert meter.forwards == 40
 
 
 def test_forward_flops_of_cifar_resnet18_and_the_papers_retrain_cost():
@@ -467,4 +469,4 @@ def test_augmented_method_adds_its_augmenters_to_the_run():
     wrapped.unlearn(run)
     assert inner.seen == [aug]
     assert len(aug.seen) == 4  # one call per retain step
-    assert run.cost.forwards == 3 * 30 + 2 * 30
+    assert run.cost.forwards == 3 * 30 + 3 * 2 * 30

@@ -137,7 +137,7 @@ class Augmenter(Plugin):
     """
 
     kind: ClassVar[str] = "augmenter"
-    #: extra augmented views drawn per retain sample, for the cost convention (one forward each)
+    #: extra augmented views drawn per retain sample and back-propagated: 3 forwards each by the cost convention
     extra_views: ClassVar[int] = 0
 
     @classmethod

@@ -1,6 +1,6 @@
 """Cost by the paper's convention: forward FLOPs = 2 x MACs, counted once per model with
-torch.utils.flop_counter; a trained sample costs 3 forwards (forward + backward); an extra
-augmented view or an inference-only forward costs 1."""
+torch.utils.flop_counter; a trained sample costs 3 forwards (forward + backward), and so does an
+extra augmented view that is back-propagated (CoUn's second view); an inference-only forward costs 1."""
 
 from __future__ import annotations
 
@@ -30,12 +30,12 @@ class CostMeter:
     flops_per_forward: int
     forwards: int = 0
 
-    def trained(self, samples: int) -> None:
-        """Samples that went through forward and backward."""
-        self.forwards += 3 * samples
+    def trained(self, samples: int, times: int = 1) -> None:
+        """Samples (or extra views of them) that went through forward and backward."""
+        self.forwards += 3 * times * samples
 
     def forwarded(self, samples: int, times: int = 1) -> None:
-        """Extra forwards: augmented views, teachers, frozen copies, one-shot statistics."""
+        """Forward-only passes: teachers, frozen copies, one-shot statistics."""
         self.forwards += times * samples
 
     @property

@@ -102,13 +102,13 @@ class Trainer:
             return terms
         if found:
             features = found[0]
-        else:  # the method never ran the model on the retain view itself
+        else:  # the method never ran the model on the retain view itself; these features are back-propagated
             features = self.model.features(step.retain.x)
-            self.cost.forwarded(len(step.retain))
+            self.cost.trained(len(step.retain))
         for augmenter in self.augmenters:
             for key, value in augmenter.loss_terms(self.model, step.retain, features).items():
                 terms[f"{augmenter.name}/{key}"] = value
-            self.cost.forwarded(len(step.retain), augmenter.extra_views)
+            self.cost.trained(len(step.retain), augmenter.extra_views)
         return terms
 
     def step(self, loss_fn: LossFn, step: Step) -> torch.Tensor:

@@ -231,7 +231,7 @@ def test_coun_is_ft_plus_the_cl_term_and_costs_one_extra_view():
         ContrastiveAugmenter.loss_terms = original
     assert [s[:2] for s in seen] == [(2.0, 0.2)] * 4  # 30 retain samples, batches of 8 -> 4 steps
     assert sum(s[2] for s in seen) == 30
-    assert run.cost.forwards == 3 * 30 + 1 * 30  # trained samples x3, the second view x1
+    assert run.cost.forwards == 3 * 30 + 3 * 30  # trained samples x3, the back-propagated second view x3 too
 
 
 def test_coun_is_exactly_fine_tuning_wrapped_by_coun_cl():
@@ -258,7 +258,7 @@ def test_coun_wrapped_by_another_augmenter_keeps_both():
     assert wrapped.name == "coun+coun-cl" and wrapped.uses_forget is False
     wrapped.unlearn(run)
     assert run.augmenters[0] is extra and len(run.augmenters) == 2
-    assert run.cost.forwards == 3 * 30 + 2 * 30
+    assert run.cost.forwards == 3 * 30 + 3 * 2 * 30
 
 
 def test_registered_through_the_plugin_host():
