@@ -13,7 +13,8 @@ from unlearnkit import Method, Range, hookimpl
 from unlearnkit.api import Choice
 from unlearnkit.bench.grid import BenchSpec, Cell, expand, merge, scenario_label, scenario_overrides
 from unlearnkit.bench.runner import CellStore, run_grid
-from unlearnkit.bench.summary import cl_changes, csv_text, markdown, tabulate
+from unlearnkit.bench.summary import (Interval, cl_effects, csv_text, markdown, paired_interval, regime_markdown,
+                                      regimes, tabulate)
 from unlearnkit.bench.tune import overlay, parse_range, ranking, search_space, trials
 from unlearnkit.errors import SpecError, UnlearnkitError
 from unlearnkit.plugins import discover
@@ -204,9 +205,22 @@ def test_tables_give_mean_std_and_the_gap_of_means_to_retrain():
     assert ft.stats["RA"].mean == 98 and ft.stats["RA"].std == pytest.approx(2 ** 0.5)
     assert ft.gaps == {"RA": 2, "UA": 2, "TA": 1, "MIA": 3}  # |mean - Retrain's mean|
     text = markdown(tabulate(RECORDS), {})
-    assert "| ft | 98.00 ± 1.41 (2.00) | 4.00 ± 1.41 (2.00) | 90.00 ± 1.41 (1.00) | 9.00 ± 1.41 (3.00) | 2.50 ± 0.71 |" in text
+    # the paper's Avg Gap (mean of the bracketed gaps, 2.00), then the mean of per-seed gaps (2.50 ± 0.71)
+    assert "| ft | 98.00 ± 1.41 (2.00) | 4.00 ± 1.41 (2.00) | 90.00 ± 1.41 (1.00) | 9.00 ± 1.41 (3.00) | 2.00 | 2.50 ± 0.71 |" in text
     assert "| Retrain | 100.00 ± 0.00 | 6.00 ± 1.41 |" in text
-    assert " | 2 | 11.00 ± 1.41 |" in text  # PFLOPs, then seconds
+    assert " | 0.5 (25%) | 3.00 ± 1.41 |" in text  # PFLOPs with the share of Retrain's, then seconds
+
+
+def test_the_papers_avg_gap_is_the_gap_of_seed_means_not_the_mean_of_per_seed_gaps():
+    # the paper's own check: CoUn's CIFAR-10 row, (0.01 + 0.69 + 0.10 + 0.21) / 4 = 0.25
+    records = [record("Retrain", 0, RA=100.00, UA=4.81, TA=94.67, MIA=11.02, avg_gap=0),
+               record("coun", 0, RA=99.99, UA=4.12, TA=94.57, MIA=10.81, avg_gap=0.2525)]
+    assert tabulate(records)["random:0.1"]["coun"].avg_gap == pytest.approx(0.2525)
+    # two seeds whose errors cancel: each seed is 2 points off, the means agree exactly
+    records = [record("Retrain", s, RA=90, UA=10, TA=80, MIA=20, avg_gap=0) for s in (0, 1)]
+    records += [record("x", 0, RA=92, UA=12, TA=82, MIA=22, avg_gap=2), record("x", 1, RA=88, UA=8, TA=78, MIA=18, avg_gap=2)]
+    row = tabulate(records)["random:0.1"]["x"]
+    assert row.avg_gap == 0 and row.stats["avg_gap"].mean == 2
 
 
 def test_the_gap_to_retrain_uses_the_variants_own_seeds():
@@ -221,8 +235,40 @@ def test_csv_has_one_numeric_row_per_variant():
     assert float(rows[1]["MIA_gap"]) == 3 and float(rows[2]["avg_gap_mean"]) == 1.5 and rows[2]["augment"] == "coun-cl"
 
 
-def test_cl_change_is_the_percent_change_of_mean_avg_gap():
-    assert cl_changes(tabulate(RECORDS)) == {"random:0.1": {"ft": pytest.approx(-40.0)}}
+def test_the_cl_effect_is_a_paired_per_seed_difference_with_a_t_interval():
+    effect = cl_effects(tabulate(RECORDS))["random:0.1"]["ft"]
+    # per seed: 1.0 - 2.0 and 2.0 - 3.0 -> both -1: the interval has no width and excludes 0
+    assert (effect.mean, effect.low, effect.high, effect.n) == (-1, -1, -1, 2) and effect.significant
+    interval = paired_interval([-1.0, 0.5, -2.0, -0.5, -1.5])
+    # mean -0.9, sd 0.9618, t(0.975, 4) = 2.7764: half-width 1.1942
+    assert interval.mean == pytest.approx(-0.9) and interval.high - interval.mean == pytest.approx(1.1942, abs=1e-4)
+    assert not interval.significant  # [-2.09, 0.29] holds 0
+    assert paired_interval([-1.0, -1.2, -0.8]).significant
+    assert not paired_interval([-3.0]).significant  # one seed: no interval, never significant
+
+
+def test_the_cl_effect_pairs_seeds_and_shows_in_tables():
+    records = RECORDS + [record("ft", 2, RA=99, UA=4, TA=90, MIA=9, avg_gap=9.0)]  # no wrapped seed 2 to pair with
+    effect = tabulate(records)["random:0.1"]["ft+coun-cl"].cl_effect
+    assert effect.n == 2 and effect.mean == -1
+    text = markdown(tabulate(RECORDS), {})
+    wrapped = next(line for line in text.splitlines() if line.startswith("| ft+coun-cl |"))
+    assert wrapped.endswith("| -1.00 [-1.00, -1.00]* |")  # * = significant
+
+
+def test_the_regime_check_compares_the_originals_gap_with_seed_noise():
+    retrain = [record("Retrain", s, RA=80, UA=20 + s, TA=78, MIA=30 + s) for s in (0, 1, 2)]
+    memorised = [record("Original", s, RA=100, UA=0, TA=80, MIA=5) for s in (0, 1, 2)]
+    found = regimes(retrain + memorised)[0]
+    # Retrains differ by 1 or 2 points in UA and MIA: mean pairwise Avg Gap = (0.5 + 1 + 0.5) / 3
+    assert found.noise == pytest.approx(2 / 3) and found.gap == pytest.approx((20 + 21 + 2 + 26) / 4)
+    assert found.discriminates and found.warning() is None and found.generalisation_gap == 20
+    weak = [record("Original", s, RA=81, UA=20, TA=78, MIA=31) for s in (0, 1, 2)]
+    found = regimes(retrain + weak)[0]
+    assert not found.discriminates and "has not memorised" in found.warning()
+    assert "**no**" in regime_markdown([found])
+    one_seed = regimes(retrain[:1] + memorised[:1])[0]
+    assert one_seed.discriminates is None and "one seed" in one_seed.warning()
 
 
 # --------------------------------------------------------------------------- tuning

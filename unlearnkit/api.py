@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from unlearnkit.engine import Batch, UnlearnRun
     from unlearnkit.evaluation.subject import Subject
 
-SCENARIOS = ("random", "class", "indices")
+SCENARIOS = ("random", "class", "indices", "sequential")
 
 
 class Params(BaseModel):

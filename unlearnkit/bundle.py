@@ -1,5 +1,8 @@
 """The result bundle: results.json, results.md, the forget indices and the unlearned weights.
 
+Sequential forgetting adds each step's metrics (results.json `steps`, one table per step in
+results.md) and the indices of every request (forget_requests.json); the rest describes its last step.
+
 It is assembled in a hidden sibling folder named `.NAME.incomplete-*` and renamed into place only
 when every file is written, so an interrupted run never leaves a folder that looks complete, and
 an existing bundle is replaced (with overwrite) only by a complete one.
@@ -20,6 +23,7 @@ from unlearnkit.report import describe_run, markdown_table
 RESULTS = "results.json"
 WEIGHTS = "unlearned.safetensors"
 FORGET = "forget_indices.txt"
+REQUESTS = "forget_requests.json"
 
 
 def check_destination(out: Path, overwrite: bool) -> None:
@@ -39,6 +43,9 @@ def write_bundle(result: RunResult, out: Path, overwrite: bool = False) -> Path:
     staging.mkdir()
     spec_json = result.spec.model_dump(mode="json")
     (staging / FORGET).write_text("\n".join(str(int(i)) for i in result.split.forget) + "\n")
+    sequential = bool(result.split.requests)
+    if sequential:
+        (staging / REQUESTS).write_text(json.dumps([r.tolist() for r in result.split.requests]) + "\n")
     save_model(
         staging / WEIGHTS,
         result.unlearned,
@@ -49,7 +56,8 @@ def write_bundle(result: RunResult, out: Path, overwrite: bool = False) -> Path:
         + describe_run(
             [
                 ("forget", f"{result.spec.forget.kind}, {len(result.split.forget)} of "
-                 f"{len(result.split.forget) + len(result.split.retain)} training samples"),
+                 f"{len(result.split.forget) + len(result.split.retain)} training samples"
+                 + (f" in {len(result.split.requests)} requests" if sequential else "")),
                 ("model", result.spec.model.name),
                 ("seed", str(result.spec.seed)),
                 ("original", result.sources["original"]),
@@ -57,7 +65,9 @@ def write_bundle(result: RunResult, out: Path, overwrite: bool = False) -> Path:
             ]
         )
         + "\n\n"
-        + markdown_table(result.metrics, result.method)
+        + ("".join(f"## Step {s.step}: forgot {len(s.split.forget)}, retained {len(s.split.retain)}\n\n"
+                   + markdown_table(s.metrics, result.method) + "\n" for s in result.steps)
+           if sequential else markdown_table(result.metrics, result.method))
     )
     results = {
         "unlearnkit": result.environment.get("unlearnkit"),
@@ -69,9 +79,12 @@ def write_bundle(result: RunResult, out: Path, overwrite: bool = False) -> Path:
             "retain_count": len(result.split.retain),
             "classes": list(result.split.classes),
             "forget_indices": FORGET,
+            **({"requests": REQUESTS} if sequential else {}),
         },
         "metrics": result.metrics,
         "sources": result.sources,
+        **({"steps": [{"step": s.step, "forget_count": len(s.split.forget), "retain_count": len(s.split.retain),
+                       "metrics": s.metrics, "sources": s.sources} for s in result.steps]} if sequential else {}),
         "environment": result.environment,
         "weights": WEIGHTS,
     }

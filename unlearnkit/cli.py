@@ -39,7 +39,7 @@ err = _console(stderr=True)
 
 
 def _forget_overrides(value: str) -> list[str]:
-    """--forget random:0.1 | class:3,5 | indices:FILE -> --set assignments."""
+    """--forget random:0.1 | class:3,5 | indices:FILE | sequential:0.1x5 -> --set assignments."""
     kind, _, arg = value.partition(":")
     if kind == "random":
         return ["forget.kind=random"] + ([f"forget.fraction={arg}"] if arg else [])
@@ -47,7 +47,16 @@ def _forget_overrides(value: str) -> list[str]:
         return ["forget.kind=class", f"forget.classes=[{arg}]"]
     if kind == "indices" and arg:
         return ["forget.kind=indices", f"forget.file={json.dumps(arg)}"]
-    raise UnlearnkitError(f"--forget '{value}' is not understood", "Use random:0.1, class:3 (or class:3,5), or indices:FILE.")
+    if kind == "sequential":
+        from unlearnkit.bench.grid import scenario_overrides
+
+        try:
+            return scenario_overrides(value)  # the bench's scenario string, read one way
+        except UnlearnkitError:
+            pass
+    raise UnlearnkitError(f"--forget '{value}' is not understood",
+                          "Use random:0.1, class:3 (or class:3,5), indices:FILE, or sequential:0.1x5 "
+                          "(5 requests of 10% in a row; 2 or more).")
 
 
 def _spec_from_cli(spec_file: Optional[Path], method, augment, overrides, **flags: Any) -> tuple[dict, str]:
@@ -84,7 +93,7 @@ def run(
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="Where the data set's files are."),
     download: Optional[bool] = typer.Option(None, "--download/--no-download", help="Download missing data with torchvision."),
     model: Optional[str] = typer.Option(None, "--model", help="small-cnn, resnet18 or vgg16-bn."),
-    forget: Optional[str] = typer.Option(None, "--forget", help="random:0.1, class:3 or indices:FILE."),
+    forget: Optional[str] = typer.Option(None, "--forget", help="random:0.1, class:3, indices:FILE or sequential:0.1x5."),
     seed: Optional[int] = typer.Option(None, "--seed"),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps."),
     original: Optional[Path] = typer.Option(None, "--original", help="Unlearn from this .safetensors model instead of training one."),
@@ -119,12 +128,15 @@ def run(
         err.print(f"interrupted: no result bundle was written to {destination} "
                   "(models already cached are kept, so a rerun resumes from them)")
         raise typer.Exit(130) from None
-    title = (
-        f"{name} on {run_spec.data.name} ({run_spec.model.name}), {run_spec.forget.kind} forgetting "
-        f"of {len(result.split.forget)} samples, seed {run_spec.seed}"
-    )
-    out.print(rich_table(result.metrics, name, title=title))
-    out.print(f"original: {result.sources['original']}; retrain: {result.sources['retrain']}; "
+    for step in result.steps:  # one table per forget request (one in all but sequential forgetting)
+        title = (
+            f"{name} on {run_spec.data.name} ({run_spec.model.name}), {run_spec.forget.kind} forgetting "
+            f"of {len(step.split.forget)} samples"
+            + (f", step {step.step} of {len(result.steps)}" if step.step else "") + f", seed {run_spec.seed}"
+        )
+        out.print(rich_table(step.metrics, name, title=title))
+    retrain_sources = ", ".join(step.sources["retrain"] for step in result.steps)
+    out.print(f"original: {result.sources['original']}; retrain: {retrain_sources}; "
               f"total {time.perf_counter() - started:.1f} s; bundle: {bundle}")
 
 
@@ -185,7 +197,7 @@ def _run_and_report(grid, folder: Path, quiet: bool, header: str, meta: dict) ->
 
 
 def _finish(outcome, files: list[Path], folder: Path, total: int) -> None:
-    done = sum(1 for r in outcome.records if r["kind"] == "unlearned")
+    done = outcome.done
     err.print(f"{done} of {total} cells finished ({outcome.computed} now, {outcome.seconds:.0f} s); "
               f"written: {', '.join(str(f) for f in files)}")
     if outcome.interrupted:

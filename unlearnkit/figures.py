@@ -17,23 +17,28 @@ def _pyplot():
     return plt
 
 
-def cl_integration(changes: dict[str, dict[str, float]], path: Path) -> Path:
-    """Grouped bars: % change of each method's Avg Gap when wrapped, one colour per scenario."""
+def cl_integration(effects: dict, path: Path) -> Path:
+    """Grouped bars, one colour per scenario: each method's paired per-seed Avg Gap difference when the CL module
+    wraps it, with its 95% confidence interval as an error bar (`effects`: scenario -> method -> Interval)."""
     from unlearnkit.bench.grid import scenario_label
 
     plt = _pyplot()
-    methods = list(dict.fromkeys(m for per in changes.values() for m in per))
-    width = 0.8 / max(len(changes), 1)
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(methods) + 2), 4.2))
+    methods = list(dict.fromkeys(m for per in effects.values() for m in per))
+    width = 0.8 / max(len(effects), 1)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(methods) + 2), 4.4))
     x = np.arange(len(methods))
-    for i, (scenario, per) in enumerate(changes.items()):
-        values = [per.get(m, np.nan) for m in methods]
-        bars = ax.bar(x + (i - (len(changes) - 1) / 2) * width, values, width, label=scenario_label(scenario))
-        ax.bar_label(bars, fmt="%+.0f", fontsize=7, padding=2)
+    for i, (scenario, per) in enumerate(effects.items()):
+        means = np.array([per[m].mean if m in per else np.nan for m in methods])
+        # one seed gives no interval: no error bar
+        low = np.array([per[m].mean - per[m].low if m in per and per[m].n > 1 else 0.0 for m in methods])
+        high = np.array([per[m].high - per[m].mean if m in per and per[m].n > 1 else 0.0 for m in methods])
+        ax.bar(x + (i - (len(effects) - 1) / 2) * width, means, width, yerr=np.vstack([low, high]), capsize=2,
+               error_kw={"linewidth": 0.8}, label=scenario_label(scenario))
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_xticks(x, methods, rotation=30, ha="right")
-    ax.set_ylabel("change in Avg Gap (%)")
-    ax.set_title("Avg Gap change when the CL module wraps each method\n(below 0: closer to Retrain)", fontsize=10)
+    ax.set_ylabel("Avg Gap difference, wrapped − unwrapped (points)")
+    ax.set_title("Effect of the CL module on each method's gap to Retrain\n"
+                 "(paired per-seed differences, mean and 95% CI; below 0: closer to Retrain)", fontsize=10)
     ax.legend(title="forget", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=130)

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import platform
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, NamedTuple
 
 import torch
 
 from unlearnkit import __version__, cache
 from unlearnkit.checkpoint import load_model
 from unlearnkit.data import catalog
-from unlearnkit.data.forget import Split, class_split, indices_split, random_split
+from unlearnkit.data.forget import Split, class_split, indices_split, random_split, sequential_split
 from unlearnkit.data.images import ImageSet
 from unlearnkit.api import Method
 from unlearnkit.engine import CostMeter, RunData, UnlearnRun, fit, forward_flops, retain_cross_entropy
@@ -28,7 +29,19 @@ SUBJECTS = ("original", "retrain", "unlearned")
 
 
 @dataclass
+class StepResult:
+    """The protocol after one forget request: its split (forget = every request so far) and metrics."""
+
+    step: int | None  # 1..k in sequential forgetting, else None
+    split: Split
+    metrics: dict[str, dict[str, float | None]]
+    sources: dict[str, str]
+
+
+@dataclass
 class RunResult:
+    """A run; `split`, `metrics` and `sources` are those of its last (in most scenarios its only) step."""
+
     spec: RunSpec
     method: str
     split: Split
@@ -36,6 +49,7 @@ class RunResult:
     sources: dict[str, str]
     unlearned: Classifier
     environment: dict[str, Any] = field(default_factory=dict)
+    steps: list[StepResult] = field(default_factory=list)
 
 
 def select_device(name: str) -> torch.device:
@@ -50,6 +64,8 @@ def select_device(name: str) -> torch.device:
 
 def load_images(spec: RunSpec) -> tuple[ImageSet, catalog.Transform]:
     images, transform = catalog.load(spec.data.name, spec.data.root, spec.data.download, spec.data.image_size)
+    augmentation = {"crop_padding": spec.data.crop_padding, "flip": spec.data.flip}
+    transform = dataclasses.replace(transform, **{k: v for k, v in augmentation.items() if v is not None})
     return catalog.subset(images, spec.data.train_subset, spec.data.test_subset), transform
 
 
@@ -59,6 +75,8 @@ def make_split(forget: ForgetSpec, images: ImageSet, seed: int) -> Split:
         return random_split(n, forget.fraction, seed)
     if forget.kind == "class":
         return class_split(images.train_y, forget.classes, images.num_classes)
+    if forget.kind == "sequential":
+        return sequential_split(n, forget.fraction, forget.steps, seed)
     return indices_split(n, forget.file)
 
 
@@ -69,8 +87,20 @@ def fingerprint(*tensors: torch.Tensor) -> str:
     return digest.hexdigest()[:20]
 
 
+class Unlearned(NamedTuple):
+    """The model a method left after one step, with the protocol of that step and what the step cost."""
+
+    protocol: Protocol
+    model: Classifier
+    cost: dict[str, Any]
+
+
 class Protocol:
-    """One run of the protocol; each phase is a method so tests and benchmarks can drive it piece by piece."""
+    """One run of the protocol; each phase is a method so tests and benchmarks can drive it piece by piece.
+
+    Sequential forgetting is a chain of steps, one per request: `steps()` gives the protocol at
+    each (its split, data and Retrain are those after that request), `unlearn_in_turn` the chain.
+    """
 
     def __init__(self, resolved: ResolvedRun, progress: Progress = SILENT, log: Callable[[str], None] = lambda s: None):
         self.resolved = resolved
@@ -82,6 +112,8 @@ class Protocol:
         self.images = images
         self.split = make_split(spec.forget, images, spec.seed)
         self.data = RunData(images, transform, self.split, self.device)
+        self.method_data = self.data  # what the method is given; differs at a step of sequential forgetting
+        self.step: int | None = None
         self.data_id = fingerprint(images.train_x, images.train_y, images.test_x, images.test_y)
         sample = self.data.transform.test_view(images.test_x[:1])
         self.flops_per_forward = forward_flops(self.new_model(), sample)
@@ -95,6 +127,7 @@ class Protocol:
             "data": self.data_id,
             "model": self.spec.model.name if self.spec.model.width is None else self.spec.model.model_dump(),
             "recipe": self.spec.train.model_dump(mode="json"),
+            "views": dataclasses.asdict(self.data.transform),
             "seed": self.spec.seed,
         }
         if kind == "retrain":
@@ -130,13 +163,38 @@ class Protocol:
             cache.store(key, model, {**cost, "identity": self._identity(kind)})
         return model, cost, "trained"
 
+    def steps(self) -> list[Protocol]:
+        """The protocol at each forget request: itself, or one per request of sequential forgetting."""
+        return [self.at_step(i) for i in range(1, len(self.split.requests) + 1)] or [self]
+
+    def at_step(self, step: int) -> Protocol:
+        """The protocol after request `step` of sequential forgetting.
+
+        It is measured on U (requests 1..step) and R (the rest) against a Retrain trained on R,
+        while the method unlearns request `step` alone, retaining R.
+        """
+        view = copy.copy(self)
+        view.step = step
+        view.split = self.split.after(step)
+        view.data = self.data.with_split(view.split)
+        view.method_data = self.data.with_split(self.split.request(step))
+        view.log = lambda line: self.log(f"step {step}: {line}")
+        return view
+
+    def unlearn_in_turn(self, original: Classifier, method: Method) -> Iterator[Unlearned]:
+        """Each step's model, unlearned from the model the step before left (the first from `original`)."""
+        model = original
+        for step in self.steps():
+            model, cost = step.unlearn(model, method)
+            yield Unlearned(step, model, cost)
+
     def unlearn(self, original: Classifier, method: Method) -> tuple[Classifier, dict[str, Any]]:
         """Run `method` (already wrapped by its augmenters) on a copy of `original`; returns the model and its cost."""
         model = copy.deepcopy(original)
         meter = CostMeter(self.flops_per_forward)
         torch.manual_seed(self.spec.seed)
         run = UnlearnRun(
-            model, self.data, recipe=self.spec.train, new_model=self.new_model, cost=meter,
+            model, self.method_data, recipe=self.spec.train, new_model=self.new_model, cost=meter,
             seed=self.spec.seed, progress=self.progress, uses_forget=method.uses_forget, name=method.name,
         )
         start = time.perf_counter()
@@ -166,15 +224,19 @@ class Protocol:
 
     def run(self) -> RunResult:
         original, original_cost, original_source = self.reference_model("original")
-        retrain, retrain_cost, retrain_source = self.reference_model("retrain")
-        unlearned, unlearned_cost = self.unlearn(original, self.resolved.wrapped_method())
-        metrics = self.evaluate(
-            {"original": (original, original_cost), "retrain": (retrain, retrain_cost), "unlearned": (unlearned, unlearned_cost)}
-        )
+        results = []
+        for step, unlearned, unlearned_cost in self.unlearn_in_turn(original, self.resolved.wrapped_method()):
+            retrain, retrain_cost, retrain_source = step.reference_model("retrain")
+            metrics = step.evaluate(
+                {"original": (original, original_cost), "retrain": (retrain, retrain_cost),
+                 "unlearned": (unlearned, unlearned_cost)}
+            )
+            sources = {"original": original_source, "retrain": retrain_source}
+            results.append(StepResult(step.step, step.split, metrics, sources))
+        last = results[-1]
         return RunResult(
-            spec=self.spec, method=self.resolved.name, split=self.split, metrics=metrics,
-            sources={"original": original_source, "retrain": retrain_source}, unlearned=unlearned,
-            environment=environment(self.device),
+            spec=self.spec, method=self.resolved.name, split=last.split, metrics=last.metrics, sources=last.sources,
+            unlearned=unlearned, environment=environment(self.device), steps=results,
         )
 
 

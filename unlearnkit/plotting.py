@@ -76,8 +76,11 @@ def plot_bundle(
               for name, s in subjects.items()}
 
     spec = resolved.spec
-    scenario = (f"random {spec.forget.fraction:.0%}" if spec.forget.kind == "random"
-                else f"class {', '.join(map(str, spec.forget.classes))}" if spec.forget.kind == "class" else "given indices")
+    scenario = {
+        "random": f"random {spec.forget.fraction:.0%}",
+        "class": f"class {', '.join(map(str, spec.forget.classes))}",
+        "sequential": f"sequential {spec.forget.fraction:.0%} x{spec.forget.steps} (after the last step)",
+    }.get(spec.forget.kind, "given indices")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     files = []

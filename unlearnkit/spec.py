@@ -49,6 +49,10 @@ class DataSpec(Section):
     train_subset: int | None = Field(None, ge=2, description="use a fixed random subset of this many training samples")
     test_subset: int | None = Field(None, ge=1, description="use a fixed random subset of this many test samples")
     image_size: int = Field(32, ge=4, description="side to resize ImageFolder images to")
+    crop_padding: int | None = Field(
+        None, ge=0, le=16, description="training views: random-crop padding in pixels, 0 = no crop (default: the data set's)"
+    )
+    flip: bool | None = Field(None, description="training views: random horizontal flip (default: the data set's)")
 
 
 class ModelSpec(Section):
@@ -61,10 +65,13 @@ class ModelSpec(Section):
 
 
 class ForgetSpec(Section):
-    kind: Literal["random", "class", "indices"] = "random"
-    fraction: float = Field(0.1, gt=0, lt=1, description="random: share of the training set to forget")
+    kind: Literal["random", "class", "indices", "sequential"] = "random"
+    fraction: float = Field(
+        0.1, gt=0, lt=1, description="random: share of the training set to forget; sequential: share per request"
+    )
     classes: list[int] = Field(default_factory=list, description="class: the classes to forget")
     file: Path | None = Field(None, description="indices: a file of training indices (JSON list or one per line)")
+    steps: int = Field(5, ge=2, description="sequential: forget requests in a row, each unlearned from the last model")
 
     @model_validator(mode="after")
     def _complete(self) -> ForgetSpec:
@@ -72,6 +79,9 @@ class ForgetSpec(Section):
             raise ValueError("class-wise forgetting needs `classes`, e.g. [3]")
         if self.kind == "indices" and self.file is None:
             raise ValueError("forgetting by indices needs `file`")
+        if self.kind == "sequential" and self.fraction * self.steps >= 1:
+            raise ValueError(f"sequential forgetting of {self.steps} requests of {self.fraction:g} each would forget "
+                             f"{self.fraction * self.steps:.0%} of the training set; fraction x steps must be below 1")
         return self
 
 

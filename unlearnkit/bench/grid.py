@@ -20,17 +20,24 @@ DEFAULT_SCENARIOS = ["random:0.1", "random:0.5", "class:0"]
 
 
 def scenario_overrides(scenario: str) -> list[str]:
-    """random:0.1 | class:3 (or class:3,5) -> the spec's forget fields, as --set assignments."""
+    """random:0.1 | class:3 (or class:3,5) | sequential:0.1x5 -> the spec's forget fields, as --set assignments.
+
+    The spec checks the rest (a sequential fraction x steps below 1, say).
+    """
     kind, _, arg = scenario.partition(":")
     try:
         if kind == "random" and 0 < float(arg) < 1:
             return ["forget.kind=random", f"forget.fraction={float(arg)}"]
         if kind == "class" and [int(c) for c in arg.split(",")]:
             return ["forget.kind=class", f"forget.classes=[{arg}]"]
+        fraction, times, steps = arg.partition("x")
+        if kind == "sequential" and times and 0 < float(fraction) < 1 and int(steps) >= 2:
+            return ["forget.kind=sequential", f"forget.fraction={float(fraction)}", f"forget.steps={int(steps)}"]
     except ValueError:
         pass
     raise UnlearnkitError(f"scenario '{scenario}' is not understood",
-                          "Use random:FRACTION with 0 < FRACTION < 1 (random:0.1) or class:N (class:3, class:3,5).")
+                          "Use random:FRACTION with 0 < FRACTION < 1 (random:0.1), class:N (class:3, class:3,5) "
+                          "or sequential:FRACTIONxSTEPS with 2 or more steps (sequential:0.1x5).")
 
 
 def parse_seeds(value: Any) -> int | list[int]:
@@ -49,11 +56,22 @@ def parse_seeds(value: Any) -> int | list[int]:
 
 
 def scenario_label(scenario: str) -> str:
-    """random:0.1 -> 'random 10%'; class:3 -> 'class 3'."""
+    """random:0.1 -> 'random 10%'; class:3 -> 'class 3'; sequential:0.1x5@2 -> 'sequential 10% x5, step 2'."""
+    scenario, _, step = scenario.partition("@")
     kind, _, arg = scenario.partition(":")
     if kind == "random":
-        return f"random {float(arg) * 100:g}%"
-    return f"{kind} {arg}"
+        label = f"random {float(arg) * 100:g}%"
+    elif kind == "sequential":
+        fraction, _, steps = arg.partition("x")
+        label = f"sequential {float(fraction) * 100:g}% x{steps}"
+    else:
+        label = f"{kind} {arg}"
+    return f"{label}, step {step}" if step else label
+
+
+def step_scenario(scenario: str, step: int | None) -> str:
+    """The scenario of one step's records: sequential:0.1x5@2 for step 2 (tables are per scenario)."""
+    return scenario if step is None else f"{scenario}@{step}"
 
 
 class BenchSpec(Section):
@@ -63,7 +81,8 @@ class BenchSpec(Section):
     methods: list[str] | Literal["all"] = Field("all", description="method names, or all installed")
     exclude: list[str] = Field(default_factory=list, description="methods left out of 'all'")
     augment: list[str] = Field(["none", "coun-cl"], description="augmenter settings: none, or names joined by +")
-    scenarios: list[str] = Field(default_factory=lambda: list(DEFAULT_SCENARIOS), description="random:F or class:N")
+    scenarios: list[str] = Field(default_factory=lambda: list(DEFAULT_SCENARIOS),
+                                 description="random:F, class:N or sequential:FxK")
     seeds: int | list[int] = Field(3, description="a count (seeds 0..n-1) or the seeds themselves")
     params: dict[str, dict[str, Any]] = Field(
         default_factory=dict,

@@ -10,10 +10,12 @@ import traceback
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
-from unlearnkit.bench.grid import Cell, Grid, scenario_label, spec_key
+from unlearnkit.bench.grid import Cell, Grid, scenario_label, spec_key, step_scenario
 from unlearnkit.errors import UnlearnkitError
+from unlearnkit.evaluation.subject import Subject
+from unlearnkit.models import Classifier
 from unlearnkit.pipeline import Protocol, environment
 from unlearnkit.progress import SILENT, Progress
 from unlearnkit.spec import ResolvedRun
@@ -27,6 +29,10 @@ class CellStore:
 
     def __init__(self, folder: Path):
         self.folder = Path(folder) / "cells"
+
+    def missing(self, keys: Iterable[str]) -> bool:
+        """Whether any of these records is not on disk (a sequential cell is done only with every step)."""
+        return any(self.get(key) is None for key in keys)
 
     def get(self, key: str) -> dict[str, Any] | None:
         try:
@@ -53,6 +59,8 @@ def _identity(resolved: ResolvedRun, *drop: str) -> dict[str, Any]:
     default value (a tuning that chose the default, say) names the same cell as one left unset.
     """
     identity = resolved.spec.model_dump(mode="json", exclude={"device", "cache", "output", *drop})
+    if resolved.spec.forget.kind != "sequential":
+        del identity["forget"]["steps"]  # means nothing to other scenarios, whose keys stay as they were
     plugins = {"method": [resolved.method], "augment": resolved.augmenters, "evaluate": resolved.evaluators}
     for section, chosen in plugins.items():
         if section in identity:
@@ -62,12 +70,22 @@ def _identity(resolved: ResolvedRun, *drop: str) -> dict[str, Any]:
     return identity
 
 
-def cell_key(resolved: ResolvedRun) -> str:
-    return spec_key("unlearned", _identity(resolved))
+def forget_steps(resolved: ResolvedRun) -> list[int | None]:
+    """The steps a cell writes a record for: 1..k in sequential forgetting, else one (None)."""
+    forget = resolved.spec.forget
+    return list(range(1, forget.steps + 1)) if forget.kind == "sequential" else [None]
 
 
-def reference_key(resolved: ResolvedRun, kind: str) -> str:
-    return spec_key(kind, _identity(resolved, "method", "augment"))
+def _key(kind: str, identity: dict[str, Any], step: int | None) -> str:
+    return spec_key(kind, identity) if step is None else spec_key(kind, identity, {"step": step})
+
+
+def cell_key(resolved: ResolvedRun, step: int | None = None) -> str:
+    return _key("unlearned", _identity(resolved), step)
+
+
+def reference_key(resolved: ResolvedRun, kind: str, step: int | None = None) -> str:
+    return _key(kind, _identity(resolved, "method", "augment"), step)
 
 
 def plugin_params(resolved: ResolvedRun) -> dict[str, Any]:
@@ -82,6 +100,7 @@ def plugin_params(resolved: ResolvedRun) -> dict[str, Any]:
 class Outcome:
     records: list[dict[str, Any]] = field(default_factory=list)  # every cell and reference of the grid that is done
     computed: int = 0  # cells run by this call (the rest were already on disk)
+    done: int = 0  # cells of the grid finished, by this call or earlier (a sequential cell has a record per step)
     failures: list[str] = field(default_factory=list)
     error: Exception | None = None  # a user error (UnlearnkitError) that stopped the grid
     seconds: float = 0.0
@@ -98,10 +117,12 @@ def run_grid(
 ) -> Outcome:
     """Run every cell not yet on disk, in two phases.
 
-    1. References: each (scenario, seed) group's Original and Retrain are trained (or taken
-       from the model cache) and measured; `after_references` then receives their records,
-       so the regime can be checked before any method runs.
+    1. References: each (scenario, seed) group's Original and Retrain (a Retrain per step in
+       sequential forgetting) are trained (or taken from the model cache) and measured;
+       `after_references` then receives their records, so the regime can be checked before
+       any method runs.
     2. Cells, group by group; `after_group` receives the records finished so far after each.
+       A sequential cell runs its whole chain and writes a record per step.
 
     A cell that raises is reported and skipped, so one broken method does not stop a grid;
     KeyboardInterrupt stops it, with the finished cells kept (`Outcome.interrupted`).
@@ -112,7 +133,7 @@ def run_grid(
     groups: dict[tuple[str, int], list[Cell]] = defaultdict(list)
     for cell in grid.cells:
         groups[(cell.scenario, cell.seed)].append(cell)
-    pending = {group: [c for c in cells if store.get(keys.cell[c]) is None] for group, cells in groups.items()}
+    pending = {group: [c for c in cells if store.missing(keys.cell[c])] for group, cells in groups.items()}
     total = sum(len(p) for p in pending.values())
     if total < len(grid.cells):
         log(f"{len(grid.cells) - total} of {len(grid.cells)} cells already finished: resuming")
@@ -137,15 +158,15 @@ def run_grid(
         return True
 
     def references_missing(group: tuple[str, int]) -> bool:
-        return any(store.get(k) is None for k in keys.references[groups[group][0]].values())
+        return any(store.missing(step.values()) for step in keys.references[groups[group][0]])
 
     try:
         if each_group(lambda first, _: _group_protocol(grid, keys, first, store, progress, log), references_missing):
             after_references(finished(grid, keys, store, references_only=True))
             with progress.task("grid: cells", total) as advance:
                 def run_cells(first: Cell, cells: list[Cell]) -> None:
-                    protocol, original, retrain = _group_protocol(grid, keys, first, store, progress, log)
-                    _run_cells(grid, keys, protocol, original, retrain, cells, store, log, advance, outcome)
+                    protocol, original, retrains = _group_protocol(grid, keys, first, store, progress, log)
+                    _run_cells(grid, keys, protocol, original, retrains, cells, store, log, advance, outcome)
                     after_group(finished(grid, keys, store))
 
                 each_group(run_cells, lambda group: bool(pending[group]))
@@ -153,15 +174,21 @@ def run_grid(
         outcome.interrupted = True
     outcome.seconds = time.perf_counter() - started
     outcome.records = finished(grid, keys, store)
+    outcome.done = sum(not store.missing(keys.cell[c]) for c in grid.cells)
     return outcome
 
 
 class Keys:
-    """Each cell's record key and its group's reference keys, hashed once per grid."""
+    """Each cell's record keys and its group's reference keys, one per forget step, hashed once per grid."""
 
     def __init__(self, grid: Grid):
-        self.cell = {c: cell_key(grid.resolved[c]) for c in grid.cells}
-        self.references = {c: {kind: reference_key(grid.resolved[c], kind) for kind in REFERENCES} for c in grid.cells}
+        self.cell: dict[Cell, list[str]] = {}
+        self.references: dict[Cell, list[dict[str, str]]] = {}
+        for cell in grid.cells:
+            resolved = grid.resolved[cell]
+            steps = forget_steps(resolved)
+            self.cell[cell] = [cell_key(resolved, step) for step in steps]
+            self.references[cell] = [{kind: reference_key(resolved, kind, step) for kind in REFERENCES} for step in steps]
 
 
 def finished(grid: Grid, keys: Keys, store: CellStore, references_only: bool = False) -> list[dict[str, Any]]:
@@ -172,16 +199,16 @@ def finished(grid: Grid, keys: Keys, store: CellStore, references_only: bool = F
     """
     records, seen = [], set()
     for cell in grid.cells:
-        for key in keys.references[cell].values():
+        for key in (key for step in keys.references[cell] for key in step.values()):
             if key not in seen and (record := store.get(key)):
                 records.append(record)
             seen.add(key)
         if references_only:
             continue
-        key = keys.cell[cell]
-        if key not in seen and (record := store.get(key)):
-            records.append({**record, "trial": cell.trial, "variant": cell.label})
-        seen.add(key)
+        for key in keys.cell[cell]:
+            if key not in seen and (record := store.get(key)):
+                records.append({**record, "trial": cell.trial, "variant": cell.label})
+            seen.add(key)
     return records
 
 
@@ -190,41 +217,55 @@ def _debug_traceback() -> None:
         traceback.print_exc()
 
 
-def _group_protocol(grid, keys: Keys, first: Cell, store, progress, log):
-    """The group's Protocol, Original and measured Retrain; their records are stored if missing."""
-    references = keys.references[first]
+def _group_protocol(grid, keys: Keys, first: Cell, store, progress, log) -> tuple[Protocol, Classifier, list[Subject]]:
+    """The group's Protocol, Original and the measured Retrain of each forget step (one, except in sequential
+    forgetting); their records are stored if missing. The Original is measured against each step's Retrain."""
     where = f"{scenario_label(first.scenario)}, seed {first.seed}"
     protocol = Protocol(grid.resolved[first], progress=progress, log=lambda line: log(f"{where}: {line}"))
     original, original_cost, _ = protocol.reference_model("original")
-    retrain_model, retrain_cost, _ = protocol.reference_model("retrain")
-    retrain = protocol.subject("retrain", retrain_model, retrain_cost)
-    protocol.measure(retrain, None)
-    base = _record_base(protocol, first)
-    if store.get(references["retrain"]) is None:
-        store.put(references["retrain"], {**base, "kind": "retrain", "variant": "Retrain", "metrics": retrain.metrics})
-    if store.get(references["original"]) is None:
-        subject = protocol.subject("original", original, original_cost)
-        protocol.measure(subject, retrain)
-        store.put(references["original"], {**base, "kind": "original", "variant": "Original", "metrics": subject.metrics})
-    return protocol, original, retrain
+    retrains = []
+    for step, references in zip(protocol.steps(), keys.references[first]):
+        retrain_model, retrain_cost, _ = step.reference_model("retrain")
+        retrain = step.subject("retrain", retrain_model, retrain_cost)
+        step.measure(retrain, None)
+        base = _record_base(step, first)
+        if store.get(references["retrain"]) is None:
+            store.put(references["retrain"], {**base, "kind": "retrain", "variant": "Retrain", "metrics": retrain.metrics})
+        if store.get(references["original"]) is None:
+            subject = step.subject("original", original, original_cost)
+            step.measure(subject, retrain)
+            store.put(references["original"],
+                      {**base, "kind": "original", "variant": "Original", "metrics": subject.metrics})
+        retrains.append(retrain)
+    return protocol, original, retrains
 
 
 def _record_base(protocol: Protocol, cell: Cell) -> dict[str, Any]:
-    return {"scenario": cell.scenario, "seed": cell.seed, "forget_count": len(protocol.split.forget),
-            "retain_count": len(protocol.split.retain), "environment": environment(protocol.device)}
+    """What every record of a (scenario, seed) step shares; `protocol` is the protocol at that step."""
+    base = {"scenario": step_scenario(cell.scenario, protocol.step), "seed": cell.seed,
+            "forget_count": len(protocol.split.forget), "retain_count": len(protocol.split.retain),
+            "environment": environment(protocol.device)}
+    return base if protocol.step is None else {**base, "step": protocol.step}
 
 
-def _run_cells(grid, keys: Keys, protocol: Protocol, original, retrain, pending: list[Cell], store, log, advance,
-               outcome) -> None:
+def _run_cells(grid, keys: Keys, protocol: Protocol, original: Classifier, retrains: list[Subject], pending: list[Cell],
+               store, log, advance, outcome) -> None:
     for cell in pending:
         where = f"{scenario_label(cell.scenario)}, seed {cell.seed}"
         resolved = grid.resolved[cell]
-        if store.get(keys.cell[cell]) is not None:  # finished meanwhile by another process on the same folder
+        if not store.missing(keys.cell[cell]):  # finished meanwhile by another process on the same folder
             advance()
             continue
-        try:
-            model, cost = protocol.unlearn(original, resolved.wrapped_method())
-            metrics = protocol.measure(protocol.subject("unlearned", model, cost), retrain)
+        records, seconds = [], 0.0
+        try:  # every step, each from the model the step before left; stored only once all are done
+            for (step, model, cost), retrain in zip(protocol.unlearn_in_turn(original, resolved.wrapped_method()), retrains):
+                metrics = step.measure(step.subject("unlearned", model, cost), retrain)
+                records.append({
+                    **_record_base(step, cell), "kind": "unlearned", "variant": cell.label, "method": cell.method,
+                    "augment": list(cell.augment), "trial": cell.trial, "overlay": json.loads(cell.overlay),
+                    "params": plugin_params(resolved), "metrics": metrics,
+                })
+                seconds += cost["seconds"]
         except Exception as exc:  # noqa: BLE001 - one failing cell must not stop the grid
             line = f"{cell.label} ({where}) failed: {type(exc).__name__}: {exc}"
             outcome.failures.append(line)
@@ -232,11 +273,9 @@ def _run_cells(grid, keys: Keys, protocol: Protocol, original, retrain, pending:
             _debug_traceback()
             advance()
             continue
-        store.put(keys.cell[cell], {
-            **_record_base(protocol, cell), "kind": "unlearned", "variant": cell.label, "method": cell.method,
-            "augment": list(cell.augment), "trial": cell.trial, "overlay": json.loads(cell.overlay),
-            "params": plugin_params(resolved), "metrics": metrics,
-        })
+        for key, record in zip(keys.cell[cell], records):
+            store.put(key, record)
         outcome.computed += 1
-        log(f"{where}: {cell.label}: Avg Gap {metrics.get('avg_gap', float('nan')):.2f} in {cost['seconds']:.1f} s")
+        gaps = ", ".join(f"{r['metrics'].get('avg_gap', float('nan')):.2f}" for r in records)
+        log(f"{where}: {cell.label}: Avg Gap {gaps} in {seconds:.1f} s")
         advance()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -35,6 +36,37 @@ class Stat:
         return statistics.stdev(self.values) if len(self.values) > 1 else 0.0
 
 
+@dataclass(frozen=True)
+class Interval:
+    """A mean with its two-sided 95% confidence interval (Student's t over n paired seeds)."""
+
+    mean: float
+    low: float
+    high: float
+    n: int
+
+    @property
+    def significant(self) -> bool:
+        """The interval excludes 0."""
+        return self.n > 1 and (self.low > 0 or self.high < 0)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"mean": self.mean, "ci95": [self.low, self.high] if self.n > 1 else None, "n": self.n,
+                "significant": self.significant}
+
+
+def paired_interval(differences: list[float]) -> Interval:
+    """95% CI of the mean of paired differences; with one pair the interval is unknown (infinite)."""
+    n = len(differences)
+    mean = statistics.fmean(differences)
+    if n < 2:
+        return Interval(mean, -math.inf, math.inf, n)
+    from scipy.stats import t
+
+    half = float(t.ppf(0.975, n - 1)) * statistics.stdev(differences) / math.sqrt(n)
+    return Interval(mean, mean - half, mean + half, n)
+
+
 @dataclass
 class Row:
     """One variant on one scenario, over its seeds."""
@@ -46,12 +78,20 @@ class Row:
     stats: dict[str, Stat]
     gaps: dict[str, float] = field(default_factory=dict)  # |mean - Retrain's mean| of RA, UA, TA, MIA
     params: dict[str, Any] = field(default_factory=dict)
+    flops_share: float | None = None  # mean FLOPs / Retrain's mean FLOPs
+    cl_effect: Interval | None = None  # wrapped variants: paired per-seed gap difference to the unwrapped method
+
+    @property
+    def avg_gap(self) -> float | None:
+        """The paper's Avg Gap: the mean of the four bracketed gaps (gaps of seed means)."""
+        return statistics.fmean(self.gaps[k] for k in ACCURACIES) if len(self.gaps) == len(ACCURACIES) else None
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "variant": self.variant, "method": self.method, "augment": self.augment, "seeds": self.seeds,
             **{k: {"mean": s.mean, "std": s.std, "values": s.values} for k, s in self.stats.items()},
-            "gap_to_retrain": self.gaps, "params": self.params,
+            "gap_to_retrain": self.gaps, "avg_gap_of_means": self.avg_gap, "flops_share_of_retrain": self.flops_share,
+            "cl_effect": self.cl_effect.as_dict() if self.cl_effect else None, "params": self.params,
         }
 
 
@@ -81,8 +121,23 @@ def tabulate(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Row]]:
             if len(references) == len(row.seeds):
                 row.gaps = {k: abs(row.stats[k].mean - statistics.fmean(m[k] for m in references))
                             for k in ACCURACIES if k in row.stats}
+                flops = [m.get("flops") for m in references]
+                if "flops" in row.stats and all(flops):
+                    row.flops_share = row.stats["flops"].mean / statistics.fmean(flops)
+        for row in rows.values():
+            row.cl_effect = _paired_effect(row, rows.get(row.method or ""), variants)
         tables[scenario] = rows
     return tables
+
+
+def _paired_effect(row: Row, plain: Row | None, variants: dict[str, list[dict]]) -> Interval | None:
+    """Wrapped minus unwrapped per-seed Avg Gap, seed by seed (same split, Original and Retrain)."""
+    if not row.augment or plain is None or plain is row:
+        return None
+    mine = {r["seed"]: r["metrics"].get("avg_gap") for r in variants[row.variant]}
+    theirs = {r["seed"]: r["metrics"].get("avg_gap") for r in variants[plain.variant]}
+    pairs = [mine[s] - theirs[s] for s in sorted(mine) if mine[s] is not None and theirs.get(s) is not None]
+    return paired_interval(pairs) if pairs else None
 
 
 def _cell(stat: Stat | None, gap: float | None = None, n: int = 1) -> str:
@@ -92,15 +147,32 @@ def _cell(stat: Stat | None, gap: float | None = None, n: int = 1) -> str:
     return text + (f" ({gap:.2f})" if gap is not None else "")
 
 
-def _pflops(stat: Stat | None) -> str:
-    return "n/a" if stat is None else f"{stat.mean / 1e15:.3g}"
+def _number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
 
 
-COLUMNS = ["method", "RA", "UA", "TA", "MIA", "Avg Gap", "Premise", "PFLOPs", "Time (s)"]
+def _cost(row: Row) -> str:
+    stat = row.stats.get("flops")
+    if stat is None:
+        return "n/a"
+    share = f" ({100 * row.flops_share:.0f}%)" if row.flops_share is not None and row.variant != "Retrain" else ""
+    return f"{stat.mean / 1e15:.3g}{share}"
+
+
+def interval_text(effect: Interval | None) -> str:
+    if effect is None:
+        return ""
+    if effect.n < 2:
+        return f"{effect.mean:+.2f} (1 seed)"
+    return f"{effect.mean:+.2f} [{effect.low:+.2f}, {effect.high:+.2f}]" + ("*" if effect.significant else "")
+
+
+COLUMNS = ["method", "RA", "UA", "TA", "MIA", "Avg Gap", "Per-seed Gap", "Premise", "PFLOPs (% of Retrain)",
+           "Time (s)", "CL effect [95% CI]"]
 
 
 def markdown(tables: dict[str, dict[str, Row]], counts: dict[str, str]) -> str:
-    """One table per scenario. Brackets: |mean - Retrain's mean|. Avg Gap: mean over seeds of each seed's gap."""
+    """One table per scenario: mean ± std (|mean - Retrain's mean|), the paper's Avg Gap, the per-seed gap, cost."""
     parts = []
     for scenario, rows in tables.items():
         parts.append(f"### {scenario_label(scenario)}{counts.get(scenario, '')}\n")
@@ -109,8 +181,9 @@ def markdown(tables: dict[str, dict[str, Row]], counts: dict[str, str]) -> str:
         for name, row in rows.items():
             n = len(row.seeds)
             cells = [_cell(row.stats.get(k), None if name == "Retrain" else row.gaps.get(k), n) for k in ACCURACIES]
-            cells += [_cell(row.stats.get("avg_gap"), None, n), _cell(row.stats.get("premise"), None, n),
-                      _pflops(row.stats.get("flops")), _cell(row.stats.get("seconds"), None, n)]
+            cells += [_number(row.avg_gap), _cell(row.stats.get("avg_gap"), None, n),
+                      _cell(row.stats.get("premise"), None, n), _cost(row), _cell(row.stats.get("seconds"), None, n),
+                      interval_text(row.cl_effect)]
             parts.append(f"| {name} | " + " | ".join(cells) + " |")
         parts.append("")
     return "\n".join(parts)
@@ -122,6 +195,7 @@ def csv_text(tables: dict[str, dict[str, Row]]) -> str:
     header = ["scenario", "variant", "method", "augment", "seeds"]
     for key in MEASURES:
         header += [f"{key}_mean", f"{key}_std"] + ([f"{key}_gap"] if key in ACCURACIES else [])
+    header += ["avg_gap_of_means", "flops_share_of_retrain", "cl_effect", "cl_effect_low", "cl_effect_high"]
     writer.writerow(header)
     for scenario, rows in tables.items():
         for name, row in rows.items():
@@ -131,32 +205,122 @@ def csv_text(tables: dict[str, dict[str, Row]]) -> str:
                 line += [stat.mean, stat.std] if stat else ["", ""]
                 if key in ACCURACIES:
                     line.append(row.gaps.get(key, ""))
+            effect = row.cl_effect
+            line += [_blank(row.avg_gap), _blank(row.flops_share)]
+            line += [effect.mean, effect.low, effect.high] if effect else ["", "", ""]
             writer.writerow(line)
     return buffer.getvalue()
 
 
-def cl_changes(tables: dict[str, dict[str, Row]]) -> dict[str, dict[str, float]]:
-    """scenario -> "method (+A)" -> % change of Avg Gap when augmenter(s) A wrap the method (negative: closer)."""
-    changes: dict[str, dict[str, float]] = {}
+def _blank(value: float | None) -> Any:
+    return "" if value is None else value
+
+
+def cl_effects(tables: dict[str, dict[str, Row]]) -> dict[str, dict[str, Interval]]:
+    """scenario -> "method" (or "method+A" when several augmenter settings) -> the paired effect of wrapping."""
+    effects: dict[str, dict[str, Interval]] = {}
     for scenario, rows in tables.items():
+        settings = {tuple(r.augment) for r in rows.values() if r.augment}
         for name, row in rows.items():
-            if not row.augment or row.method not in rows or "avg_gap" not in row.stats:
-                continue
-            plain = rows[row.method].stats.get("avg_gap")
-            if plain is None or plain.mean == 0:
-                continue
-            label = row.method if len({tuple(r.augment) for r in rows.values() if r.augment}) == 1 else name
-            changes.setdefault(scenario, {})[label] = 100.0 * (row.stats["avg_gap"].mean - plain.mean) / plain.mean
-    return changes
+            if row.cl_effect is not None:
+                label = row.method if len(settings) == 1 else name
+                effects.setdefault(scenario, {})[label] = row.cl_effect
+    return effects
 
 
-def changes_markdown(changes: dict[str, dict[str, float]]) -> str:
-    methods = list(dict.fromkeys(m for per in changes.values() for m in per))
-    lines = ["| method | " + " | ".join(scenario_label(s) for s in changes) + " |",
-             "| --- |" + " ---: |" * len(changes)]
+def verdict(effect: Interval) -> str:
+    if effect.n < 2:
+        return "one seed: no interval"
+    if not effect.significant:
+        return "not significant"
+    return "lower gap (significant)" if effect.mean < 0 else "higher gap (significant)"
+
+
+def effects_markdown(effects: dict[str, dict[str, Interval]]) -> str:
+    methods = list(dict.fromkeys(m for per in effects.values() for m in per))
+    lines = ["| method | " + " | ".join(scenario_label(s) for s in effects) + " |",
+             "| --- |" + " ---: |" * len(effects)]
     for method in methods:
         lines.append(f"| {method} | " + " | ".join(
-            f"{per[method]:+.1f}%" if method in per else "n/a" for per in changes.values()) + " |")
+            f"{interval_text(per[method])}: {verdict(per[method])}" if method in per else "n/a"
+            for per in effects.values()) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# --- the regime check: can this setting tell methods apart? -------------------------------------
+
+#: the Original must be this many times further from Retrain than two Retrains of different seeds are
+DISCRIMINATION_RATIO = 3.0
+
+
+@dataclass
+class Regime:
+    """Original vs Retrain on one scenario: is the Original's gap far beyond seed noise?"""
+
+    scenario: str
+    seeds: int
+    original: dict[str, float]  # seed means of RA, UA, TA, MIA
+    retrain: dict[str, float]
+    gap: float  # the paper's Avg Gap of the Original
+    noise: float | None  # mean Avg Gap between Retrains of two different seeds (None with one seed)
+
+    @property
+    def ratio(self) -> float | None:
+        if self.noise is None:
+            return None
+        return math.inf if self.noise == 0 else self.gap / self.noise
+
+    @property
+    def discriminates(self) -> bool | None:
+        return None if self.ratio is None else self.ratio >= DISCRIMINATION_RATIO
+
+    @property
+    def generalisation_gap(self) -> float:
+        """The Original's RA - TA: how much it memorised beyond what it learned."""
+        return self.original["RA"] - self.original["TA"]
+
+    def warning(self) -> str | None:
+        where = scenario_label(self.scenario)
+        if self.discriminates is None:
+            return f"{where}: one seed, so seed noise is unknown; use 2 or more seeds to check the regime"
+        if not self.discriminates:
+            return (f"{where}: the Original is within seed noise of Retrain (Avg Gap {self.gap:.2f} vs "
+                    f"{self.noise:.2f} between Retrains of different seeds; RA - TA {self.generalisation_gap:.2f}): "
+                    "it has not memorised its training data, so this grid cannot tell methods apart. Train the "
+                    "Original longer, on fewer samples or with a wider model (see examples/bench/fashion-mnist-memorising.yaml)")
+        return None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"scenario": self.scenario, "seeds": self.seeds, "original": self.original, "retrain": self.retrain,
+                "avg_gap": self.gap, "seed_noise": self.noise,
+                "ratio": self.ratio if self.ratio != math.inf else None,
+                "discriminates": self.discriminates, "original_ra_minus_ta": self.generalisation_gap}
+
+
+def regimes(records: Iterable[dict[str, Any]]) -> list[Regime]:
+    """The regime of every scenario that has both an Original and a Retrain."""
+    found = []
+    for scenario, rows in tabulate(r for r in records if r["kind"] in ("original", "retrain")).items():
+        original, retrain = rows.get("Original"), rows.get("Retrain")
+        if original is None or retrain is None or original.avg_gap is None:
+            continue
+        per_seed = [{k: retrain.stats[k].values[i] for k in ACCURACIES} for i in range(len(retrain.seeds))]
+        pairs = [(a, b) for i, a in enumerate(per_seed) for b in per_seed[i + 1:]]
+        noise = statistics.fmean(statistics.fmean(abs(a[k] - b[k]) for k in ACCURACIES) for a, b in pairs) if pairs else None
+        found.append(Regime(scenario, len(retrain.seeds), {k: original.stats[k].mean for k in ACCURACIES},
+                            {k: retrain.stats[k].mean for k in ACCURACIES}, original.avg_gap, noise))
+    return found
+
+
+def regime_markdown(found: list[Regime]) -> str:
+    lines = ["| scenario | seeds | Original RA / UA / TA / MIA | Retrain RA / UA / TA / MIA | Original RA − TA "
+             "| Avg Gap | seed noise | ratio | discriminates |", "| --- |" + " ---: |" * 8]
+    for r in found:
+        metrics = [" / ".join(f"{m[k]:.1f}" for k in ACCURACIES) for m in (r.original, r.retrain)]
+        yes = {True: "yes", False: "**no**", None: "unknown (1 seed)"}[r.discriminates]
+        lines.append(f"| {scenario_label(r.scenario)} | {r.seeds} | {metrics[0]} | {metrics[1]} | "
+                     f"{r.generalisation_gap:.2f} | {r.gap:.2f} | {_number(r.noise)} | "
+                     f"{'n/a' if r.ratio is None else f'{r.ratio:.1f}'} | {yes} |")
     return "\n".join(lines) + "\n"
 
 
@@ -192,19 +356,28 @@ def write_reports(folder: Path, records: list[dict[str, Any]], header: str, meta
     for record in records:
         counts[record["scenario"]] = (f" (forget {record['forget_count']} of "
                                       f"{record['forget_count'] + record['retain_count']} training samples)")
-    changes = cl_changes(tables)
-    text = header + "\n" + markdown(tables, counts) + _settings(records)
-    if changes:
-        text += "\n### Avg Gap change when wrapped (negative: closer to Retrain)\n\n" + changes_markdown(changes)
+    effects = cl_effects(tables)
+    found = regimes(records)
+    text = header + "\n"
+    if found:
+        text += "### The regime: Original vs Retrain\n\n" + regime_markdown(found) + "".join(
+            f"\n**Warning**: {r.warning()}\n" for r in found if r.warning()) + "\n"
+    text += markdown(tables, counts) + _settings(records)
+    if effects:
+        text += ("\n### CL effect: paired per-seed Avg Gap difference, wrapped minus unwrapped (negative: closer to "
+                 "Retrain), mean [95% CI]\n\n" + effects_markdown(effects))
     written = [folder / "results.md", folder / "results.csv", folder / "results.json"]
     folder.mkdir(parents=True, exist_ok=True)
     written[0].write_text(text)
     written[1].write_text(csv_text(tables))
-    payload = {**meta, "tables": {s: {n: r.as_dict() for n, r in rows.items()} for s, rows in tables.items()},
-               "avg_gap_change_percent": changes, "cells": records}
+    payload = {**meta, "regime": [r.as_dict() for r in found],
+               "tables": {s: {n: r.as_dict() for n, r in rows.items()} for s, rows in tables.items()},
+               "cl_effects": {s: {m: e.as_dict() for m, e in per.items()} for s, per in effects.items()},
+               "cells": records}
     written[2].write_text(json.dumps(payload, indent=1) + "\n")
-    if changes:
+    if effects:
         from unlearnkit.figures import cl_integration
 
-        written.append(cl_integration(changes, folder / "cl_integration.png"))
+        written.append(cl_integration(effects, folder / "cl_integration.png"))
     return written
+

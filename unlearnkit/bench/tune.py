@@ -107,6 +107,9 @@ def tuning_grid(
     assignments: list[dict[str, Any]], registry: Registry,
 ) -> Grid:
     scenario_overrides(scenario)
+    if scenario.startswith("sequential"):
+        raise UnlearnkitError(f"tuning on '{scenario}' is not supported: its steps would be averaged as if they were seeds",
+                              "Tune on the scenario of its first request (random:FRACTION) and bench the sequential one.")
     grid = Grid([Cell(scenario, seed, method, augment, json.dumps(overlay(method, a), sort_keys=True), trial=i)
                  for i, a in enumerate(assignments) for seed in seeds])
     resolve_cells(grid, base, registry)

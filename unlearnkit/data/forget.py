@@ -13,20 +13,50 @@ from unlearnkit.errors import UnlearnkitError
 
 @dataclass(frozen=True)
 class Split:
-    """Training indices to forget and to retain, plus the classes forgotten whole (class-wise forgetting)."""
+    """Training indices to forget and to retain, plus the classes forgotten whole (class-wise forgetting)
+    and, for sequential forgetting, the requests in the order they come (`forget` is their union)."""
 
     forget: torch.Tensor
     retain: torch.Tensor
     classes: tuple[int, ...] = ()
+    requests: tuple[torch.Tensor, ...] = ()
+
+    def after(self, step: int) -> Split:
+        """Sequential forgetting after request `step` (1-based): requests 1..step forgotten, the rest retained."""
+        done = self.requests[:step]
+        return _split(len(self.forget) + len(self.retain), torch.cat(done), requests=done)
+
+    def request(self, step: int) -> Split:
+        """What a method unlearning request `step` sees: that request as forget set, the samples no request
+        has named so far as retain set (samples forgotten earlier are in neither)."""
+        return Split(forget=self.requests[step - 1], retain=self.after(step).retain)
 
 
 def random_split(n: int, fraction: float, seed: int) -> Split:
     """A uniformly random fraction of the training set, reproducible from the seed."""
+    return _split(n, _random_chunks(n, fraction, 1, seed)[0])
+
+
+def sequential_split(n: int, fraction: float, steps: int, seed: int) -> Split:
+    """`steps` disjoint forget requests of `fraction` of the training set each.
+
+    They are consecutive chunks of the one permutation `random_split` draws, so the first
+    request is exactly the random split of the same fraction and seed (and shares its Retrain).
+    """
+    requests = tuple(chunk.sort().values for chunk in _random_chunks(n, fraction, steps, seed))
+    return _split(n, torch.cat(requests), requests=requests)
+
+
+def _random_chunks(n: int, fraction: float, steps: int, seed: int) -> list[torch.Tensor]:
     count = round(n * fraction)
-    if not 0 < count < n:
-        raise UnlearnkitError(f"forgetting {fraction:.4g} of {n} samples leaves {count} to forget; choose a larger fraction")
+    if count == 0:
+        raise UnlearnkitError(f"forgetting {fraction:.4g} of {n} samples leaves 0 to forget; choose a larger fraction")
+    if count * steps >= n:
+        what = str(count) if steps == 1 else f"{steps} requests of {count}"
+        raise UnlearnkitError(f"forgetting {what} of {n} samples leaves nothing to retain; "
+                              "choose a smaller fraction" + (" or fewer steps" if steps > 1 else ""))
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    return _split(n, order[:count])
+    return list(order[: count * steps].split(count))
 
 
 def class_split(labels: torch.Tensor, classes: list[int], num_classes: int) -> Split:
@@ -61,8 +91,8 @@ def indices_split(n: int, path: Path) -> Split:
     return _split(n, indices)
 
 
-def _split(n: int, forget: torch.Tensor, classes: tuple[int, ...] = ()) -> Split:
+def _split(n: int, forget: torch.Tensor, classes: tuple[int, ...] = (), requests: tuple[torch.Tensor, ...] = ()) -> Split:
     forget = forget.sort().values
     keep = torch.ones(n, dtype=torch.bool)
     keep[forget] = False
-    return Split(forget=forget, retain=keep.nonzero().flatten(), classes=classes)
+    return Split(forget=forget, retain=keep.nonzero().flatten(), classes=classes, requests=requests)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Iterator, Literal
 
@@ -77,15 +78,24 @@ class RunData:
         self.train_y = images.train_y.to(device)
         self.test_x = images.test_x.to(device)
         self.test_y = images.test_y.to(device)
-        # Class-wise forgetting removes the forgotten classes from the test set as well.
-        keep = ~torch.isin(images.test_y, torch.tensor(split.classes, dtype=torch.long))
-        self.test_index = keep.nonzero().flatten()
+        self.test_index = _test_index(images, split)
         self.device = device
 
+    def with_split(self, split: Split) -> RunData:
+        """The same images on the same device, another forget/retain split (a step of sequential forgetting)."""
+        data = copy.copy(self)
+        data.split = split
+        data.test_index = _test_index(self.images, split)
+        return data
+
     def indices(self, part: str) -> torch.Tensor:
-        """Training-set positions of a part: all, retain or forget."""
+        """Training-set positions of a part: all (retain and forget), retain or forget.
+
+        "all" is what this split holds, not every sample: after earlier sequential requests,
+        the samples they removed are part of neither side.
+        """
         if part == "all":
-            return torch.arange(len(self.train_y))
+            return torch.cat([self.split.retain, self.split.forget]).sort().values
         return {"retain": self.split.retain, "forget": self.split.forget}[part]
 
     def batch(self, index: torch.Tensor, generator: torch.Generator) -> Batch:
@@ -103,6 +113,12 @@ class RunData:
         for chunk in index.split(batch_size):
             chunk = chunk.to(self.device)
             yield self.transform.test_view(x[chunk]), y[chunk]
+
+
+def _test_index(images: ImageSet, split: Split) -> torch.Tensor:
+    """The test samples TA uses: class-wise forgetting removes the forgotten classes from the test set as well."""
+    keep = ~torch.isin(images.test_y, torch.tensor(split.classes, dtype=torch.long))
+    return keep.nonzero().flatten()
 
 
 def shuffled(index: torch.Tensor, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:

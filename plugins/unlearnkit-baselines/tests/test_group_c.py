@@ -21,10 +21,13 @@ from unlearnkit.spec import resolve
 from unlearnkit.testing import RecordingData, tiny_data, tiny_model, tiny_run
 from unlearnkit_baselines import BoundaryExpand, BoundaryShrink, ContrastiveUnlearning
 from unlearnkit_baselines.boundary import BoundaryParams, BoundaryShrinkParams
+from unlearnkit_baselines import contrastive_unlearning
 from unlearnkit_baselines.contrastive_unlearning import (
     ContrastiveUnlearningParams,
+    ProjectionClassifier,
     ProjectionHead,
     contrastive_unlearning_loss,
+    fit_projection_head,
 )
 from unlearnkit_coun import ContrastiveAugmenter
 from unlearnkit_coun.contrastive import ContrastiveParams
@@ -151,7 +154,7 @@ def test_boundary_shrink_declarations_and_defaults():
     p = BoundaryShrinkParams()
     assert (p.lr, p.epochs, p.batch_size, p.momentum, p.weight_decay, p.bound) == (1e-5, 10, 64, 0.9, 0.0, 0.1)
     assert BoundaryShrink.trains_on_retain is False and BoundaryShrink.uses_forget is True
-    assert set(BoundaryShrink.scenarios) == {"random", "class", "indices"}
+    assert set(BoundaryShrink.scenarios) == {"random", "class", "indices", "sequential"}
     with pytest.raises(ValueError):
         BoundaryShrinkParams(bound=0)
     registry = discover(env={})
@@ -359,12 +362,124 @@ def test_cu_runs_counts_cost_and_trains_its_projection_head(monkeypatch):
     assert isinstance(head, ProjectionHead) and head[-1].out_features == 128
     assert any(not torch.equal(v, head.state_dict()[n]) for n, v in head_start.items())
     assert any(not torch.equal(v, run.model.state_dict()[n]) for n, v in start.items())
-    # every step trains a forget batch and an equally large retain batch: 3 forwards per sample, nothing else
+    # the head's fit forwards the Original once per training sample; then every step trains a forget batch
+    # and an equally large retain batch: 3 forwards per sample, nothing else
     n_forget = len(data.split.forget)
     forget_draws = sum(i in set(data.split.forget.tolist()) for i in data.drawn)
     assert forget_draws == n_forget * 2  # each forget batch drawn once per epoch (then reused omega times)
     assert len(data.drawn) - forget_draws == n_forget * 2 * 2  # a retain sample per forget sample, step and epoch
-    assert run.cost.forwards == 3 * 2 * n_forget * 2 * 2  # 3 x (forget + retain) x omega x epochs
+    assert run.cost.forwards == len(data.train_y) + 3 * 2 * n_forget * 2 * 2  # D + 3 x (forget + retain) x omega x epochs
+
+
+def clone_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: v.detach().clone() for n, v in module.state_dict().items()}
+
+
+def same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[n], b[n]) for n in a)
+
+
+@torch.no_grad()
+def projection_cross_entropy(head, classifier, features, labels) -> float:
+    return F.cross_entropy(classifier(F.normalize(head(features), dim=1)), labels).item()
+
+
+def record_cu_phases(monkeypatch, run, data) -> dict:
+    """What CU's head looks like when drawn, right after its fit, and at the first unlearning step."""
+    seen: dict = {}
+    draw_head, fit_head, build_loss = ContrastiveUnlearning.projection_head, fit_projection_head, ContrastiveUnlearning.loss_fn
+
+    def drawn_head(self, run, dim):
+        head = draw_head(self, run, dim)
+        seen["random head"] = clone_state(head)
+        return head
+
+    def fitted_head(head, classifier, features, labels, recipe, epochs, generator):
+        before = projection_cross_entropy(head, classifier, features, labels)
+        fit_head(head, classifier, features, labels, recipe, epochs, generator)
+        seen["fit"] = {
+            "ce before": before, "ce after": projection_cross_entropy(head, classifier, features, labels),
+            "features": features, "labels": labels, "recipe": recipe, "epochs": epochs,
+            "forwards": run.cost.forwards, "drawn": list(data.drawn), "model": clone_state(run.model),
+        }
+        seen["fitted head"] = clone_state(head)
+
+    def loss_recording_the_first_head(self, head):
+        loss = build_loss(self, head)
+
+        def recording(model, step):
+            seen.setdefault("first step head", clone_state(head))
+            return loss(model, step)
+
+        return recording
+
+    monkeypatch.setattr(ContrastiveUnlearning, "projection_head", drawn_head)
+    monkeypatch.setattr(contrastive_unlearning, "fit_projection_head", fitted_head)
+    monkeypatch.setattr(ContrastiveUnlearning, "loss_fn", loss_recording_the_first_head)
+    return seen
+
+
+def test_cu_starts_unlearning_from_a_head_fitted_on_the_frozen_original(monkeypatch):
+    data = tiny_data()
+    run = tiny_run(ContrastiveUnlearning, data)
+    data.drawn.clear()  # the original model's training drew from it too
+    data.viewed.clear()
+    original = clone_state(run.model)
+    seen = record_cu_phases(monkeypatch, run, data)
+    ContrastiveUnlearning(ContrastiveUnlearningParams(epochs=1, omega=2, batch_size=4, lr=0.01)).unlearn(run)
+    fit = seen["fit"]
+    # fitted with the Original's recipe on every training sample the Original saw, forget samples included,
+    # from un-augmented views: one forward each, nothing drawn or trained, the model untouched
+    every = data.indices("all")
+    assert sorted(data.viewed) == every.tolist() and set(data.split.forget.tolist()) <= set(data.viewed)
+    assert fit["recipe"] is run.recipe and fit["epochs"] == run.recipe.epochs
+    assert fit["forwards"] == len(every) and fit["drawn"] == []
+    assert same_state(fit["model"], original)
+    with torch.no_grad():
+        expected = torch.cat([run.original.features(x) for x, _ in RunData.eval_views(data, "train")])
+    assert torch.allclose(fit["features"], expected) and torch.equal(fit["labels"], data.train_y[every])
+    # by cross-entropy through a classifier on the normalised projection
+    assert fit["ce after"] < fit["ce before"]
+    # and unlearning starts from that head, not from the random one
+    assert not same_state(seen["fitted head"], seen["random head"])
+    assert same_state(seen["first step head"], seen["fitted head"])
+
+
+def test_cu_head_epochs_zero_starts_from_the_random_head_at_no_cost(monkeypatch):
+    data = tiny_data()
+    run = tiny_run(ContrastiveUnlearning, data)
+    data.drawn.clear()  # the original model's training drew from it too
+    data.viewed.clear()
+    seen = record_cu_phases(monkeypatch, run, data)
+    ContrastiveUnlearning(ContrastiveUnlearningParams(epochs=1, omega=2, batch_size=4, lr=0.01, head_epochs=0)).unlearn(run)
+    assert "fit" not in seen and data.viewed == []
+    assert same_state(seen["first step head"], seen["random head"])
+    assert run.cost.forwards == 3 * 2 * len(data.split.forget) * 2  # the unlearning steps only
+
+
+def test_fit_projection_head_learns_classes_on_the_normalised_projection_with_the_recipe():
+    g = torch.Generator().manual_seed(0)
+    classes, dim, per_class = 3, 8, 20
+    labels = torch.arange(classes * per_class) % classes
+    features = 3 * torch.randn(classes, dim, generator=g)[labels] + torch.randn(classes * per_class, dim, generator=g)
+    torch.manual_seed(0)
+    head, classifier = ProjectionHead(dim, 4), ProjectionClassifier(4, classes)
+    start = clone_state(head)
+
+    def accuracy_and_loss():
+        with torch.no_grad():
+            logits = classifier(F.normalize(head(features), dim=1))
+        return (logits.argmax(1) == labels).float().mean().item(), F.cross_entropy(logits, labels).item()
+
+    _, loss_before = accuracy_and_loss()
+    recipe = TrainParams(epochs=30, lr=0.1, batch_size=16, schedule="multistep")
+    fit_projection_head(head, classifier, features, labels, recipe, recipe.epochs, torch.Generator().manual_seed(0))
+    accuracy_after, loss_after = accuracy_and_loss()
+    assert accuracy_after == 1.0 and loss_after < loss_before / 2
+    # zero epochs leave the head as it is
+    fitted = clone_state(head)
+    fit_projection_head(head, classifier, features, labels, recipe, 0, torch.Generator().manual_seed(0))
+    assert same_state(clone_state(head), fitted) and not same_state(fitted, start)
 
 
 def test_cu_forgets_a_class_and_keeps_the_rest():
@@ -372,7 +487,8 @@ def test_cu_forgets_a_class_and_keeps_the_rest():
     run = tiny_run(ContrastiveUnlearning, data)
     data.drawn.clear()  # the original model's training drew from it too
     assert accuracy(run.model, data, "forget") == 1.0
-    ContrastiveUnlearning(ContrastiveUnlearningParams(epochs=3, batch_size=4, lr=0.01)).unlearn(run)
+    # from a head already fitted to separate the classes, forgetting takes more steps than from a random one
+    ContrastiveUnlearning(ContrastiveUnlearningParams(epochs=10, batch_size=4, lr=0.03)).unlearn(run)
     assert accuracy(run.model, data, "forget") <= 0.8
     assert accuracy(run.model, data, "retain") >= 0.9
 
@@ -400,9 +516,10 @@ def test_coun_cl_can_wrap_cu_and_sees_every_retain_batch():
     AugmentedMethod(cu, [augmenter]).unlearn(run)
     n_forget = len(data.split.forget)
     assert len(seen) == 3 * 2 and sum(len(b) for b in seen) == 2 * n_forget
-    # per step: 3 x (forget + retain) trained + coun-cl's second view; view 1's retain features come from
-    # CU's own joint forward, so no extra forward
-    assert run.cost.forwards == 3 * 2 * 2 * n_forget + 2 * n_forget
+    # the head's fit: one forward of the Original per training sample; per step: 3 x (forget + retain) trained
+    # + coun-cl's back-propagated second view (3 forwards); view 1's retain features come from CU's own joint
+    # forward, so no extra forward
+    assert run.cost.forwards == len(data.train_y) + 3 * 2 * 2 * n_forget + 3 * 2 * n_forget
 
 
 def test_cu_declarations_and_defaults():
@@ -410,7 +527,7 @@ def test_cu_declarations_and_defaults():
     assert (p.tau, p.omega, p.lambda_ul, p.lambda_ce, p.lr, p.epochs) == (0.7, 4, 3.0, 1.0, 1e-3, 3)
     assert (p.momentum, p.weight_decay, p.batch_size, p.schedule) == (0.9, 0.0, 128, "constant")
     assert ContrastiveUnlearning.trains_on_retain and ContrastiveUnlearning.uses_forget
-    assert set(ContrastiveUnlearning.scenarios) == {"random", "class", "indices"}
+    assert set(ContrastiveUnlearning.scenarios) == {"random", "class", "indices", "sequential"}
 
 
 def test_group_c_registered_through_the_plugin_host():
