@@ -300,11 +300,15 @@ def test_grid_and_random_trials_cover_the_space(registry):
 def test_overlay_and_ranking():
     assert overlay("ft", {"ft.lr": 0.03, "coun-cl.lambda": 2.0}) == {
         "method": {"params": {"lr": 0.03}}, "augment": [{"name": "coun-cl", "params": {"lambda": 2.0}}]}
-    cells = [{"trial": t, "metrics": {"avg_gap": g, "RA": 0, "UA": 0, "TA": 0, "MIA": 0}}
-             for t, g in [(0, 3.0), (0, 1.0), (1, 1.5), (1, 1.9), (2, 9.0)]]
-    ranked = ranking(cells, [{"ft.lr": 0.01}, {"ft.lr": 0.03}, {"ft.lr": 0.1}], seeds=2)
+    retrain = [{"kind": "retrain", "seed": s, "metrics": {"RA": 100, "UA": 10 + 2 * s, "TA": 90, "MIA": 20}} for s in (0, 1)]
+    cells = [{"trial": t, "seed": s, "metrics": {"avg_gap": g, "RA": 100, "UA": ua, "TA": 90, "MIA": 20}}
+             for t, s, g, ua in [(0, 0, 2.0, 18), (0, 1, 2.0, 4), (1, 0, 0.5, 12), (1, 1, 0.5, 14), (2, 0, 0.0, 10)]]
+    ranked = ranking(retrain + cells, [{"ft.lr": 0.01}, {"ft.lr": 0.03}, {"ft.lr": 0.1}], seeds=2)
     # trial 2 has one seed of two: it cannot win on a luckier subset
-    assert [r["trial"] for r in ranked] == [1, 0] and ranked[0]["avg_gap"] == pytest.approx(1.7)
+    assert [r["trial"] for r in ranked] == [0, 1]
+    # the paper's gap of means: trial 0's UA errors cancel (mean 11 = Retrain's), trial 1's do not (13 vs 11)
+    assert ranked[0]["avg_gap"] == 0 and ranked[1]["avg_gap"] == pytest.approx(0.5)
+    assert ranked[0]["seed_gap"] == 2.0  # the mean of per-seed gaps ranks them the other way
 
 
 def test_every_declared_search_space_names_real_params_with_valid_values():

@@ -48,7 +48,7 @@ def test_bench_writes_tables_and_figure_and_resumes(capsys, tmp_path):
 
 @pytest.mark.slow
 def test_tune_finds_params_that_bench_then_uses(capsys, tmp_path):
-    code, out, err = unlearn(capsys, "tune", "--method", "ft", "--range", "ft.lr=0.001,0.05", "--range", "ft.epochs=1",
+    code, out, err = unlearn(capsys, "tune", "--method", "ft", "--seeds", "1", "--range", "ft.lr=0.001,0.05", "--range", "ft.epochs=1",
                              "--set", "method.params.batch_size=64", "--out", "tuned", *RUN_TINY)
     assert code == 0, err
     assert "best: ft.lr=" in out and "2 of 2 cells finished" in err
@@ -60,6 +60,10 @@ def test_tune_finds_params_that_bench_then_uses(capsys, tmp_path):
     assert "### Trials, best first" in ranked and f"Chosen: ft.lr={lr}" in ranked
     assert "| ft #0 | " in ranked and "| ft #1 | " in ranked  # one row per trial, never averaged together
 
+    assert tuned["tuned_on"] == {"scenario": "random:0.1", "seeds": [100]}  # tuning seeds, apart from 0..
+    code, _, err = unlearn(capsys, "bench", "--methods", "ft", "--augment", "none", "--scenarios", "random:0.1",
+                           "--seeds", "0,100", "--params", "tuned/tuned.yaml", *TINY)
+    assert code == 2 and "tuned on seeds [100], which this bench also reports" in err  # nothing ran
     code, _, err = unlearn(capsys, "bench", "--methods", "ft", "--augment", "none", "--scenarios", "random:0.1",
                            "--seeds", "1", "--params", "tuned/tuned.yaml", "--out", "grid", *TINY)
     assert code == 0, err

@@ -181,6 +181,7 @@ def _run_and_report(grid, folder: Path, quiet: bool, header: str, meta: dict) ->
     partial = header + "\nPartial: the grid is still running.\n"
     with Progress(console=err, enabled=not quiet and err.is_terminal) as progress:
         outcome = run_grid(grid, CellStore(folder), progress=progress, log=log,
+                           after_references=_report_regime,
                            after_group=lambda records: write_reports(folder, records, partial, meta))
     history_file = folder / "invocations.json"
     history = json.loads(history_file.read_text()) if history_file.is_file() else []
@@ -194,6 +195,35 @@ def _run_and_report(grid, folder: Path, quiet: bool, header: str, meta: dict) ->
     if outcome.error is not None:
         raise outcome.error  # reported as one message; the finished cells and their tables are kept
     return outcome, files
+
+
+#: `unlearn tune --seeds N` tunes on seeds TUNING_SEEDS.., apart from the evaluation seeds 0.. that bench reports
+TUNING_SEEDS = 100
+
+
+def _report_regime(records: list[dict]) -> None:
+    """Before any method runs: can this setting tell methods apart? One row per scenario, a warning where not."""
+    from unlearnkit.bench.grid import scenario_label
+    from unlearnkit.bench.summary import ACCURACIES, regimes
+
+    found = regimes(records)
+    if not found:
+        return
+    table = Table(title="the regime: Original vs Retrain (seed means)", caption="seed noise: mean Avg Gap between "
+                  "Retrains of two seeds; ratio: Avg Gap / seed noise")
+    for column in ("scenario", "seeds", "Original RA/UA/TA/MIA", "Retrain RA/UA/TA/MIA", "RA-TA", "Avg Gap",
+                   "seed noise", "ratio", "discriminates"):
+        table.add_column(column, justify="left" if column == "scenario" else "right")
+    for r in found:
+        table.add_row(scenario_label(r.scenario), str(r.seeds),
+                      *("/".join(f"{m[k]:.1f}" for k in ACCURACIES) for m in (r.original, r.retrain)),
+                      f"{r.generalisation_gap:.1f}", f"{r.gap:.2f}", "n/a" if r.noise is None else f"{r.noise:.2f}",
+                      "n/a" if r.ratio is None else f"{r.ratio:.1f}",
+                      {True: "yes", False: "[bold red]no[/]", None: "unknown"}[r.discriminates])
+    err.print(table)
+    for r in found:
+        if r.warning():
+            err.print(f"[bold yellow]warning:[/] {r.warning()}", highlight=False)
 
 
 def _finish(outcome, files: list[Path], folder: Path, total: int) -> None:
@@ -236,14 +266,23 @@ def bench(
     for key, value in flags.items():
         if value is not None:
             set_path(raw, f"{key}={json.dumps(str(value))}")
+    tuned_on: dict[Path, list[int]] = {}
     for path in params_files or []:
-        tuned = read_spec_file(path).get("params")
+        content = read_spec_file(path)
+        tuned = content.get("params")
         if not isinstance(tuned, dict):
             raise UnlearnkitError(f"{path} holds no `params` mapping", "Give a tuned.yaml written by unlearn tune.")
         raw["params"] = merge(raw.get("params") or {}, tuned)
+        tuned_on[path] = list((content.get("tuned_on") or {}).get("seeds") or [])
     for assignment in overrides or []:
         set_path(raw, assignment)
     spec = read_bench_spec(raw, str(spec_file) if spec_file else "bench spec")
+    for path, tuning_seeds in tuned_on.items():  # params chosen on the seeds a table reports would flatter it
+        shared = sorted(set(tuning_seeds) & set(spec.seed_list()))
+        if shared:
+            raise UnlearnkitError(f"{path} was tuned on seeds {shared}, which this bench also reports",
+                                  f"Tune on seeds apart from the evaluation seeds (unlearn tune --seeds "
+                                  f"{TUNING_SEEDS},{TUNING_SEEDS + 1}), or bench other seeds.")
     registry = installed()
     grid = expand(spec, registry)
     if not grid.cells:
@@ -281,7 +320,8 @@ def tune(
     points: int = typer.Option(3, "--points", min=1, help="grid: values per range."),
     trials_count: int = typer.Option(8, "--trials", min=1, help="random: how many draws."),
     scenario: str = typer.Option("random:0.1", "--scenario", help="random:0.1 or class:N."),
-    seeds: str = typer.Option("1", "--seeds", help="A count or a list; each trial's Avg Gap is the mean over them."),
+    seeds: str = typer.Option("2", "--seeds", help=f"Tuning seeds: a list, or a count N = seeds {TUNING_SEEDS}.."
+                              f"{TUNING_SEEDS}+N-1, apart from the evaluation seeds a bench reports."),
     data: Optional[str] = typer.Option(None, "--data"),
     model: Optional[str] = typer.Option(None, "--model"),
     device: Optional[str] = typer.Option(None, "--device"),
@@ -303,7 +343,7 @@ def tune(
     chosen_augment = tuple(a.name for a in resolved.augmenters)
     space = search_space(chosen_method, chosen_augment, installed(), list(ranges or []))
     parsed = parse_seeds(seeds)
-    seed_list = list(range(parsed)) if isinstance(parsed, int) else parsed
+    seed_list = list(range(TUNING_SEEDS, TUNING_SEEDS + parsed)) if isinstance(parsed, int) else parsed
     assignments = trials(space, search, points, trials_count, seed=resolved.spec.seed)
     grid = tuning_grid(base, chosen_method, chosen_augment, scenario, seed_list, assignments, installed())
     identity = {"base": base, "scenario": scenario, "seeds": seed_list, "trials": assignments}
@@ -320,14 +360,15 @@ def tune(
 
         keys = list(space)
         table = Table(title=f"{name}: trials by mean Avg Gap to Retrain ({scenario}, seeds {seeds})")
-        for column in ["trial", *keys, "RA", "UA", "TA", "MIA", "Avg Gap"]:
+        for column in ["trial", *keys, "RA", "UA", "TA", "MIA", "Avg Gap", "Per-seed Gap"]:
             table.add_column(column, justify="right")
-        lines = ["| trial | " + " | ".join(keys) + " | RA | UA | TA | MIA | Avg Gap |",
-                 "| ---: |" + " ---: |" * (len(keys) + 5)]
+        lines = ["| trial | " + " | ".join(keys) + " | RA | UA | TA | MIA | Avg Gap | Per-seed Gap |",
+                 "| ---: |" + " ---: |" * (len(keys) + 6)]
         for row in ranked:
             cells = [str(row["trial"]), *(f"{row['assignment'][k]:g}" if isinstance(row["assignment"][k], float)
                                           else str(row["assignment"][k]) for k in keys),
-                     *(f"{row[k]:.2f}" for k in ("RA", "UA", "TA", "MIA")), f"{row['avg_gap']:.2f} ± {row['avg_gap_std']:.2f}"]
+                     *(f"{row[k]:.2f}" for k in ("RA", "UA", "TA", "MIA")), f"{row['avg_gap']:.2f}",
+                     f"{row['seed_gap']:.2f} ± {row['seed_gap_std']:.2f}"]
             table.add_row(*cells)
             lines.append("| " + " | ".join(cells) + " |")
         best = ranked[0]
@@ -336,8 +377,9 @@ def tune(
             ran_with = {"method": {"params": base["method"].get("params", {})}}
             if base.get("augment"):
                 ran_with["augment"] = [{"name": a["name"], "params": a.get("params", {})} for a in base["augment"]]
-            tuned = {"params": {name: merge(ran_with, overlay(chosen_method, best["assignment"]))}}
-            note = (f"# unlearn tune: best of {len(ranked)} trials for {name} on {scenario}, seeds {seeds}: "
+            tuned = {"params": {name: merge(ran_with, overlay(chosen_method, best["assignment"]))},
+                     "tuned_on": {"scenario": scenario, "seeds": seed_list}}
+            note = (f"# unlearn tune: best of {len(ranked)} trials for {name} on {scenario}, seeds {seed_list}: "
                     f"Avg Gap {best['avg_gap']:.2f}\n# use with: unlearn bench --params {folder / 'tuned.yaml'}\n")
             (folder / "tuned.yaml").write_text(note + yaml.safe_dump(tuned, sort_keys=False))
         else:

@@ -1,4 +1,4 @@
-"""Tuning: a grid whose cells are one method variant under different params; the lowest mean Avg Gap wins.
+"""Tuning: a grid whose cells are one method variant under different params; the lowest Avg Gap wins.
 
 Ranges come from each plugin's `search_space` (the paper's ranges, declared by the plugin)
 or from the user as `PLUGIN.PARAM=LOW:HIGH[:log]` or `PLUGIN.PARAM=V1,V2,...`.
@@ -14,6 +14,7 @@ from typing import Any
 
 from unlearnkit.api import Choice, Range, SearchRange
 from unlearnkit.bench.grid import Cell, Grid, resolve_cells, scenario_overrides
+from unlearnkit.bench.summary import ACCURACIES
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.plugins import Registry
 
@@ -117,17 +118,22 @@ def tuning_grid(
 
 
 def ranking(records: list[dict[str, Any]], assignments: list[dict[str, Any]], seeds: int) -> list[dict[str, Any]]:
-    """Trials with all `seeds` finished, best (lowest mean Avg Gap) first."""
+    """Trials finished on all `seeds`, best first by the paper's Avg Gap: the gap between the trial's seed means
+    and Retrain's seed means (the mean of per-seed gaps is kept beside it as `seed_gap`)."""
+    retrain = {r["seed"]: r["metrics"] for r in records if r.get("kind") == "retrain"}
     by_trial: dict[int, list[dict]] = {}
     for record in records:
         if record.get("trial") is not None:
             by_trial.setdefault(record["trial"], []).append(record)
     rows = []
     for trial, cells in by_trial.items():
-        if len(cells) < seeds:
+        if len(cells) < seeds or any(c["seed"] not in retrain for c in cells):
             continue
-        gaps = [c["metrics"]["avg_gap"] for c in cells]
-        means = {k: statistics.fmean(c["metrics"][k] for c in cells) for k in ("RA", "UA", "TA", "MIA")}
-        rows.append({"trial": trial, "assignment": assignments[trial], "avg_gap": statistics.fmean(gaps),
-                     "avg_gap_std": statistics.stdev(gaps) if len(gaps) > 1 else 0.0, "seeds": len(cells), **means})
+        means = {k: statistics.fmean(c["metrics"][k] for c in cells) for k in ACCURACIES}
+        reference = {k: statistics.fmean(retrain[c["seed"]][k] for c in cells) for k in ACCURACIES}
+        per_seed = [c["metrics"]["avg_gap"] for c in cells]
+        rows.append({"trial": trial, "assignment": assignments[trial], "seeds": len(cells), **means,
+                     "avg_gap": statistics.fmean(abs(means[k] - reference[k]) for k in ACCURACIES),
+                     "seed_gap": statistics.fmean(per_seed),
+                     "seed_gap_std": statistics.stdev(per_seed) if len(per_seed) > 1 else 0.0})
     return sorted(rows, key=lambda r: (r["avg_gap"], r["trial"]))
