@@ -321,18 +321,24 @@ def test_every_declared_search_space_names_real_params_with_valid_values():
                 entry.cls.Params.model_validate({param: value})  # raises on an unknown name or a bad value
 
 
-def test_the_example_bench_spec_expands_to_the_published_grid():
+def test_the_memorising_bench_spec_expands_to_the_published_grid():
     from pathlib import Path
 
+    from unlearnkit.api import TrainParams
     from unlearnkit.spec import read_spec_file
 
-    path = Path(__file__).parents[1] / "examples" / "bench" / "fashion-mnist.yaml"
+    path = Path(__file__).parents[1] / "examples" / "bench" / "fashion-mnist-memorising.yaml"
     spec = BenchSpec.model_validate(read_spec_file(path))
     grid = expand(spec, discover(env={}))
-    assert {c.scenario for c in grid.cells} == {"random:0.1", "random:0.5", "class:0"}
-    assert "retrain" not in {c.method for c in grid.cells}
-    coun = next(grid.resolved[c] for c in grid.cells if c.variant == "coun")
-    assert coun.method.params.epochs == 10 and coun.spec.data.train_subset == 2000
+    assert {c.scenario for c in grid.cells} == {"random:0.1", "random:0.5", "class:0", "sequential:0.1x3"}
+    assert {c.seed for c in grid.cells} == {0, 1, 2, 3, 4} and "retrain" not in {c.method for c in grid.cells}
+    resolved = {c.variant: grid.resolved[c] for c in grid.cells}
+    assert resolved["coun"].spec.data.train_subset == 600 and resolved["coun"].spec.train.epochs == 60
+    # ft+coun-cl runs CoUn's recipe: the two rows are one computation until tuning chooses other params
+    recipe = set(TrainParams.model_fields)
+    assert (resolved["ft+coun-cl"].method.params.model_dump(include=recipe)
+            == resolved["coun"].method.params.model_dump(include=recipe))
+    assert resolved["ft+coun-cl"].augmenters[0].params.lambda_ == resolved["coun"].method.params.lambda_
 
 
 def test_a_reused_cell_takes_the_trial_number_of_the_grid_reading_it(registry, tmp_path):

@@ -303,7 +303,9 @@ def bench(
               f"{first.data.test_subset or 'all'}), {first.model.name}, original and Retrain: "
               f"{first.train.epochs} epochs, lr {first.train.lr:g}, batch {first.train.batch_size}, {first.train.schedule}; "
               f"seeds {', '.join(map(str, spec.seed_list()))}. Cells: mean ± std over seeds; brackets: |mean - Retrain's mean|; "
-              f"Avg Gap: mean over seeds of each seed's gap to its Retrain.\n")
+              f"Avg Gap: the mean of the bracketed gaps (the paper's); Per-seed Gap: mean ± std over seeds of each "
+              f"seed's gap to its Retrain; CL effect: paired per-seed gap difference to the unwrapped method, "
+              f"mean [95% CI], * where the interval excludes 0.\n")
     outcome, files = _run_and_report(grid, folder, quiet, header, {"bench": identity})
     out.print((folder / "results.md").read_text(), markup=False, highlight=False, soft_wrap=True)
     _finish(outcome, files, folder, len(grid.cells))
@@ -326,6 +328,8 @@ def tune(
     model: Optional[str] = typer.Option(None, "--model"),
     device: Optional[str] = typer.Option(None, "--device"),
     out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Results folder (default tune/<variant>-<hash>)."),
+    bench_file: Optional[Path] = typer.Option(None, "--bench", help="Tune every variant of this bench spec instead "
+                                              "(--set then edits the bench spec); one tuned.yaml for all."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Search a method's params for the lowest Avg Gap to Retrain; write tuned.yaml for unlearn bench --params."""
@@ -336,14 +340,20 @@ def tune(
 
     if search not in ("grid", "random"):
         raise UnlearnkitError(f"--search '{search}' is not one of grid, random")
+    parsed = parse_seeds(seeds)
+    seed_list = list(range(TUNING_SEEDS, TUNING_SEEDS + parsed)) if isinstance(parsed, int) else parsed
+    if bench_file is not None:
+        if spec_file or method or augment or ranges:
+            raise UnlearnkitError("--bench tunes the variants a bench spec names, with their declared ranges",
+                                  "Leave out the run spec, --method, --augment and --range.")
+        _tune_bench(bench_file, overrides or [], scenario, seed_list, points, out_dir, quiet)
+        return
     base, source = _spec_from_cli(spec_file, method, augment, overrides,
                                   **{"data.name": data, "model.name": model, "device": device})
     resolved = _resolve(base, source)  # the spec and names are valid before anything is searched
     name, chosen_method = resolved.name, resolved.method.name
     chosen_augment = tuple(a.name for a in resolved.augmenters)
     space = search_space(chosen_method, chosen_augment, installed(), list(ranges or []))
-    parsed = parse_seeds(seeds)
-    seed_list = list(range(TUNING_SEEDS, TUNING_SEEDS + parsed)) if isinstance(parsed, int) else parsed
     assignments = trials(space, search, points, trials_count, seed=resolved.spec.seed)
     grid = tuning_grid(base, chosen_method, chosen_augment, scenario, seed_list, assignments, installed())
     identity = {"base": base, "scenario": scenario, "seeds": seed_list, "trials": assignments}
@@ -393,6 +403,57 @@ def tune(
             out.print(f"best: {', '.join(f'{k}={v}' for k, v in best['assignment'].items())} "
                       f"(Avg Gap {best['avg_gap']:.2f}); written {folder / 'tuned.yaml'}")
     _finish(outcome, files, folder, len(grid.cells))
+
+
+def _tune_bench(path: Path, overrides: list[str], scenario: str, seeds: list[int], points: int,
+                out_dir: Optional[Path], quiet: bool) -> None:
+    """Tune every variant of a bench spec: methods first, then wrapped variants with their methods' choices."""
+    import yaml
+
+    from unlearnkit.bench.grid import merge, read_bench_spec, spec_key
+    from unlearnkit.bench.summary import flatten
+    from unlearnkit.bench.tune import bench_tuning_grid, chosen_params
+    from unlearnkit.spec import set_path
+
+    raw = read_spec_file(path)
+    for assignment in overrides:
+        set_path(raw, assignment)
+    spec = read_bench_spec(raw, str(path))
+    registry = installed()
+    identity = {"bench": spec.model_dump(mode="json", exclude={"out"}), "scenario": scenario, "seeds": seeds,
+                "points": points}
+    folder = out_dir or Path("tune") / f"bench-{spec_key(identity)[:8]}"
+    folder.mkdir(parents=True, exist_ok=True)
+    chosen: dict[str, Any] = {}
+    lines = ["| variant | chosen | RA | UA | TA | MIA | Avg Gap | Per-seed Gap |", "| --- | --- |" + " ---: |" * 6]
+    for wrapped in (False, True):
+        spec.params = merge(spec.params, chosen)  # wrapped variants tune with their methods' choices
+        names, grid = bench_tuning_grid(spec, wrapped, scenario, seeds, points, registry)
+        if not grid.cells:
+            continue
+        err.print(f"tuning {'wrapped variants' if wrapped else 'methods'}: {', '.join(names)}; "
+                  f"{len(grid.cells)} cells on {scenario}, seeds {seeds}; results in {folder}")
+        header = f"# unlearn tune --bench {path}\n\nCommand: `{_command_line()}`\n"
+        outcome, files = _run_and_report(grid, folder / ("wrapped" if wrapped else "methods"), quiet, header,
+                                         {"tune": identity})
+        if outcome.interrupted or outcome.failures:
+            _finish(outcome, files, folder, len(grid.cells))
+        for variant in names:
+            found = chosen_params(variant, outcome.records, grid, len(seeds))
+            if found is None:
+                raise UnlearnkitError(f"{variant}: not every trial finished", "Run the same command again to finish them.")
+            chosen[variant], best = found
+            lines.append(f"| {variant} | {', '.join(flatten(chosen[variant]))} | "
+                         + " | ".join(f"{best[k]:.2f}" for k in ("RA", "UA", "TA", "MIA"))
+                         + f" | {best['avg_gap']:.2f} | {best['seed_gap']:.2f} ± {best['seed_gap_std']:.2f} |")
+    tuned = {"params": chosen, "tuned_on": {"scenario": scenario, "seeds": seeds}}
+    note = (f"# unlearn tune --bench {path}: each variant's best trial on {scenario}, seeds {seeds}\n"
+            f"# use with: unlearn bench {path} --params {folder / 'tuned.yaml'}\n")
+    (folder / "tuned.yaml").write_text(note + yaml.safe_dump(tuned, sort_keys=False))
+    (folder / "results.md").write_text(f"# Tuned on {scenario}, seeds {seeds}\n\nCommand: `{_command_line()}`\n\n"
+                                       + "\n".join(lines) + "\n")
+    out.print((folder / "results.md").read_text(), markup=False, highlight=False, soft_wrap=True)
+    err.print(f"written {folder / 'tuned.yaml'}")
 
 
 # --- pictures ---------------------------------------------------------------------------------------

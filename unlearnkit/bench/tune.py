@@ -13,7 +13,7 @@ import statistics
 from typing import Any
 
 from unlearnkit.api import Choice, Range, SearchRange
-from unlearnkit.bench.grid import Cell, Grid, resolve_cells, scenario_overrides
+from unlearnkit.bench.grid import BenchSpec, Cell, Grid, merge, method_names, resolve_cells, scenario_overrides
 from unlearnkit.bench.summary import ACCURACIES
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.plugins import Registry
@@ -137,3 +137,50 @@ def ranking(records: list[dict[str, Any]], assignments: list[dict[str, Any]], se
                      "seed_gap": statistics.fmean(per_seed),
                      "seed_gap_std": statistics.stdev(per_seed) if len(per_seed) > 1 else 0.0})
     return sorted(rows, key=lambda r: (r["avg_gap"], r["trial"]))
+
+
+def bench_tuning_grid(
+    spec: BenchSpec, wrapped: bool, scenario: str, seeds: list[int], points: int, registry: Registry
+) -> tuple[list[str], Grid]:
+    """The trials that tune a bench spec's unwrapped variants (`wrapped` False) or its wrapped ones.
+
+    Tuning runs in two phases: first every method over its declared search space, then
+    every wrapped variant over its augmenters' spaces only. A wrapped variant inherits its
+    method's params (the bench merges `params[method]` into `params[method+augmenter]`), so
+    once the first phase's choices are merged into `spec.params` the second phase runs with
+    them. Each trial carries the bench spec's params of its variant (the budgets), so winners
+    are chosen at the budgets they will run with. Returns the tuned variants and the grid.
+    """
+    scenario_overrides(scenario)
+    names, cells = [], []
+    for method in method_names(spec, registry):
+        cls = registry.get_class("method", method)
+        for setting in spec.augment:
+            augment = tuple(a for a in setting.split("+") if a and a != "none")
+            if bool(augment) != wrapped or any(registry.get_class("augmenter", a).cannot_wrap(cls) for a in augment):
+                continue
+            plugins = [registry.get_class("augmenter", a) for a in augment] if wrapped else [cls]
+            space = {f"{p.name}.{param}": r for p in plugins for param, r in p.search_space.items()}
+            if not space:
+                continue  # nothing declared: the variant keeps the bench spec's params
+            variant = "+".join([method, *augment])
+            budget = merge(spec.params.get(method, {}), spec.params.get(variant, {}))
+            names.append(variant)
+            for i, assignment in enumerate(trials(space, "grid", points, 0, 0)):
+                trial = json.dumps(merge(budget, overlay(method, assignment)), sort_keys=True)
+                cells += [Cell(scenario, seed, method, augment, trial, trial=i) for seed in seeds]
+    grid = Grid(cells)
+    resolve_cells(grid, spec.base, registry)
+    return names, grid
+
+
+def chosen_params(variant: str, records: list[dict[str, Any]], grid: Grid, seeds: int) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The tuned part of the best trial of one variant (None until every trial has every seed), and its ranking row."""
+    cells = [c for c in grid.cells if c.variant == variant]
+    assignments: dict[int, dict[str, Any]] = {c.trial: json.loads(c.overlay) for c in cells}
+    own = [r for r in records if r.get("kind") != "unlearned" or r["variant"].rpartition(" #")[0] == variant]
+    ranked = ranking(own, [assignments[i] for i in range(len(assignments))], seeds)
+    if len(ranked) < len(assignments):
+        return None
+    best = ranked[0]
+    return best["assignment"], best
