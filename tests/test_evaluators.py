@@ -208,6 +208,16 @@ def test_mia_members_are_the_first_test_size_retain_samples():
     assert mia_efficacy(retain, test, forget) == pytest.approx(100.0)
 
 
+def test_mia_with_fewer_retain_than_test_samples_fits_equal_classes():
+    # 10 confident members; 40 test samples, every other one as confident as the members (an overfitted model)
+    retain = two_class_outputs(np.full(10, 0.999))
+    test = two_class_outputs(np.tile([0.999, 0.3], 20))
+    forget = two_class_outputs(np.full(5, 0.999))
+    # fitted on 10 members vs 40 non-members, the confident region holds twice as many non-members: all "non-member";
+    # on 10 vs the first 10 test samples it holds twice as many members
+    assert mia_efficacy(retain, test, forget) == pytest.approx(0.0)
+
+
 @pytest.mark.parametrize("kind", FEATURES)
 def test_mia_equals_a_direct_svc_computation(kind):
     gen = torch.Generator().manual_seed(3)

@@ -3,7 +3,10 @@
 The attack (as in the unlearning literature's reference code): an RBF SVC (C=3,
 gamma='auto') fitted on one per-sample feature of the model's outputs; members
 are the first |D_t| retain samples (label 1), non-members the test samples
-(label 0); it is then asked about every forget sample.
+(label 0); it is then asked about every forget sample. When the retain set is the
+smaller (half of a small training set forgotten), both sides keep its size, so the
+attack is never fitted on classes of unequal size (it would call everything a
+non-member).
 """
 
 from __future__ import annotations
@@ -44,9 +47,9 @@ def mia_efficacy(
     kind: str = "confidence",
 ) -> float:
     """Percentage of forget samples predicted non-member. Each argument is (logits, labels)."""
-    n = len(test[1])
+    n = min(len(test[1]), len(retain[1]))
     members = attack_features(retain[0][:n], retain[1][:n], kind)
-    non_members = attack_features(*test, kind)
+    non_members = attack_features(test[0][:n], test[1][:n], kind)
     x = torch.cat([members, non_members]).numpy()
     y = [1] * len(members) + [0] * len(non_members)
     attack = SVC(C=3, gamma="auto", kernel="rbf").fit(x, y)
