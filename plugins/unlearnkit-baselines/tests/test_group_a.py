@@ -505,6 +505,6 @@ def test_rl_wrapped_by_coun_cl_reuses_the_joint_forward_for_retain_features():
     for step, _, _ in seen:
         want += 3 * len(step)  # forward + backward of every sample
         if step.retain is not None:
-            want += len(step.retain)  # coun-cl's second view; view 1's features come from the joint forward
+            want += 3 * len(step.retain)  # coun-cl's back-propagated second view; view 1 comes from the joint forward
     assert any(s.retain is not None and s.forget is not None for s, _, _ in seen)
     assert run.cost.forwards == want
