@@ -259,15 +259,15 @@ def test_the_cl_effect_pairs_seeds_and_shows_in_tables():
 def test_the_regime_check_compares_the_originals_gap_with_seed_noise():
     retrain = [record("Retrain", s, RA=80, UA=20 + s, TA=78, MIA=30 + s) for s in (0, 1, 2)]
     memorised = [record("Original", s, RA=100, UA=0, TA=80, MIA=5) for s in (0, 1, 2)]
-    found = regimes(retrain + memorised)[0]
+    found = regimes(tabulate(retrain + memorised))[0]
     # Retrains differ by 1 or 2 points in UA and MIA: mean pairwise Avg Gap = (0.5 + 1 + 0.5) / 3
     assert found.noise == pytest.approx(2 / 3) and found.gap == pytest.approx((20 + 21 + 2 + 26) / 4)
     assert found.discriminates and found.warning() is None and found.generalisation_gap == 20
     weak = [record("Original", s, RA=81, UA=20, TA=78, MIA=31) for s in (0, 1, 2)]
-    found = regimes(retrain + weak)[0]
+    found = regimes(tabulate(retrain + weak))[0]
     assert not found.discriminates and "has not memorised" in found.warning()
     assert "**no**" in regime_markdown([found])
-    one_seed = regimes(retrain[:1] + memorised[:1])[0]
+    one_seed = regimes(tabulate(retrain[:1] + memorised[:1]))[0]
     assert one_seed.discriminates is None and "one seed" in one_seed.warning()
 
 

@@ -9,6 +9,7 @@ import types
 import pytest
 import torch
 
+from tests.test_cli import unlearn
 from unlearnkit import Evaluator, Method, hookimpl
 from unlearnkit.bench.grid import BenchSpec, expand, scenario_label, scenario_overrides
 from unlearnkit.bench.runner import CellStore, run_grid
@@ -188,16 +189,6 @@ def test_the_first_steps_retrain_is_the_random_splits(registry):
 
 
 # --------------------------------------------------------------------------- the command line
-
-
-def unlearn(capsys, *argv: str) -> tuple[int, str, str]:
-    from unlearnkit import cli
-
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main(list(argv))
-    captured = capsys.readouterr()
-    code = exit_info.value.code
-    return (code if isinstance(code, int) else 0), captured.out, captured.err
 
 
 def test_run_prints_a_table_per_step_and_writes_one_bundle(capsys, tmp_path):

@@ -204,9 +204,9 @@ TUNING_SEEDS = 100
 def _report_regime(records: list[dict]) -> None:
     """Before any method runs: can this setting tell methods apart? One row per scenario, a warning where not."""
     from unlearnkit.bench.grid import scenario_label
-    from unlearnkit.bench.summary import ACCURACIES, regimes
+    from unlearnkit.bench.summary import ACCURACIES, regimes, tabulate
 
-    found = regimes(records)
+    found = regimes(tabulate(records))
     if not found:
         return
     table = Table(title="the regime: Original vs Retrain (seed means)", caption="seed noise: mean Avg Gap between "
@@ -227,8 +227,7 @@ def _report_regime(records: list[dict]) -> None:
 
 
 def _finish(outcome, files: list[Path], folder: Path, total: int) -> None:
-    done = outcome.done
-    err.print(f"{done} of {total} cells finished ({outcome.computed} now, {outcome.seconds:.0f} s); "
+    err.print(f"{outcome.done} of {total} cells finished ({outcome.computed} now, {outcome.seconds:.0f} s); "
               f"written: {', '.join(str(f) for f in files)}")
     if outcome.interrupted:
         err.print(f"interrupted: finished cells are kept in {folder}/cells; run the same command again to resume")

@@ -125,7 +125,7 @@ class Protocol:
     def _identity(self, kind: str) -> dict[str, Any]:
         identity = {
             "data": self.data_id,
-            "model": self.spec.model.name if self.spec.model.width is None else self.spec.model.model_dump(),
+            "model": self.spec.model.model_dump(),
             "recipe": self.spec.train.model_dump(mode="json"),
             "views": dataclasses.asdict(self.data.transform),
             "seed": self.spec.seed,

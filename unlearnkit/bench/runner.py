@@ -59,8 +59,6 @@ def _identity(resolved: ResolvedRun, *drop: str) -> dict[str, Any]:
     default value (a tuning that chose the default, say) names the same cell as one left unset.
     """
     identity = resolved.spec.model_dump(mode="json", exclude={"device", "cache", "output", *drop})
-    if resolved.spec.forget.kind != "sequential":
-        del identity["forget"]["steps"]  # means nothing to other scenarios, whose keys stay as they were
     plugins = {"method": [resolved.method], "augment": resolved.augmenters, "evaluate": resolved.evaluators}
     for section, chosen in plugins.items():
         if section in identity:

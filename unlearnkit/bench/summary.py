@@ -297,10 +297,10 @@ class Regime:
                 "discriminates": self.discriminates, "original_ra_minus_ta": self.generalisation_gap}
 
 
-def regimes(records: Iterable[dict[str, Any]]) -> list[Regime]:
-    """The regime of every scenario that has both an Original and a Retrain."""
+def regimes(tables: dict[str, dict[str, Row]]) -> list[Regime]:
+    """The regime of every scenario whose table has both an Original and a Retrain row."""
     found = []
-    for scenario, rows in tabulate(r for r in records if r["kind"] in ("original", "retrain")).items():
+    for scenario, rows in tables.items():
         original, retrain = rows.get("Original"), rows.get("Retrain")
         if original is None or retrain is None or original.avg_gap is None:
             continue
@@ -357,7 +357,7 @@ def write_reports(folder: Path, records: list[dict[str, Any]], header: str, meta
         counts[record["scenario"]] = (f" (forget {record['forget_count']} of "
                                       f"{record['forget_count'] + record['retain_count']} training samples)")
     effects = cl_effects(tables)
-    found = regimes(records)
+    found = regimes(tables)
     text = header + "\n"
     if found:
         text += "### The regime: Original vs Retrain\n\n" + regime_markdown(found) + "".join(
