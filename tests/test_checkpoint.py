@@ -1,4 +1,4 @@
-"""Checkpoints: safetensors only, atomic writes, clear errors, and never an unpickled file."""
+"""Checkpoints: safetensors or torch state dicts, atomic writes, clear errors, and never an unpickled object."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 from unlearnkit import checkpoint
-from unlearnkit.checkpoint import load_model, save_model
+from unlearnkit.checkpoint import load_model, load_state, read_state, save_model
 from unlearnkit.errors import CheckpointError, UnlearnkitError
 from unlearnkit.models import small_cnn
 
@@ -107,13 +107,22 @@ def test_an_empty_file_is_not_a_valid_safetensors_file(tmp_path):
         load_model(path, model())
 
 
-@pytest.mark.parametrize("name", ["model.pt", "disguised.safetensors"])
-def test_a_torch_pickle_is_refused_and_never_unpickled(tmp_path, name):
+@pytest.mark.parametrize(
+    "name, error",
+    [
+        ("model.pt", "not a plain state dict"),
+        ("model.pth", "not a plain state dict"),
+        ("model.bin", "not a plain state dict"),
+        ("disguised.safetensors", "not a valid safetensors file"),  # only torch suffixes are torch.load-ed
+        ("model.ckpt", "not a valid safetensors file"),
+    ],
+)
+def test_a_torch_pickle_is_refused_and_never_unpickled(tmp_path, name, error):
     marker = tmp_path / "unpickled.txt"
     path = tmp_path / name
     torch.save({"state_dict": model().state_dict(), "payload": Marker(marker)}, path)
     assert not marker.exists()
-    with pytest.raises(CheckpointError, match="not a valid safetensors file") as info:
+    with pytest.raises(CheckpointError, match=error) as info:
         load_model(path, model())
     assert not marker.exists(), "load_model unpickled the file"
     assert "never unpickles" in str(info.value)
@@ -166,3 +175,142 @@ def test_a_missing_file_is_a_checkpoint_error(tmp_path):
 def test_a_folder_is_not_a_checkpoint(tmp_path):
     with pytest.raises(CheckpointError):
         load_model(tmp_path, model())
+
+
+# .pt / .pth files: state dicts read with torch.load(weights_only=True), nothing else
+
+
+@pytest.mark.parametrize("name", ["model.pt", "model.pth", "model.bin"])
+def test_a_torch_state_dict_loads_identical_weights(tmp_path, name):
+    path = tmp_path / name
+    torch.save(model(seed=1).state_dict(), path)
+    target = model(seed=2)
+    assert not states_equal(model(seed=1), target)
+    assert load_model(path, target) == {}
+    assert states_equal(model(seed=1), target)
+    assert target.state_dict()["features.1.num_batches_tracked"].dtype == torch.long
+
+
+def test_a_legacy_torch_state_dict_loads(tmp_path):
+    path = tmp_path / "old.pt"
+    torch.save(model(seed=1).state_dict(), path, _use_new_zipfile_serialization=False)
+    target = model(seed=2)
+    load_model(path, target)
+    assert states_equal(model(seed=1), target)
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        lambda sd: {"state_dict": sd},
+        lambda sd: {"model": sd},
+        lambda sd: {"state_dict": sd, "epoch": 7, "optimizer": {"lr": 0.1}},  # a training checkpoint
+        lambda sd: {f"module.{k}": v for k, v in sd.items()},  # DataParallel / DDP
+        lambda sd: {"model": {f"module.{k}": v for k, v in sd.items()}},
+    ],
+    ids=["state_dict", "model", "training-checkpoint", "module-prefix", "wrapped-module-prefix"],
+)
+def test_wrapped_and_prefixed_state_dicts_load(tmp_path, wrap):
+    path = tmp_path / "wrapped.pt"
+    torch.save(wrap(model(seed=1).state_dict()), path)
+    target = model(seed=2)
+    assert load_model(path, target) == {}
+    assert states_equal(model(seed=1), target)
+
+
+def test_a_partial_module_prefix_is_kept(tmp_path):
+    """Only a prefix that every key has is DataParallel's; otherwise the names are the model's and must fit."""
+    state = model().state_dict()
+    state["module.extra"] = torch.zeros(1)
+    path = tmp_path / "m.pt"
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match="unexpected module.extra"):
+        load_model(path, model())
+
+
+def test_a_whole_pickled_module_is_refused_without_running_its_pickle(tmp_path):
+    marker = tmp_path / "unpickled.txt"
+    source = model()
+    source.payload = Marker(marker)  # unpickling the module would unpickle this too, creating the marker
+    path = tmp_path / "model.pt"
+    torch.save(source, path)
+    assert not marker.exists()
+    with pytest.raises(CheckpointError, match="not a plain state dict") as info:
+        load_model(path, model())
+    assert not marker.exists(), "load_model ran the file's pickle code"
+    assert str(path) in str(info.value) and "torch.save(model.state_dict(), PATH)" in info.value.hint
+    assert "Traceback" not in str(info.value) and "weights_only=False" not in str(info.value)
+    # control: the payload is live, so the assertion above means something
+    torch.load(path, weights_only=False)
+    assert marker.exists()
+
+
+@pytest.mark.parametrize(
+    "content, error",
+    [
+        ({"weight": torch.zeros(2), "epoch": 3}, "non-tensor values \\(under epoch\\)"),
+        ({"state_dict": {"weight": torch.zeros(2), "note": "hi"}}, "non-tensor values \\(under note\\)"),
+        ([torch.zeros(2)], "not a state dict: it holds a list"),
+        (torch.zeros(2), "not a state dict: it holds a Tensor"),
+    ],
+)
+def test_what_is_not_a_state_dict_is_named(tmp_path, content, error):
+    path = tmp_path / "odd.pt"
+    torch.save(content, path)
+    with pytest.raises(CheckpointError, match=error) as info:
+        load_model(path, model())
+    assert "torch.save(model.state_dict(), PATH)" in info.value.hint
+
+
+def test_a_mis_shaped_key_in_a_torch_file_is_named(tmp_path):
+    path = tmp_path / "three.pth"
+    torch.save(model(classes=3).state_dict(), path)
+    target = model(classes=10)
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    with pytest.raises(CheckpointError, match="does not fit this model") as info:
+        load_model(path, target)
+    assert "head.weight: file (3, 16), model (10, 16)" in str(info.value) and str(path) in str(info.value)
+    assert all(torch.equal(before[k], v) for k, v in target.state_dict().items())  # nothing loaded
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
+@pytest.mark.parametrize("keep", [0, 20, 0.5], ids=["empty", "20-bytes", "half"])
+def test_a_truncated_torch_file_is_a_checkpoint_error(tmp_path, legacy, keep):
+    path = tmp_path / "cut.pt"
+    torch.save(model().state_dict(), path, _use_new_zipfile_serialization=not legacy)
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep) if isinstance(keep, float) else keep])
+    with pytest.raises(CheckpointError, match="not a valid PyTorch checkpoint") as info:
+        load_model(path, model())
+    assert str(path) in str(info.value) and "truncated or damaged" in info.value.hint
+
+
+def test_a_safetensors_file_named_pt_is_read_as_safetensors(tmp_path):
+    path = tmp_path / "weights.pt"
+    save_model(path, model(seed=1), {"method": "coun"})
+    target = model(seed=2)
+    assert load_model(path, target) == {"method": "coun"}  # metadata: only safetensors has it
+    assert states_equal(model(seed=1), target)
+
+
+def test_a_corrupt_safetensors_file_named_pt_is_a_checkpoint_error(tmp_path):
+    path = tmp_path / "weights.pt"
+    save_model(path, model())
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(CheckpointError, match="not a valid safetensors file"):
+        load_model(path, model())
+
+
+def test_read_state_and_load_state_serve_both_formats(tmp_path):
+    st, pt = tmp_path / "m.safetensors", tmp_path / "m.pt"
+    save_model(st, model(seed=1), {"v": "1"})
+    torch.save(model(seed=1).state_dict(), pt)
+    (a, meta_a), (b, meta_b) = read_state(st), read_state(pt)
+    assert (meta_a, meta_b) == ({"v": "1"}, {})
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    target = model(seed=2)
+    load_state(target, b, "somewhere", {})
+    assert states_equal(model(seed=1), target)
+    del b["head.bias"]
+    with pytest.raises(CheckpointError, match="checkpoint somewhere does not fit this model: missing head.bias"):
+        load_state(model(), b, "somewhere", {})

@@ -334,7 +334,9 @@ def test_block_list_accepts_distribution_names():
 
 def test_allow_list_blocks_everything_else():
     allowed = discover(eps=installed_entry_points(), env={"UNLEARNKIT_PLUGINS": "baselines,unlearnkit"})
-    assert {r.name: r.status for r in allowed.plugins} == {"baselines": "loaded", "evaluators": "loaded", "coun": "blocked"}
+    assert {r.name: r.status for r in allowed.plugins} == {
+        "baselines": "loaded", "evaluators": "loaded", "models": "loaded", "datasets": "loaded", "coun": "blocked",
+    }
     assert allowed.names("augmenter") == []
     assert "accuracy" in allowed.names("evaluator")
 

@@ -116,7 +116,7 @@ def test_forget_scenarios_need_their_argument(registry):
     (line,) = spec_errors({"forget": {"kind": "class"}}, registry)
     assert line.startswith("forget: ") and "needs `classes`" in line
     (line,) = spec_errors({"forget": {"kind": "indices"}}, registry)
-    assert line.startswith("forget: ") and "needs `file`" in line
+    assert line.startswith("forget: ") and "needs either `file` or `indices`" in line
     assert resolve({"forget": {"kind": "class", "classes": [3]}}, registry).spec.forget.classes == [3]
 
 

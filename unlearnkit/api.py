@@ -1,4 +1,4 @@
-"""The contracts plugins implement: Method, Augmenter and Evaluator.
+"""The contracts plugins implement: Method, Augmenter and Evaluator; Architecture and DataSource.
 
 Every plugin class carries a `name` and a pydantic `Params` model. A run spec's
 ``params`` for that plugin are validated against `Params` (unknown keys are
@@ -15,9 +15,13 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Mapping, Union
 from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:  # pragma: no cover
+    from pathlib import Path
+
     import torch
     from torch import nn
 
+    from unlearnkit.data.images import ImageSet, Transform
+    from unlearnkit.data.streamed import Datasets
     from unlearnkit.engine import Batch, UnlearnRun
     from unlearnkit.evaluation.subject import Subject
 
@@ -165,6 +169,8 @@ class Evaluator(Plugin):
     kind: ClassVar[str] = "evaluator"
     #: the metric keys it produces, in display order
     metrics: ClassVar[tuple[str, ...]] = ()
+    #: it compares with Retrain, so it is skipped when a run trains no Retrain
+    needs_reference: ClassVar[bool] = False
 
     def needs(self) -> tuple[str, ...]:
         """Metric keys that evaluators listed before this one must produce."""
@@ -173,4 +179,44 @@ class Evaluator(Plugin):
     def evaluate(self, subject: Subject, reference: Subject | None) -> dict[str, float | None]:
         """Metrics for `subject`. `reference` is Retrain, already measured (its metrics and outputs);
         None while Retrain itself is evaluated."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class DataShape:
+    """What an architecture must fit: the data set's image channels, class count and image side."""
+
+    in_channels: int
+    num_classes: int
+    image_size: int
+
+
+class Architecture(Plugin):
+    """A model architecture that `--model NAME` builds, fitted to the data set's shape.
+
+    `build` returns a classifier nn.Module: an `unlearnkit.models.Classifier`, or any network whose
+    final nn.Linear the toolkit can find (see `unlearnkit.models.as_classifier`). A family with
+    `variants = True` is addressed as NAME:VARIANT (torchvision:resnet18) and gets the variant.
+    """
+
+    kind: ClassVar[str] = "model"
+    variants: ClassVar[bool] = False
+    #: the `model.width` a spec gets when it sets none; None: the architecture has no width to set
+    default_width: ClassVar[int | None] = None
+
+    def build(self, shape: DataShape, width: int | None = None, variant: str | None = None) -> nn.Module:
+        raise NotImplementedError
+
+
+class DataSource(Plugin):
+    """A data set that `--data NAME` loads.
+
+    `load` returns the images in memory with their transform (`ImageSet`, `Transform`), which the
+    toolkit augments on whole batches, or map-style torch Datasets (`unlearnkit.data.Datasets`)
+    read sample by sample with their own transforms.
+    """
+
+    kind: ClassVar[str] = "dataset"
+
+    def load(self, root: Path | None, download: bool, image_size: int) -> tuple[ImageSet, Transform] | Datasets:
         raise NotImplementedError

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from unlearnkit.checkpoint import save_model
 from unlearnkit.errors import UnlearnkitError
+from unlearnkit.models import user_network
 from unlearnkit.pipeline import RunResult
 from unlearnkit.report import describe_run, markdown_table
 
@@ -48,7 +49,7 @@ def write_bundle(result: RunResult, out: Path, overwrite: bool = False) -> Path:
         (staging / REQUESTS).write_text(json.dumps([r.tolist() for r in result.split.requests]) + "\n")
     save_model(
         staging / WEIGHTS,
-        result.unlearned,
+        user_network(result.unlearned),  # an adapted model is saved with its own keys (torchvision's, say)
         {"method": result.method, "spec": json.dumps(spec_json), "metrics": json.dumps(result.metrics["unlearned"])},
     )
     (staging / "results.md").write_text(
@@ -61,7 +62,7 @@ def write_bundle(result: RunResult, out: Path, overwrite: bool = False) -> Path:
                 ("model", result.spec.model.name),
                 ("seed", str(result.spec.seed)),
                 ("original", result.sources["original"]),
-                ("retrain", result.sources["retrain"]),
+                ("retrain", result.sources.get("retrain", "not trained (retrain: false)")),
             ]
         )
         + "\n\n"

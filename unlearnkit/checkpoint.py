@@ -1,11 +1,17 @@
-"""Model weights as safetensors with string metadata. Nothing here ever unpickles a file."""
+"""Model weights: written as safetensors with string metadata; read from safetensors or a torch state dict.
+
+Nothing here ever unpickles an arbitrary object: torch files are read only with weights_only=True.
+"""
 
 from __future__ import annotations
 
 import os
+import pickle
+import re
 import tempfile
 from pathlib import Path
 
+import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
@@ -37,15 +43,87 @@ def _umask() -> int:
 
 def load_model(path: Path, model: nn.Module) -> dict[str, str]:
     """Load weights into `model`, which fixes the expected names and shapes; returns the file's metadata."""
+    state, metadata = read_state(path)
+    load_state(model, state, str(path), metadata)
+    return metadata
+
+
+def read_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The state dict and metadata of a safetensors file, or of a .pt/.pth/.bin file holding a state dict.
+
+    The format goes by content first: a safetensors file is one whatever its name. Anything else is read
+    only if its suffix says torch, and then only with torch.load(weights_only=True), which refuses every
+    pickled object but tensors and plain containers without running its code.
+    """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist", "Pass the path of a .safetensors file.")
+        raise CheckpointError(f"checkpoint {path} does not exist", "Pass the path of a .safetensors, .pt or .pth file.")
+    if _looks_like_safetensors(path) or path.suffix.lower() not in TORCH_SUFFIXES:
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+        except Exception as exc:
+            raise _invalid(path, exc) from None
     try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = dict(f.metadata() or {})
-            state = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as exc:
-        raise _invalid(path, exc) from None
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:  # weights_only met a pickled object (a module, a class instance ...)
+        found = re.search(r"GLOBAL (\S+)", str(exc))
+        raise CheckpointError(
+            f"{path} is not a plain state dict: it holds pickled "
+            + (f"objects ({found[1]})" if found else "objects")
+            + ", which unlearnkit never unpickles",
+            _RESAVE,
+        ) from None
+    except Exception as exc:  # truncated or damaged: zip, EOF and OS errors alike
+        raise CheckpointError(
+            f"{path} is not a valid PyTorch checkpoint ({_reason(exc)})",
+            "The file may be truncated or damaged: save it again with torch.save(model.state_dict(), PATH), "
+            "or as safetensors.",
+        ) from None
+    return _state_dict(path, obj), {}
+
+
+TORCH_SUFFIXES = {".pt", ".pth", ".bin"}
+_RESAVE = (
+    "Save the weights alone with torch.save(model.state_dict(), PATH), "
+    "or as safetensors with safetensors.torch.save_file(model.state_dict(), PATH)."
+)
+
+
+def _looks_like_safetensors(path: Path) -> bool:
+    """A safetensors file starts with the length of its JSON header (8 bytes, little-endian), then '{'."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+    except OSError:  # unreadable: the reader that follows fails and says so
+        return False
+    # safetensors caps the header at 100 MB; torch's zip ("PK..") and pickle (b"\x80..") starts read as far more
+    return len(head) == 9 and int.from_bytes(head[:8], "little") <= 100_000_000 and head[8:] == b"{"
+
+
+def _state_dict(path: Path, obj: object) -> dict[str, torch.Tensor]:
+    """The state dict in what torch.load returned: the dict itself, or one under "state_dict" / "model"."""
+    if isinstance(obj, dict) and not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        # a training checkpoint ({"state_dict": ..., "epoch": ...}): take its one wrapped dict, if there is one
+        wrapped = [obj[k] for k in ("state_dict", "model") if isinstance(obj.get(k), dict)]
+        if len(wrapped) == 1:
+            obj = wrapped[0]
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path} is not a state dict: it holds a {type(obj).__name__}", _RESAVE)
+    bad = sorted(str(k) for k, v in obj.items() if not isinstance(v, torch.Tensor) or not isinstance(k, str))
+    if bad:
+        raise CheckpointError(f"{path} is not a plain state dict: it holds non-tensor values (under {_few(bad)})", _RESAVE)
+    # DataParallel / DistributedDataParallel save the wrapped model's names under "module."
+    if obj and all(k.startswith("module.") for k in obj):
+        obj = {k[len("module."):]: v for k, v in obj.items()}
+    return dict(obj)
+
+
+def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str, metadata: dict[str, str]) -> None:
+    """Load `state` into `model` if its names and shapes fit exactly; otherwise raise, naming what differs.
+
+    `source` names where the state came from in the message; `metadata` is shown as a hint.
+    """
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -58,21 +136,25 @@ def load_model(path: Path, model: nn.Module) -> dict[str, str]:
         details = [f"{label} {_few(keys)}" for label, keys in (("missing", missing), ("unexpected", unexpected)) if keys]
         details += wrong[:3]
         raise CheckpointError(
-            f"checkpoint {path} does not fit this model: " + "; ".join(details),
+            f"checkpoint {source} does not fit this model: " + "; ".join(details),
             "It must hold the weights of the spec's model for this data set (same architecture, "
             "input channels and number of classes)" + (f"; the file says: {metadata}" if metadata else "."),
         )
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
-    return metadata
 
 
 def _few(keys: list[str]) -> str:
     return ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
 
 
+def _reason(exc: Exception) -> str:
+    # the first sentence only (torch adds a paragraph of advice); EOFError comes without a message
+    return str(exc).split(". ")[0].strip() or type(exc).__name__
+
+
 def _invalid(path: Path, exc: Exception) -> CheckpointError:
     return CheckpointError(
-        f"{path} is not a valid safetensors file ({exc})",
-        "unlearnkit reads weights only from .safetensors files (it never unpickles .pt/.pth files); "
-        "convert one with safetensors.torch.save_file(model.state_dict(), PATH).",
+        f"{path} is not a valid safetensors file ({_reason(exc)})",
+        "unlearnkit reads .safetensors files, and .pt/.pth/.bin files that hold a plain state dict "
+        "(it never unpickles anything else); save one with safetensors.torch.save_file(model.state_dict(), PATH).",
     )

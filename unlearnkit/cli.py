@@ -92,14 +92,15 @@ def run(
     data: Optional[str] = typer.Option(None, "--data", help="digits, fashion-mnist, mnist, cifar10, cifar100, svhn, or an ImageFolder path."),
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="Where the data set's files are."),
     download: Optional[bool] = typer.Option(None, "--download/--no-download", help="Download missing data with torchvision."),
-    model: Optional[str] = typer.Option(None, "--model", help="small-cnn, resnet18 or vgg16-bn."),
+    model: Optional[str] = typer.Option(None, "--model", help="small-cnn, resnet18, vgg16-bn, torchvision:NAME, timm:NAME or a plugin's."),
     forget: Optional[str] = typer.Option(None, "--forget", help="random:0.1, class:3, indices:FILE or sequential:0.1x5."),
     seed: Optional[int] = typer.Option(None, "--seed"),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps."),
-    original: Optional[Path] = typer.Option(None, "--original", help="Unlearn from this .safetensors model instead of training one."),
+    original: Optional[Path] = typer.Option(None, "--original", help="Unlearn from this model (.safetensors, or a .pt/.pth state dict) instead of training one."),
     out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Result bundle folder (default runs/<time>-<method>)."),
     overwrite: Optional[bool] = typer.Option(None, "--overwrite", help="Replace an existing bundle once the new one is complete."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Train original and Retrain even if cached."),
+    no_retrain: bool = typer.Option(False, "--no-retrain", help="Train no Retrain: RA, UA, TA and MIA only, no gap."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Run the protocol: original, Retrain, the method (with augmenters), evaluation, result bundle."""
@@ -111,7 +112,8 @@ def run(
         spec_file, method, augment, overrides,
         **{"data.name": data, "data.root": data_root, "data.download": download, "model.name": model,
            "forget": forget, "seed": seed, "device": device, "original": original,
-           "output.dir": out_dir, "output.overwrite": overwrite, "cache": False if no_cache else None},
+           "output.dir": out_dir, "output.overwrite": overwrite, "cache": False if no_cache else None,
+           "retrain": False if no_retrain else None},
     )
     resolved = _resolve(spec, source)
     run_spec = resolved.spec
@@ -135,7 +137,7 @@ def run(
             + (f", step {step.step} of {len(result.steps)}" if step.step else "") + f", seed {run_spec.seed}"
         )
         out.print(rich_table(step.metrics, name, title=title))
-    retrain_sources = ", ".join(step.sources["retrain"] for step in result.steps)
+    retrain_sources = ", ".join(step.sources.get("retrain", "not trained (--no-retrain)") for step in result.steps)
     out.print(f"original: {result.sources['original']}; retrain: {retrain_sources}; "
               f"total {time.perf_counter() - started:.1f} s; bundle: {bundle}")
 
@@ -500,7 +502,7 @@ def plugins(as_json: bool = typer.Option(False, "--json", help="Machine-readable
             rows += [{"name": e.name, "kind": e.kind, "summary": e.cls.summary(), **base} for e in record.entries]
         else:
             rows.append({"name": None, "kind": None, "summary": None, **base})
-    order = {"method": 0, "augmenter": 1, "evaluator": 2, None: 3}
+    order = {"method": 0, "augmenter": 1, "evaluator": 2, "model": 3, "dataset": 4, None: 5}
     rows.sort(key=lambda r: (order[r["kind"]], r["name"] or r["plugin"]))
     if as_json:
         out.print_json(json.dumps(rows))

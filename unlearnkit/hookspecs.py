@@ -1,4 +1,4 @@
-"""The three hooks a plugin may implement. Each receives a `register` callable.
+"""The hooks a plugin may implement. Each receives a `register` callable.
 
 A plugin module (the target of an entry point in the group ``unlearnkit``) looks like::
 
@@ -34,3 +34,13 @@ def register_augmenters(register: Callable[[type], None]) -> None:
 @hookspec
 def register_evaluators(register: Callable[[type], None]) -> None:
     """Register evaluators: subclasses of `unlearnkit.Evaluator`."""
+
+
+@hookspec
+def register_models(register: Callable[[type], None]) -> None:
+    """Register model architectures: subclasses of `unlearnkit.Architecture`."""
+
+
+@hookspec
+def register_datasets(register: Callable[[type], None]) -> None:
+    """Register data sets: subclasses of `unlearnkit.DataSource`."""

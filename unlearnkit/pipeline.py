@@ -15,13 +15,14 @@ import torch
 from unlearnkit import __version__, cache
 from unlearnkit.checkpoint import load_model
 from unlearnkit.data import catalog
-from unlearnkit.data.forget import Split, class_split, indices_split, random_split, sequential_split
-from unlearnkit.data.images import ImageSet
+from unlearnkit.data.forget import Split, class_split, given_split, indices_split, random_split, sequential_split
+from unlearnkit.data.streamed import Datasets
 from unlearnkit.api import Method
 from unlearnkit.engine import CostMeter, RunData, UnlearnRun, fit, forward_flops, retain_cross_entropy
+from unlearnkit.engine.data import StreamedData, dataset_labels
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.evaluation.subject import Subject
-from unlearnkit.models import Classifier, build
+from unlearnkit.models import Classifier, build, user_network
 from unlearnkit.progress import SILENT, Progress
 from unlearnkit.spec import ForgetSpec, ResolvedRun, RunSpec
 
@@ -62,28 +63,68 @@ def select_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def load_images(spec: RunSpec) -> tuple[ImageSet, catalog.Transform]:
-    images, transform = catalog.load(spec.data.name, spec.data.root, spec.data.download, spec.data.image_size)
-    augmentation = {"crop_padding": spec.data.crop_padding, "flip": spec.data.flip}
-    transform = dataclasses.replace(transform, **{k: v for k, v in augmentation.items() if v is not None})
-    return catalog.subset(images, spec.data.train_subset, spec.data.test_subset), transform
+@dataclass
+class Workload:
+    """What a run works on: its data (split included), how to make a fresh model, and a given Original.
+
+    From a spec (`spec_workload`), the data set is a registered name and the model an architecture;
+    from Python (`unlearnkit.unlearn`), both are the user's own objects.
+    """
+
+    data: RunData
+    new_model: Callable[[], Classifier]
+    data_id: str  # identifies the data in cache keys
+    classes: list[str]
+    original: Classifier | None = None  # the user's trained model; None: from --original, the cache or training
 
 
-def make_split(forget: ForgetSpec, images: ImageSet, seed: int) -> Split:
-    n = len(images.train_y)
+def spec_workload(spec: RunSpec, device: torch.device) -> Workload:
+    """The data set, split and architecture a spec names."""
+    loaded = catalog.load(spec.data.name, spec.data.root, spec.data.download, spec.data.image_size)
+    if isinstance(loaded, Datasets):
+        loaded = catalog.subset_datasets(loaded, spec.data.train_subset, spec.data.test_subset)
+        labels = dataset_labels(loaded.train)
+        split = make_split(spec.forget, labels, loaded.num_classes, spec.seed)
+        data: RunData = StreamedData(loaded.train, loaded.test, split, device, loaded.num_classes,
+                                     loaded.train_eval, spec.data.workers)
+        data_id = f"{spec.data.name}:" + fingerprint(labels, data.test_y)
+        classes = loaded.classes
+        x = loaded.test[0][0]
+        shape = (x.shape[0], min(x.shape[1:]))
+    else:
+        images, transform = loaded
+        augmentation = {"crop_padding": spec.data.crop_padding, "flip": spec.data.flip}
+        transform = dataclasses.replace(transform, **{k: v for k, v in augmentation.items() if v is not None})
+        images = catalog.subset(images, spec.data.train_subset, spec.data.test_subset)
+        split = make_split(spec.forget, images.train_y, images.num_classes, spec.seed)
+        data = RunData(images, transform, split, device)
+        data_id = fingerprint(images.train_x, images.train_y, images.test_x, images.test_y)
+        classes = images.classes
+        shape = (images.in_channels, min(images.image_size))
+
+    def new_model() -> Classifier:
+        return build(spec.model.name, shape[0], len(classes), shape[1], spec.model.width)
+
+    return Workload(data, new_model, data_id, classes)
+
+
+def make_split(forget: ForgetSpec, labels: torch.Tensor, num_classes: int, seed: int) -> Split:
+    n = len(labels)
     if forget.kind == "random":
         return random_split(n, forget.fraction, seed)
     if forget.kind == "class":
-        return class_split(images.train_y, forget.classes, images.num_classes)
+        return class_split(labels, forget.classes, num_classes)
     if forget.kind == "sequential":
         return sequential_split(n, forget.fraction, forget.steps, seed)
+    if forget.indices is not None:
+        return given_split(n, forget.indices)
     return indices_split(n, forget.file)
 
 
 def fingerprint(*tensors: torch.Tensor) -> str:
     digest = hashlib.sha256()
     for t in tensors:
-        digest.update(t.contiguous().numpy().tobytes())
+        digest.update(t.contiguous().cpu().numpy().tobytes())
     return digest.hexdigest()[:20]
 
 
@@ -102,32 +143,35 @@ class Protocol:
     each (its split, data and Retrain are those after that request), `unlearn_in_turn` the chain.
     """
 
-    def __init__(self, resolved: ResolvedRun, progress: Progress = SILENT, log: Callable[[str], None] = lambda s: None):
+    def __init__(
+        self,
+        resolved: ResolvedRun,
+        progress: Progress = SILENT,
+        log: Callable[[str], None] = lambda s: None,
+        workload: Workload | None = None,
+    ):
         self.resolved = resolved
         self.spec = spec = resolved.spec
         self.progress = progress
         self.log = log
         self.device = select_device(spec.device)
-        images, transform = load_images(spec)
-        self.images = images
-        self.split = make_split(spec.forget, images, spec.seed)
-        self.data = RunData(images, transform, self.split, self.device)
+        self.workload = workload or spec_workload(spec, self.device)
+        self.data = self.workload.data
+        self.split = self.data.split
+        self.classes = self.workload.classes
+        self.new_model = self.workload.new_model
         self.method_data = self.data  # what the method is given; differs at a step of sequential forgetting
         self.step: int | None = None
-        self.data_id = fingerprint(images.train_x, images.train_y, images.test_x, images.test_y)
-        sample = self.data.transform.test_view(images.test_x[:1])
+        self.data_id = self.workload.data_id
+        sample = next(self.data.eval_views("test", 1))[0]
         self.flops_per_forward = forward_flops(self.new_model(), sample)
-
-    def new_model(self) -> Classifier:
-        return build(self.spec.model.name, self.images.in_channels, self.images.num_classes,
-                     min(self.images.image_size), self.spec.model.width)
 
     def _identity(self, kind: str) -> dict[str, Any]:
         identity = {
             "data": self.data_id,
             "model": self.spec.model.model_dump(),
             "recipe": self.spec.train.model_dump(mode="json"),
-            "views": dataclasses.asdict(self.data.transform),
+            "views": dataclasses.asdict(self.data.transform) if self.data.transform else None,
             "seed": self.spec.seed,
         }
         if kind == "retrain":
@@ -139,9 +183,11 @@ class Protocol:
 
         Returns the model, its cost {flops, seconds} and where it came from.
         """
+        if kind == "original" and self.workload.original is not None:
+            return self.workload.original.to(self.device), {"flops": None, "seconds": None}, "given"
         model = self.new_model().to(self.device)
         if kind == "original" and self.spec.original is not None:
-            meta = load_model(self.spec.original, model)
+            meta = load_model(self.spec.original, user_network(model))  # a torchvision model's file has its own keys
             cost = {"flops": _float(meta.get("flops")), "seconds": _float(meta.get("seconds"))}
             return model, cost, str(self.spec.original)
         key = cache.cache_key(kind, **self._identity(kind))
@@ -206,32 +252,39 @@ class Protocol:
     def subject(self, name: str, model: Classifier, cost: dict[str, Any]) -> Subject:
         return Subject(name, model, self.data, cost["flops"], cost["seconds"])
 
-    def measure(self, subject: Subject, reference: Subject | None, advance: Callable[[], None] = lambda: None) -> dict:
+    def evaluators(self, with_reference: bool) -> list:
+        """The spec's evaluators; without a Retrain, those that compare with it are left out."""
+        return [e for e in self.resolved.evaluators if with_reference or not e.needs_reference]
+
+    def measure(self, subject: Subject, reference: Subject | None, advance: Callable[[], None] = lambda: None,
+                with_reference: bool = True) -> dict:
         """Run the evaluators in order on `subject`; `reference` is Retrain, already measured (None for Retrain)."""
-        for evaluator in self.resolved.evaluators:
+        for evaluator in self.evaluators(with_reference):
             subject.metrics.update(evaluator.evaluate(subject, reference))
             advance()
         return subject.metrics
 
     def evaluate(self, models: dict[str, tuple[Classifier, dict[str, Any]]]) -> dict[str, dict[str, float | None]]:
-        """Metrics of each model; `models` must include "retrain", every other's reference."""
+        """Metrics of each model; Retrain, when among `models`, is measured first and is every other's reference."""
         subjects = {name: self.subject(name, model, cost) for name, (model, cost) in models.items()}
-        order = ["retrain"] + [n for n in subjects if n != "retrain"]
-        with self.progress.task("evaluating", len(order) * len(self.resolved.evaluators)) as advance:
+        has_retrain = "retrain" in subjects
+        order = (["retrain"] if has_retrain else []) + [n for n in subjects if n != "retrain"]
+        with self.progress.task("evaluating", len(order) * len(self.evaluators(has_retrain))) as advance:
             for name in order:
-                self.measure(subjects[name], None if name == "retrain" else subjects["retrain"], advance)
+                reference = subjects["retrain"] if has_retrain and name != "retrain" else None
+                self.measure(subjects[name], reference, advance, has_retrain)
         return {name: subjects[name].metrics for name in models}
 
     def run(self) -> RunResult:
         original, original_cost, original_source = self.reference_model("original")
         results = []
         for step, unlearned, unlearned_cost in self.unlearn_in_turn(original, self.resolved.wrapped_method()):
-            retrain, retrain_cost, retrain_source = step.reference_model("retrain")
-            metrics = step.evaluate(
-                {"original": (original, original_cost), "retrain": (retrain, retrain_cost),
-                 "unlearned": (unlearned, unlearned_cost)}
-            )
-            sources = {"original": original_source, "retrain": retrain_source}
+            models = {"original": (original, original_cost)}
+            sources = {"original": original_source}
+            if self.spec.retrain:
+                retrain, retrain_cost, sources["retrain"] = step.reference_model("retrain")
+                models["retrain"] = (retrain, retrain_cost)
+            metrics = step.evaluate({**models, "unlearned": (unlearned, unlearned_cost)})
             results.append(StepResult(step.step, step.split, metrics, sources))
         last = results[-1]
         return RunResult(

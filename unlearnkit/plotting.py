@@ -15,6 +15,7 @@ from unlearnkit.checkpoint import load_model
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.evaluation.representation import premise_agreement, project
 from unlearnkit.figures import representation
+from unlearnkit.models import user_network
 from unlearnkit.pipeline import Protocol
 from unlearnkit.plugins import Registry
 from unlearnkit.progress import SILENT, Progress
@@ -57,7 +58,7 @@ def plot_bundle(
     original, _, _ = protocol.reference_model("original")
     retrain, _, _ = protocol.reference_model("retrain")
     unlearned = protocol.new_model().to(protocol.device)
-    load_model(weights, unlearned)
+    load_model(weights, user_network(unlearned))
     subjects = {name: protocol.subject(name, model, {"flops": None, "seconds": None})
                 for name, model in (("Original", original), ("Retrain", retrain), (method, unlearned))}
 
@@ -92,5 +93,5 @@ def plot_bundle(
                 advance()
             title = (f"{TITLES[how]} of penultimate features: {spec.data.name}, {spec.model.name}, {scenario} forgetting "
                      f"({len(pick_retain)} retain, {len(pick_forget)} forget samples)")
-            files.append(representation(panels, labels, is_forget.numpy(), protocol.images.classes, title, out / f"{how}.png"))
+            files.append(representation(panels, labels, is_forget.numpy(), protocol.classes, title, out / f"{how}.png"))
     return files, premise

@@ -22,13 +22,18 @@ from typing import Any, Iterable, Mapping
 import pluggy
 
 from unlearnkit import hookspecs
-from unlearnkit.api import Augmenter, Evaluator, Method, Params, Plugin
+from unlearnkit.api import Architecture, Augmenter, DataSource, Evaluator, Method, Params, Plugin
 from unlearnkit.errors import PluginError, UnknownPluginError
 
 GROUP = hookspecs.PROJECT
-KINDS: dict[str, type[Plugin]] = {"method": Method, "augmenter": Augmenter, "evaluator": Evaluator}
+KINDS: dict[str, type[Plugin]] = {
+    "method": Method, "augmenter": Augmenter, "evaluator": Evaluator, "model": Architecture, "dataset": DataSource,
+}
 FIRST_PARTY = ("unlearnkit", "unlearnkit-baselines", "unlearnkit-coun")
-HOOKS = {"method": "register_methods", "augmenter": "register_augmenters", "evaluator": "register_evaluators"}
+HOOKS = {
+    "method": "register_methods", "augmenter": "register_augmenters", "evaluator": "register_evaluators",
+    "model": "register_models", "dataset": "register_datasets",
+}
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,15 @@ class Registry:
 
     def get_class(self, kind: str, name: str) -> type[Plugin]:
         return self.get(kind, name).cls
+
+    def get_variant(self, kind: str, name: str) -> tuple[Entry, str | None]:
+        """An entry by name, or a family's entry and variant for FAMILY:VARIANT (torchvision:resnet18)."""
+        family, sep, variant = name.partition(":")
+        if name not in self._entries[kind] and sep and variant:
+            entry = self._entries[kind].get(family)
+            if entry is not None and getattr(entry.cls, "variants", False):
+                return entry, variant
+        return self.get(kind, name), None
 
     def _add(self, entries: list[Entry]) -> None:
         for entry in entries:

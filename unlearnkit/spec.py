@@ -43,7 +43,11 @@ class PluginSpec(Section):
 
 
 class DataSpec(Section):
-    name: str = Field("digits", description="digits, fashion-mnist, mnist, cifar10, cifar100, svhn, or an ImageFolder directory")
+    name: str = Field(
+        "digits",
+        description="a registered data set (digits, fashion-mnist, mnist, cifar10, cifar100, svhn, or a plugin's), "
+        "or an ImageFolder directory",
+    )
     root: Path | None = Field(None, description="where the data set's files are (default: its usual place)")
     download: bool = Field(False, description="download with torchvision when the files are not found")
     train_subset: int | None = Field(None, ge=2, description="use a fixed random subset of this many training samples")
@@ -53,10 +57,14 @@ class DataSpec(Section):
         None, ge=0, le=16, description="training views: random-crop padding in pixels, 0 = no crop (default: the data set's)"
     )
     flip: bool | None = Field(None, description="training views: random horizontal flip (default: the data set's)")
+    workers: int = Field(0, ge=0, le=64, description="DataLoader processes reading a data set given as torch Datasets")
 
 
 class ModelSpec(Section):
-    name: str = Field("small-cnn", description="small-cnn, resnet18 or vgg16-bn")
+    name: str = Field(
+        "small-cnn",
+        description="a registered architecture: small-cnn, resnet18, vgg16-bn, torchvision:NAME, timm:NAME, or a plugin's",
+    )
     width: int | None = Field(
         None, ge=1, le=4096,
         description="channels of the first layer, later layers in proportion (default: the model's own: "
@@ -71,14 +79,15 @@ class ForgetSpec(Section):
     )
     classes: list[int] = Field(default_factory=list, description="class: the classes to forget")
     file: Path | None = Field(None, description="indices: a file of training indices (JSON list or one per line)")
+    indices: list[int] | None = Field(None, description="indices: the training indices themselves, instead of a file")
     steps: int = Field(5, ge=2, description="sequential: forget requests in a row, each unlearned from the last model")
 
     @model_validator(mode="after")
     def _complete(self) -> ForgetSpec:
         if self.kind == "class" and not self.classes:
             raise ValueError("class-wise forgetting needs `classes`, e.g. [3]")
-        if self.kind == "indices" and self.file is None:
-            raise ValueError("forgetting by indices needs `file`")
+        if self.kind == "indices" and (self.file is None) == (self.indices is None):
+            raise ValueError("forgetting by indices needs either `file` or `indices`")
         if self.kind == "sequential" and self.fraction * self.steps >= 1:
             raise ValueError(f"sequential forgetting of {self.steps} requests of {self.fraction:g} each would forget "
                              f"{self.fraction * self.steps:.0%} of the training set; fraction x steps must be below 1")
@@ -113,7 +122,12 @@ class RunSpec(Section):
     evaluate: list[PluginSpec] = Field(default_factory=lambda: [PluginSpec(name=n) for n in DEFAULT_EVALUATORS])
     seed: int = Field(0, ge=0)
     device: str = Field("auto", description="auto (CUDA when available), cpu, cuda, cuda:N or mps")
-    original: Path | None = Field(None, description="a .safetensors original model to unlearn from, instead of training one")
+    original: Path | None = Field(
+        None, description="the original model's weights (.safetensors, or a .pt/.pth state dict) to unlearn from, instead of training one"
+    )
+    retrain: bool = Field(
+        True, description="train Retrain and score every model against it; false: the reference-free metrics only (RA, UA, TA, MIA)"
+    )
     cache: bool = Field(True, description="reuse cached original and Retrain models (UNLEARNKIT_CACHE_DIR)")
     output: OutputSpec = Field(default_factory=OutputSpec)
 

@@ -1,16 +1,22 @@
-"""Named data sets: where their images come from and how they are transformed."""
+"""The first-party data sets, registered as plugins: where their images come from and how they are transformed."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
+from unlearnkit.api import DataSource
 from unlearnkit.data import sources
 from unlearnkit.data.images import ImageSet, Transform
+from unlearnkit.data.streamed import Datasets
 from unlearnkit.errors import UnlearnkitError
+from unlearnkit.hookspecs import hookimpl
+
+if TYPE_CHECKING:  # pragma: no cover
+    from unlearnkit.plugins import Registry
 
 
 @dataclass(frozen=True)
@@ -64,24 +70,69 @@ DATASETS: dict[str, DatasetInfo] = {
 IMAGE_FOLDER = Transform((0.5, 0.5, 0.5), (0.5, 0.5, 0.5), crop_padding=4, flip=True)
 
 
-def load(name: str, root: Path | None, download: bool, image_size: int) -> tuple[ImageSet, Transform]:
-    """The images and transform for a data set name, or for an ImageFolder directory path."""
-    if name in DATASETS:
-        info = DATASETS[name]
-        return info.load(root, download), info.transform
+class CatalogData(DataSource):
+    """A data set of the catalog above; one subclass per entry, named after it."""
+
+    info: DatasetInfo
+
+    def load(self, root: Path | None, download: bool, image_size: int) -> tuple[ImageSet, Transform]:
+        return self.info.load(root, download), self.info.transform
+
+
+def _source(name: str, info: DatasetInfo) -> type[DataSource]:
+    return type(f"Data_{name.replace('-', '_')}", (CatalogData,), {"name": name, "info": info, "__doc__": info.about})
+
+
+@hookimpl
+def register_datasets(register):
+    for name, info in DATASETS.items():
+        register(_source(name, info))
+
+
+def load(
+    name: str, root: Path | None, download: bool, image_size: int, registry: Registry | None = None,
+) -> tuple[ImageSet, Transform] | Datasets:
+    """The data of a registered data set name, or the images and transform of an ImageFolder directory path."""
+    from unlearnkit.plugins import installed
+
     path = Path(name).expanduser()
-    if path.is_dir():
+    if "/" in name or path.is_dir():
+        if not path.is_dir():
+            raise UnlearnkitError(f"data directory {path} does not exist",
+                                  "Lay it out for torchvision's ImageFolder: ROOT/train/CLASS/*.png and ROOT/test/CLASS/*.png.")
         images = sources.image_folder(path, image_size)
         gray = images.in_channels == 1
         return images, Transform((0.5,), (0.5,), 4, True) if gray else IMAGE_FOLDER
-    import difflib
+    registry = registry or installed()
+    if name not in registry.names("dataset"):
+        import difflib
 
-    close = difflib.get_close_matches(name, list(DATASETS), n=2)
-    raise UnlearnkitError(
-        f"unknown data set '{name}'" + (f"; did you mean {' or '.join(close)}?" if close else ""),
-        f"Use one of {', '.join(DATASETS)}, or a directory laid out for torchvision's ImageFolder "
-        "(ROOT/train/CLASS/*.png and ROOT/test/CLASS/*.png).",
-    )
+        close = difflib.get_close_matches(name, registry.names("dataset"), n=2)
+        raise UnlearnkitError(
+            f"unknown data set '{name}'" + (f"; did you mean {' or '.join(close)}?" if close else ""),
+            f"Use one of {', '.join(registry.names('dataset'))} (`unlearn plugins` lists them), or a directory "
+            "laid out for torchvision's ImageFolder (ROOT/train/CLASS/*.png and ROOT/test/CLASS/*.png).",
+        )
+    loaded = registry.get_class("dataset", name)().load(root, download, image_size)
+    if not (isinstance(loaded, Datasets) or (isinstance(loaded, tuple) and len(loaded) == 2)):
+        raise UnlearnkitError(f"data set '{name}' loaded a {type(loaded).__name__}",
+                              "Its plugin must return (ImageSet, Transform) or unlearnkit.data.Datasets.")
+    return loaded
+
+
+def subset_datasets(data: Datasets, train: int | None, test: int | None) -> Datasets:
+    """`subset` for torch Datasets: the same fixed random choice of samples (seed 0)."""
+    gen = torch.Generator().manual_seed(0)
+
+    def take(dataset, n):
+        if n is None or n >= len(dataset):
+            return dataset
+        return torch.utils.data.Subset(dataset, torch.randperm(len(dataset), generator=gen)[:n].sort().values.tolist())
+
+    train_set = take(data.train, train)
+    chosen = train_set.indices if isinstance(train_set, torch.utils.data.Subset) else None
+    train_eval = data.train_eval if chosen is None or data.train_eval is None else torch.utils.data.Subset(data.train_eval, chosen)
+    return Datasets(train_set, take(data.test, test), data.classes, train_eval)
 
 
 def subset(images: ImageSet, train: int | None, test: int | None) -> ImageSet:

@@ -78,16 +78,22 @@ def indices_split(n: int, path: Path) -> Split:
         raise UnlearnkitError(f"cannot read forget index file {path}: {exc.strerror}") from None
     try:
         values = json.loads(text) if text.lstrip().startswith("[") else text.replace(",", " ").split()
-        indices = torch.tensor([int(v) for v in values], dtype=torch.long)
+        indices = [int(v) for v in values]
     except (ValueError, TypeError):
         raise UnlearnkitError(
             f"forget index file {path} must hold integers (a JSON list, or one per line)"
         ) from None
+    return given_split(n, indices, f"forget index file {path}")
+
+
+def given_split(n: int, indices, what: str = "the forget indices") -> Split:
+    """The training samples at the given indices (any integer sequence, tensor or array)."""
+    indices = torch.as_tensor(indices, dtype=torch.long).flatten()
     if len(indices) == 0 or indices.min() < 0 or indices.max() >= n:
-        raise UnlearnkitError(f"forget index file {path} must name indices in 0..{n - 1}, at least one")
+        raise UnlearnkitError(f"{what} must name indices in 0..{n - 1}, at least one")
     indices = indices.unique()
     if len(indices) == n:
-        raise UnlearnkitError(f"forget index file {path} names every training sample; nothing would be retained")
+        raise UnlearnkitError(f"{what} names every training sample; nothing would be retained")
     return _split(n, indices)
 
 

@@ -1,12 +1,18 @@
-"""The run's data on its device, and the batch streams methods train on."""
+"""The run's data on its device, and the batch streams methods train on.
+
+Two kinds of data: images held in memory as uint8 tensors, whose views are made
+on whole batches at once (`RunData`), and a user's map-style torch Datasets,
+read sample by sample with the user's own transforms (`StreamedData`).
+"""
 
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Iterator, Literal
+from typing import Callable, Iterator, Literal, Sequence
 
 import torch
+from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 
 from unlearnkit.data.forget import Split
 from unlearnkit.data.images import ImageSet, Transform
@@ -16,21 +22,19 @@ Over = Literal["all", "retain", "forget", "retain+forget", "union"]
 
 @dataclass
 class Batch:
-    """Training samples: `x` is one augmented view, `view()` draws another of the same images."""
+    """Training samples: `x` is one augmented view, `view()` draws another of the same samples."""
 
     x: torch.Tensor
     y: torch.Tensor
     index: torch.Tensor  # positions in the training set
-    images: torch.Tensor  # the uint8 images the views are made from
-    transform: Transform = field(repr=False)
-    generator: torch.Generator = field(repr=False)
+    redraw: Callable[[], torch.Tensor] = field(repr=False)
 
     def __len__(self) -> int:
         return len(self.y)
 
     def view(self) -> torch.Tensor:
-        """Another independently augmented view (own crop and flip per sample)."""
-        return self.transform.train_view(self.images, self.generator)
+        """Another independently augmented view of the same samples (their own random transforms)."""
+        return self.redraw()
 
 
 @dataclass
@@ -78,14 +82,18 @@ class RunData:
         self.train_y = images.train_y.to(device)
         self.test_x = images.test_x.to(device)
         self.test_y = images.test_y.to(device)
-        self.test_index = _test_index(images, split)
+        self.test_index = _test_index(self.test_y, split)
         self.device = device
+
+    @property
+    def train_size(self) -> int:
+        return len(self.train_y)
 
     def with_split(self, split: Split) -> RunData:
         """The same images on the same device, another forget/retain split (a step of sequential forgetting)."""
         data = copy.copy(self)
         data.split = split
-        data.test_index = _test_index(self.images, split)
+        data.test_index = _test_index(self.test_y, split)
         return data
 
     def indices(self, part: str) -> torch.Tensor:
@@ -102,7 +110,7 @@ class RunData:
         index_dev = index.to(self.device)
         images = self.train_x[index_dev]
         x = self.transform.train_view(images, generator)
-        return Batch(x, self.train_y[index_dev], index, images, self.transform, generator)
+        return Batch(x, self.train_y[index_dev], index, lambda: self.transform.train_view(images, generator))
 
     def eval_views(self, part: str, batch_size: int = 1024) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Un-augmented (test-transform) images and labels of retain, forget, train or test samples."""
@@ -115,9 +123,68 @@ class RunData:
             yield self.transform.test_view(x[chunk]), y[chunk]
 
 
-def _test_index(images: ImageSet, split: Split) -> torch.Tensor:
+class StreamedData(RunData):
+    """A user's map-style Datasets, each item (image tensor, label), read with the user's transforms.
+
+    `train` gives training views (its random transforms draw a fresh view at every read, which is
+    also the second view coun-cl asks for); `train_eval`, when given, holds the same samples with
+    test-time transforms for measuring RA, UA and MIA (else `train` is used). Evaluation passes go
+    through a DataLoader with `workers` processes; training batches are read in this process, so
+    that the run's seed fixes them.
+    """
+
+    def __init__(
+        self,
+        train: Dataset,
+        test: Dataset,
+        split: Split,
+        device: torch.device,
+        num_classes: int,
+        train_eval: Dataset | None = None,
+        workers: int = 0,
+    ):
+        self.images = None
+        self.transform = None
+        self.train_set, self.test_set, self.train_eval = train, test, train_eval or train
+        self.split = split
+        self.num_classes = num_classes
+        self.train_y = dataset_labels(train)
+        self.test_y = dataset_labels(test)
+        self.train_x = self.test_x = None
+        self.test_index = _test_index(self.test_y, split)
+        self.device = device
+        self.workers = workers
+
+    def _read(self, index: torch.Tensor) -> torch.Tensor:
+        return default_collate([self.train_set[i][0] for i in index.tolist()]).to(self.device)
+
+    def batch(self, index: torch.Tensor, generator: torch.Generator) -> Batch:
+        return Batch(self._read(index), self.train_y[index].to(self.device), index, lambda: self._read(index))
+
+    def eval_views(self, part: str, batch_size: int = 256) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if part == "test":
+            source, index = self.test_set, self.test_index
+        else:
+            source, index = self.train_eval, self.indices("all" if part == "train" else part)
+        loader = DataLoader(Subset(source, index.tolist()), batch_size=batch_size, num_workers=self.workers)
+        for x, y in loader:
+            yield x.to(self.device), torch.as_tensor(y).to(self.device)
+
+
+def dataset_labels(dataset: Dataset) -> torch.Tensor:
+    """Every label of a Dataset: its `targets` or `labels` attribute when it has one (torchvision's do), else read."""
+    for name in ("targets", "labels"):
+        values = getattr(dataset, name, None)
+        if isinstance(values, (torch.Tensor, Sequence)) and len(values) == len(dataset):
+            return torch.as_tensor(values, dtype=torch.long).flatten()
+    if isinstance(dataset, Subset):
+        return dataset_labels(dataset.dataset)[torch.as_tensor(dataset.indices, dtype=torch.long)]
+    return torch.tensor([int(dataset[i][1]) for i in range(len(dataset))], dtype=torch.long)
+
+
+def _test_index(test_y: torch.Tensor, split: Split) -> torch.Tensor:
     """The test samples TA uses: class-wise forgetting removes the forgotten classes from the test set as well."""
-    keep = ~torch.isin(images.test_y, torch.tensor(split.classes, dtype=torch.long))
+    keep = ~torch.isin(test_y.cpu(), torch.tensor(split.classes, dtype=torch.long))
     return keep.nonzero().flatten()
 
 

@@ -56,6 +56,7 @@ class AverageGap(Evaluator):
 
     name = "avg-gap"
     metrics = ("avg_gap",)
+    needs_reference = True
     Params = AvgGapParams
 
     def needs(self) -> tuple[str, ...]:
@@ -92,6 +93,7 @@ class Premise(Evaluator):
 
     name = "premise"
     metrics = ("premise",)
+    needs_reference = True
 
     def evaluate(self, subject: Subject, reference: Subject | None) -> dict[str, float]:
         retrain = reference if reference is not None else subject

@@ -2,40 +2,38 @@
 
 from unlearnkit import hookimpl
 from unlearnkit_baselines.ascent import GradientAscent, NegGrad, NegGradPlus
+from unlearnkit_baselines.boundary import BoundaryExpand, BoundaryShrink
+from unlearnkit_baselines.contrastive_unlearning import ContrastiveUnlearning
+from unlearnkit_baselines.dampening import SelectiveSynapticDampening
 from unlearnkit_baselines.finetune import FineTune
-
-# group A imports
 from unlearnkit_baselines.negation import NegateThenTune
 from unlearnkit_baselines.relabel import RandomLabel, SalUn
 from unlearnkit_baselines.retrain import Retrain
-from unlearnkit_baselines.sparse import L1Sparse
-# group B imports
-from unlearnkit_baselines.dampening import SelectiveSynapticDampening
 from unlearnkit_baselines.scrub import Scrub
+from unlearnkit_baselines.sparse import L1Sparse
 from unlearnkit_baselines.teacher import BadTeacher
-# group C imports
-from unlearnkit_baselines.boundary import BoundaryExpand, BoundaryShrink
-from unlearnkit_baselines.contrastive_unlearning import ContrastiveUnlearning
 
+# By the data each method trains on, as its `trains_on_retain` and `uses_forget` declare.
 METHODS = (
-    FineTune,
-    GradientAscent,
-    NegGrad,
-    NegGradPlus,
-    # group A methods
+    # training on the retain set only: never reads the forget set
     Retrain,
-    RandomLabel,
-    SalUn,
+    FineTune,
     L1Sparse,
     NegateThenTune,
-    # group B methods
+    # training on the retain and the forget set
+    NegGrad,
+    NegGradPlus,
+    RandomLabel,
+    SalUn,
     Scrub,
     BadTeacher,
-    SelectiveSynapticDampening,
-    # group C methods
+    ContrastiveUnlearning,
+    # training on the forget set only
+    GradientAscent,
     BoundaryShrink,
     BoundaryExpand,
-    ContrastiveUnlearning,
+    # no training: dampens the weights far more important to the forget set than to the whole training set
+    SelectiveSynapticDampening,
 )
 
 

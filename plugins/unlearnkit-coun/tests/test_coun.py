@@ -122,13 +122,14 @@ def test_gradients_flow_through_both_views():
 def test_loss_terms_are_lambda_times_infonce_on_a_second_per_sample_view():
     data = tiny_data()
     model = tiny_model().train()
-    step = next(steps(data, "retain", 8, 1, torch.Generator().manual_seed(0)))
+    generator = torch.Generator().manual_seed(0)
+    step = next(steps(data, "retain", 8, 1, generator))
     batch = step.retain
     features = model.features(batch.x)
     # replay the generator to know the second view the augmenter will draw
     replay = torch.Generator()
-    replay.set_state(batch.generator.get_state())
-    second_view = TRANSFORM.train_view(batch.images, replay)
+    replay.set_state(generator.get_state())
+    second_view = TRANSFORM.train_view(data.train_x[batch.index], replay)
     assert not torch.equal(second_view, batch.x)
 
     aug = ContrastiveAugmenter(ContrastiveParams(tau=0.2, **{"lambda": 2.5}))

@@ -1,4 +1,4 @@
-"""SCRUB, Bad Teacher and SSD on a tiny model and tiny data (CPU, seconds)."""
+"""Teacher-student distillation (SCRUB, Bad Teacher) and synaptic dampening (SSD) on tiny data (CPU, seconds)."""
 
 from __future__ import annotations
 
@@ -198,7 +198,7 @@ def test_scrub_cost_counts_training_and_every_teacher_forward():
     assert run.cost.forwards == 4 * len(data.drawn) == 4 * (3 * 30 + 2 * 10)
 
 
-def test_augmenters_join_only_the_min_steps():
+def test_scrub_augmenters_join_only_the_min_steps():
     data = tiny_data()
     run = fresh_run(Scrub, data)
     counting = Counting()
@@ -474,7 +474,7 @@ def test_ssd_with_coun_cl_is_refused_at_validation():
 # --------------------------------------------------------------------------- registration
 
 
-def test_group_b_methods_are_registered():
+def test_scrub_bad_teacher_and_ssd_are_registered():
     from unlearnkit.plugins import discover
 
     registry = discover(env={})

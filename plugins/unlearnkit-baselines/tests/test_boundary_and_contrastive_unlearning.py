@@ -1,4 +1,4 @@
-"""boundary-shrink, boundary-expand and cu on tiny models and tiny data (CPU, seconds)."""
+"""Decision-boundary (boundary-shrink, boundary-expand) and contrastive (cu) unlearning on tiny data (CPU, seconds)."""
 
 from __future__ import annotations
 
@@ -530,7 +530,7 @@ def test_cu_declarations_and_defaults():
     assert set(ContrastiveUnlearning.scenarios) == {"random", "class", "indices", "sequential"}
 
 
-def test_group_c_registered_through_the_plugin_host():
+def test_boundary_shrink_boundary_expand_and_cu_are_registered():
     registry = discover(env={})
     for name, cls in (("boundary-shrink", BoundaryShrink), ("boundary-expand", BoundaryExpand), ("cu", ContrastiveUnlearning)):
         assert registry.get_class("method", name) is cls

@@ -1,4 +1,4 @@
-"""Retrain, RL, SalUn, l1-sparse and NoT on tiny data and a tiny model (CPU, seconds)."""
+"""Retraining and fine-tuning variants (Retrain, RL, SalUn, l1-sparse, NoT) on tiny data and models (CPU, seconds)."""
 
 from __future__ import annotations
 
@@ -466,7 +466,7 @@ def test_not_defaults_and_declarations():
     assert NegateThenTuneParams.model_validate({"layers": ["features.0.weight"]}).layers == ["features.0.weight"]
 
 
-# --------------------------------------------------------------------------- all five
+# --------------------------------------------------------------------------- all five methods
 
 
 @pytest.mark.parametrize("method_cls", [Retrain, RandomLabel, SalUn, L1Sparse, NegateThenTune])
@@ -482,7 +482,7 @@ def test_runs_via_tiny_run_and_counts_three_forwards_per_sample(method_cls):
         assert not set(data.drawn) & set(data.split.forget.tolist())
 
 
-def test_registered_through_the_plugin_host():
+def test_retrain_rl_salun_l1_sparse_and_not_are_registered():
     from unlearnkit.plugins import discover
 
     registry = discover(env={})

@@ -1,4 +1,4 @@
-"""The baselines FT, GA, NegGrad and NegGrad+ on a tiny model and tiny synthetic data (CPU, seconds)."""
+"""Fine-tuning (FT) and gradient ascent (GA, NegGrad, NegGrad+) on a tiny model and tiny data (CPU, seconds)."""
 
 from __future__ import annotations
 
@@ -147,7 +147,7 @@ def test_neggrad_plus_raises_the_forget_loss_relative_to_ft_from_the_same_start(
     assert run_cost_matches_samples(ng, ng_data)
 
 
-def test_the_forget_term_alone_makes_the_difference():
+def test_neggrad_plus_forget_term_alone_makes_the_difference():
     # beta = 1 is fine-tuning on exactly the same step stream; a smaller beta ends with a higher forget loss
     params = {"epochs": 3, "lr": 0.05, "batch_size": 8}
     forget_ce = {}
@@ -224,7 +224,7 @@ def test_cost_is_three_forwards_per_sample_drawn(method_cls):
     assert run.cost.forwards == 3 * per_epoch[method_cls] * 2
 
 
-def test_registered_through_the_plugin_host():
+def test_ft_ga_neggrad_and_neggrad_plus_are_registered():
     from unlearnkit.plugins import discover
 
     registry = discover(env={})

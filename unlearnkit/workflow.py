@@ -1,0 +1,132 @@
+"""`unlearnkit.unlearn`: unlearn a user's own trained model on their own torch Datasets, from Python.
+
+It builds a run spec from its arguments and runs the same `Protocol` as `unlearn run`;
+only the workload differs: the user's model is the Original, their Datasets the data.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from unlearnkit.engine.data import StreamedData, dataset_labels
+from unlearnkit.errors import UnlearnkitError
+from unlearnkit.models import as_classifier, fresh_copy, user_network
+from unlearnkit.pipeline import Protocol, RunResult, Workload, fingerprint, make_split, select_device
+from unlearnkit.plugins import Registry, installed
+from unlearnkit.progress import SILENT, Progress
+from unlearnkit.report import markdown_table, rich_table
+from unlearnkit.spec import ForgetSpec, RunSpec, resolve
+
+
+@dataclass
+class UnlearnResult:
+    """What `unlearn` returns. `model` is the user's network, unlearned (a copy; the given model is untouched)."""
+
+    model: nn.Module
+    metrics: dict[str, float | None]  # the unlearned model's: RA, UA, TA, MIA, ... (Avg Gap and Premise with Retrain)
+    original_metrics: dict[str, float | None]
+    retrain_metrics: dict[str, float | None] | None  # None unless retrain=True
+    run: RunResult
+
+    def table(self):
+        """The result as a rich table (Original, Retrain when trained, the method)."""
+        return rich_table(self.run.metrics, self.run.method)
+
+    def _repr_markdown_(self) -> str:  # how a notebook shows the result
+        return markdown_table(self.run.metrics, self.run.method)
+
+
+def unlearn(
+    model: nn.Module,
+    train_set: Dataset,
+    forget: Sequence[int] | torch.Tensor | str,
+    *,
+    test_set: Dataset,
+    method: str = "ft",
+    augment: str | Sequence[str] = (),
+    params: Mapping[str, Mapping[str, Any]] | None = None,
+    retrain: bool = False,
+    train: Mapping[str, Any] | None = None,
+    train_eval_set: Dataset | None = None,
+    num_classes: int | None = None,
+    head: str | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    workers: int = 0,
+    progress: bool = False,
+    registry: Registry | None = None,
+) -> UnlearnResult:
+    """Unlearn `forget` from `model`, a classifier trained on `train_set`.
+
+    - `forget`: training-set indices, or a scenario as the CLI writes it (``"class:3"``, ``"random:0.1"``).
+    - `method`, `augment`: registered plugin names (`unlearn plugins`); `params` holds each one's params,
+      the method's under ``"method"`` and an augmenter's under its name: ``{"method": {"lr": 0.01}, "coun-cl": {"lambda": 1}}``.
+    - `retrain=True` also trains Retrain on the retain set (with the `train` recipe: epochs, lr, ...) and
+      scores the gap to it; otherwise only the reference-free metrics are measured.
+    - `train_eval_set`: the training samples with test-time transforms, for RA, UA and MIA (default: `train_set`).
+    - `head`: the path of the model's final nn.Linear when it is not one the toolkit finds (e.g. ``"classifier.6"``).
+    """
+    registry = registry or installed()
+    params = {k: dict(v) for k, v in (params or {}).items()}
+    augmenters = [augment] if isinstance(augment, str) else list(augment)
+    raw: dict[str, Any] = {
+        "method": {"name": method, "params": params.pop("method", {})},
+        "augment": [{"name": a, "params": params.pop(a, {})} for a in augmenters],
+        "forget": _forget_spec(forget),
+        "train": dict(train or {}),
+        "seed": seed, "device": device, "retrain": retrain, "cache": False,
+        "data": {"name": "(given torch Datasets)", "workers": workers},
+        "model": {"name": f"(given {type(model).__name__})"},
+    }
+    if params:
+        raise UnlearnkitError(
+            f"params for {', '.join(sorted(params))}, which is neither 'method' nor an augmenter of this run",
+            "Key params by 'method' or by an augmenter's name given in `augment`.",
+        )
+    resolved = resolve(raw, registry, "unlearnkit.unlearn")
+    spec: RunSpec = resolved.spec
+
+    labels = dataset_labels(train_set)
+    classes = num_classes or int(max(labels.max().item(), dataset_labels(test_set).max().item())) + 1
+    split = make_split(spec.forget, labels, classes, seed)
+    original = as_classifier(copy.deepcopy(model), head)
+    template = copy.deepcopy(original)
+    workload = Workload(
+        data=StreamedData(train_set, test_set, split, select_device(spec.device), classes, train_eval_set, workers),
+        new_model=lambda: fresh_copy(template),
+        data_id="given:" + fingerprint(labels),
+        classes=[str(c) for c in range(classes)],
+        original=original,
+    )
+    with Progress() if progress else SILENT as bars:
+        result = Protocol(resolved, progress=bars, workload=workload).run()
+    return UnlearnResult(
+        model=user_network(result.unlearned),
+        metrics=result.metrics["unlearned"],
+        original_metrics=result.metrics["original"],
+        retrain_metrics=result.metrics.get("retrain"),
+        run=result,
+    )
+
+
+def _forget_spec(forget: Sequence[int] | torch.Tensor | str) -> dict[str, Any]:
+    if isinstance(forget, str):
+        kind, _, value = forget.partition(":")
+        try:
+            if kind == "random" and value:
+                return {"kind": "random", "fraction": float(value)}
+            if kind == "class" and value:
+                return {"kind": "class", "classes": [int(c) for c in value.split(",")]}
+        except ValueError:
+            pass
+        raise UnlearnkitError(f"forget={forget!r} is not a scenario", "Give indices, 'random:0.1' or 'class:3' (or 'class:3,5').")
+    indices = torch.as_tensor(forget).flatten()
+    if indices.dtype == torch.bool:  # a mask over the training set
+        indices = indices.nonzero().flatten()
+    return ForgetSpec(kind="indices", indices=indices.tolist()).model_dump()
