@@ -356,3 +356,19 @@ def test_cli_unlearns_a_torchvision_model_from_the_users_weights(capsys, tmp_pat
     code, _, err = unlearn_cli(capsys, "run", "--data", "digits", "--model", "torchvision:resnet18", "--original",
                                str(tmp_path / "wrong.safetensors"), "--no-retrain", "--quiet", "--out", str(tmp_path / "c"))
     assert code == 2 and "fc.weight" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_the_own_model_example_runs_end_to_end(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "examples" / "own-model" / "resnet18_digits.py"
+    spec = importlib.util.spec_from_file_location("own_model_example", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    result = example.main(epochs=1, out=tmp_path, cli=True)
+    assert isinstance(result.model, torchvision.models.ResNet)
+    assert result.retrain_metrics is not None and result.metrics["avg_gap"] is not None
+    assert (tmp_path / "unlearned.safetensors").is_file()
+    assert (tmp_path / "cli-bundle" / "results.json").is_file()  # the CLI took the user's weights
