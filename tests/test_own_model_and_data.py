@@ -372,3 +372,15 @@ def test_the_own_model_example_runs_end_to_end(tmp_path):
     assert result.retrain_metrics is not None and result.metrics["avg_gap"] is not None
     assert (tmp_path / "unlearned.safetensors").is_file()
     assert (tmp_path / "cli-bundle" / "results.json").is_file()  # the CLI took the user's weights
+
+
+def test_the_public_surface_imports_from_unlearnkit_alone():
+    import subprocess
+    import sys
+
+    for name in uk.__all__:
+        assert getattr(uk, name) is not None
+    assert uk.RepresentationAugmenter is uk.Augmenter
+    # importing the package (what every plugin does) does not pull in the engine or torch
+    code = "import sys, unlearnkit; print(any(m.startswith(('torch', 'unlearnkit.engine')) for m in sys.modules))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"

@@ -16,16 +16,26 @@ from unlearnkit.hookspecs import hookimpl  # noqa: E402
 RepresentationAugmenter = Augmenter  # the contract's name in the design
 
 
-def __getattr__(name: str):
-    # The Python API pulls in torch and the engine: imported on first use, so plugins and the CLI start fast.
-    if name in ("unlearn", "UnlearnResult"):
-        from unlearnkit import workflow
+# What plugins and users work with beyond the contracts, by the module that defines it. These pull in
+# torch and the engine, so they are imported on first use: listing plugins and the CLI stay fast.
+_LAZY = {
+    "unlearn": "unlearnkit.workflow", "UnlearnResult": "unlearnkit.workflow",
+    "UnlearnRun": "unlearnkit.engine.run", "AugmentedMethod": "unlearnkit.engine.run",
+    "Batch": "unlearnkit.engine.data", "Step": "unlearnkit.engine.data",
+    "Subject": "unlearnkit.evaluation.subject", "Classifier": "unlearnkit.models.base",
+}
 
-        return getattr(workflow, name)
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'unlearnkit' has no attribute {name!r}")
 
 
 __all__ = [
-    "Architecture", "Augmenter", "Choice", "DataShape", "DataSource", "Evaluator", "Method", "Params", "Range",
-    "RepresentationAugmenter", "TrainParams", "UnlearnResult", "UnlearnkitError", "hookimpl", "unlearn", "__version__",
+    "Architecture", "AugmentedMethod", "Augmenter", "Batch", "Choice", "Classifier", "DataShape", "DataSource",
+    "Evaluator", "Method", "Params", "Range", "RepresentationAugmenter", "Step", "Subject", "TrainParams",
+    "UnlearnResult", "UnlearnRun", "UnlearnkitError", "hookimpl", "unlearn", "__version__",
 ]
