@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import types
 
 import pytest
@@ -13,7 +12,7 @@ from unlearnkit import Method, Range, hookimpl
 from unlearnkit.api import Choice
 from unlearnkit.bench.grid import BenchSpec, Cell, expand, merge, scenario_label, scenario_overrides
 from unlearnkit.bench.runner import CellStore, run_grid
-from unlearnkit.bench.summary import (Interval, cl_effects, csv_text, markdown, paired_interval, regime_markdown,
+from unlearnkit.bench.summary import (cl_effects, csv_text, markdown, paired_interval, regime_markdown,
                                       regimes, tabulate)
 from unlearnkit.bench.tune import overlay, parse_range, ranking, search_space, trials
 from unlearnkit.errors import SpecError, UnlearnkitError

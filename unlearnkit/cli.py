@@ -89,14 +89,18 @@ def run(
     method: Optional[str] = MethodOpt,
     augment: Optional[list[str]] = AugmentOpt,
     overrides: Optional[list[str]] = SetOpt,
-    data: Optional[str] = typer.Option(None, "--data", help="digits, fashion-mnist, mnist, cifar10, cifar100, svhn, or an ImageFolder path."),
+    data: Optional[str] = typer.Option(
+        None, "--data", help="digits, fashion-mnist, mnist, cifar10, cifar100, svhn, a plugin's, or an ImageFolder path."
+    ),
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="Where the data set's files are."),
     download: Optional[bool] = typer.Option(None, "--download/--no-download", help="Download missing data with torchvision."),
     model: Optional[str] = typer.Option(None, "--model", help="small-cnn, resnet18, vgg16-bn, torchvision:NAME, timm:NAME or a plugin's."),
     forget: Optional[str] = typer.Option(None, "--forget", help="random:0.1, class:3, indices:FILE or sequential:0.1x5."),
     seed: Optional[int] = typer.Option(None, "--seed"),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps."),
-    original: Optional[Path] = typer.Option(None, "--original", help="Unlearn from this model (.safetensors, or a .pt/.pth state dict) instead of training one."),
+    original: Optional[Path] = typer.Option(
+        None, "--original", help="Unlearn from this model (.safetensors, or a .pt/.pth state dict) instead of training one."
+    ),
     out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Result bundle folder (default runs/<time>-<method>)."),
     overwrite: Optional[bool] = typer.Option(None, "--overwrite", help="Replace an existing bundle once the new one is complete."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Train original and Retrain even if cached."),
@@ -253,7 +257,9 @@ def bench(
     model: Optional[str] = typer.Option(None, "--model", help="The architecture (base.model.name)."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps."),
     params_files: Optional[list[Path]] = typer.Option(None, "--params", help="A tuned.yaml from unlearn tune (repeatable)."),
-    overrides: Optional[list[str]] = typer.Option(None, "--set", "-s", help="Override a bench spec field: base.train.epochs=12 (repeatable)."),
+    overrides: Optional[list[str]] = typer.Option(
+        None, "--set", "-s", help="Override a bench spec field: base.train.epochs=12 (repeatable)."
+    ),
     out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Results folder (default bench/<hash of the grid>)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or per-cell lines."),
 ) -> None:
@@ -318,7 +324,10 @@ def tune(
     method: Optional[str] = MethodOpt,
     augment: Optional[list[str]] = AugmentOpt,
     overrides: Optional[list[str]] = SetOpt,
-    ranges: Optional[list[str]] = typer.Option(None, "--range", "-r", help="PLUGIN.PARAM=LOW:HIGH[:log] or =V1,V2 (repeatable); default: the plugins' declared ranges."),
+    ranges: Optional[list[str]] = typer.Option(
+        None, "--range", "-r",
+        help="PLUGIN.PARAM=LOW:HIGH[:log] or =V1,V2 (repeatable); default: the plugins' declared ranges.",
+    ),
     search: str = typer.Option("grid", "--search", help="grid or random."),
     points: int = typer.Option(3, "--points", min=1, help="grid: values per range."),
     trials_count: int = typer.Option(8, "--trials", min=1, help="random: how many draws."),

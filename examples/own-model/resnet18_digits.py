@@ -57,7 +57,7 @@ def train_resnet(train_set: Dataset, epochs: int) -> nn.Module:
     optimiser = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     loader = DataLoader(train_set, batch_size=64, shuffle=True)
     model.train()
-    for epoch in range(epochs):
+    for _ in range(epochs):
         for x, y in loader:
             optimiser.zero_grad()
             nn.functional.cross_entropy(model(x), y).backward()

@@ -5,4 +5,7 @@ from unlearnkit.engine.data import Batch, RunData, Step
 from unlearnkit.engine.run import AugmentedMethod, UnlearnRun, fit
 from unlearnkit.engine.train import Trainer, lr_factor, retain_cross_entropy
 
-__all__ = ["AugmentedMethod", "Batch", "CostMeter", "RunData", "Step", "Trainer", "UnlearnRun", "fit", "forward_flops", "lr_factor", "retain_cross_entropy"]
+__all__ = [
+    "AugmentedMethod", "Batch", "CostMeter", "RunData", "Step", "Trainer", "UnlearnRun", "fit", "forward_flops", "lr_factor",
+    "retain_cross_entropy",
+]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import types
 
 import pytest
+from pydantic import ValidationError
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -111,7 +112,7 @@ def test_retrain_params_override_single_recipe_fields():
     run = tiny_run(Retrain, data)
     Retrain(RetrainParams(epochs=1)).unlearn(run)
     assert sorted(data.drawn) == sorted(data.split.retain.tolist())
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         RetrainParams(epochs=-1)
 
 
@@ -154,7 +155,7 @@ def test_rl_forget_labels_are_fixed_across_epochs_and_retain_labels_kept(rule, m
     forget = set(data.split.forget.tolist())
     used: dict[int, set[int]] = {}
     assert len(targets) == len(seen)  # one joint forward per step
-    for (step, terms, _), target in zip(seen, targets):
+    for (step, _, _), target in zip(seen, targets):
         n_retain = 0 if step.retain is None else len(step.retain)
         assert len(target) == len(step)
         if step.retain is not None:
@@ -307,7 +308,7 @@ def test_salun_defaults_and_bounds():
     p = SalUnParams()
     assert (p.mask_fraction, p.lr, p.epochs, p.labels) == (0.5, 0.01, 10, "any")
     for bad in (0.0, 1.5):
-        with pytest.raises(Exception):
+        with pytest.raises(ValidationError):
             SalUnParams(mask_fraction=bad)
     assert SalUn.trains_on_retain and SalUn.uses_forget
 

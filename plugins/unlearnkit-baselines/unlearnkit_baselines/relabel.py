@@ -51,7 +51,7 @@ class RandomLabelLoss:
         losses = F.cross_entropy(model(step.joint_x()), torch.cat(targets), reduction="none")
         n = len(losses)
         terms, start = {}, 0
-        for (name, batch), target in zip(parts, targets):
+        for (name, _), target in zip(parts, targets):
             terms[f"{name}_ce"] = losses[start : start + len(target)].sum() / n
             start += len(target)
         return terms
@@ -165,7 +165,8 @@ def saliency_masks(scores: dict[torch.nn.Parameter, torch.Tensor], fraction: flo
 
 class SalUnParams(RandomLabelParams):
     mask_fraction: float = Field(
-        0.5, gt=0, le=1, description="fraction of all weights (ranked globally by forget-gradient magnitude) that may move; search [0.1, 1.0]"
+        0.5, gt=0, le=1,
+        description="fraction of all weights (ranked globally by forget-gradient magnitude) that may move; search [0.1, 1.0]",
     )
     lr: float = Field(0.01, gt=0, description="as rl (PROTOCOL.md ~0.01); the public README example uses 0.1")
 
