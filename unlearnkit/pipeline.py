@@ -83,11 +83,11 @@ def spec_workload(spec: RunSpec, device: torch.device) -> Workload:
     loaded = catalog.load(spec.data.name, spec.data.root, spec.data.download, spec.data.image_size)
     if isinstance(loaded, Datasets):
         loaded = catalog.subset_datasets(loaded, spec.data.train_subset, spec.data.test_subset)
-        labels = dataset_labels(loaded.train)
-        split = make_split(spec.forget, labels, loaded.num_classes, spec.seed)
+        labels = dataset_labels(loaded.train), dataset_labels(loaded.test)
+        split = make_split(spec.forget, labels[0], loaded.num_classes, spec.seed)
         data: RunData = StreamedData(loaded.train, loaded.test, split, device, loaded.num_classes,
-                                     loaded.train_eval, spec.data.workers)
-        data_id = f"{spec.data.name}:" + fingerprint(labels, data.test_y)
+                                     loaded.train_eval, spec.data.workers, labels)
+        data_id = f"{spec.data.name}:" + fingerprint(*labels)
         classes = loaded.classes
         x = loaded.test[0][0]
         shape = (x.shape[0], min(x.shape[1:]))

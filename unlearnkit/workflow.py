@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from unlearnkit.bench.grid import scenario_overrides
 from unlearnkit.engine.data import StreamedData, dataset_labels
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.models import as_classifier, fresh_copy, user_network
@@ -21,7 +22,7 @@ from unlearnkit.pipeline import Protocol, RunResult, Workload, fingerprint, make
 from unlearnkit.plugins import Registry, installed
 from unlearnkit.progress import SILENT, Progress
 from unlearnkit.report import markdown_table, rich_table
-from unlearnkit.spec import ForgetSpec, RunSpec, resolve
+from unlearnkit.spec import RunSpec, resolve, set_path
 
 
 @dataclass
@@ -29,10 +30,21 @@ class UnlearnResult:
     """What `unlearn` returns. `model` is the user's network, unlearned (a copy; the given model is untouched)."""
 
     model: nn.Module
-    metrics: dict[str, float | None]  # the unlearned model's: RA, UA, TA, MIA, ... (Avg Gap and Premise with Retrain)
-    original_metrics: dict[str, float | None]
-    retrain_metrics: dict[str, float | None] | None  # None unless retrain=True
     run: RunResult
+
+    @property
+    def metrics(self) -> dict[str, float | None]:
+        """The unlearned model's RA, UA, TA, MIA, flops, seconds (and Avg Gap and Premise with Retrain)."""
+        return self.run.metrics["unlearned"]
+
+    @property
+    def original_metrics(self) -> dict[str, float | None]:
+        return self.run.metrics["original"]
+
+    @property
+    def retrain_metrics(self) -> dict[str, float | None] | None:
+        """None unless retrain=True."""
+        return self.run.metrics.get("retrain")
 
     def table(self):
         """The result as a rich table (Original, Retrain when trained, the method)."""
@@ -78,12 +90,12 @@ def unlearn(
     raw: dict[str, Any] = {
         "method": {"name": method, "params": params.pop("method", {})},
         "augment": [{"name": a, "params": params.pop(a, {})} for a in augmenters],
-        "forget": _forget_spec(forget),
         "train": dict(train or {}),
         "seed": seed, "device": device, "retrain": retrain, "cache": False,
         "data": {"name": "(given torch Datasets)", "workers": workers},
         "model": {"name": f"(given {type(model).__name__})"},
     }
+    _set_forget(raw, forget)
     if params:
         raise UnlearnkitError(
             f"params for {', '.join(sorted(params))}, which is neither 'method' nor an augmenter of this run",
@@ -92,41 +104,35 @@ def unlearn(
     resolved = resolve(raw, registry, "unlearnkit.unlearn")
     spec: RunSpec = resolved.spec
 
-    labels = dataset_labels(train_set)
-    classes = num_classes or int(max(labels.max().item(), dataset_labels(test_set).max().item())) + 1
-    split = make_split(spec.forget, labels, classes, seed)
+    labels = dataset_labels(train_set), dataset_labels(test_set)
+    classes = num_classes or int(max(y.max().item() for y in labels)) + 1
+    split = make_split(spec.forget, labels[0], classes, seed)
     original = as_classifier(copy.deepcopy(model), head)
     template = copy.deepcopy(original)
     workload = Workload(
-        data=StreamedData(train_set, test_set, split, select_device(spec.device), classes, train_eval_set, workers),
+        data=StreamedData(train_set, test_set, split, select_device(spec.device), classes, train_eval_set, workers, labels),
         new_model=lambda: fresh_copy(template),
-        data_id="given:" + fingerprint(labels),
+        data_id="given:" + fingerprint(*labels),
         classes=[str(c) for c in range(classes)],
         original=original,
     )
     with Progress() if progress else SILENT as bars:
         result = Protocol(resolved, progress=bars, workload=workload).run()
-    return UnlearnResult(
-        model=user_network(result.unlearned),
-        metrics=result.metrics["unlearned"],
-        original_metrics=result.metrics["original"],
-        retrain_metrics=result.metrics.get("retrain"),
-        run=result,
-    )
+    return UnlearnResult(model=user_network(result.unlearned), run=result)
 
 
-def _forget_spec(forget: Sequence[int] | torch.Tensor | str) -> dict[str, Any]:
+def _set_forget(raw: dict[str, Any], forget: Sequence[int] | torch.Tensor | str) -> None:
+    """The spec's forget section: a scenario read as the bench reads it, or the indices (or mask) given."""
     if isinstance(forget, str):
-        kind, _, value = forget.partition(":")
         try:
-            if kind == "random" and value:
-                return {"kind": "random", "fraction": float(value)}
-            if kind == "class" and value:
-                return {"kind": "class", "classes": [int(c) for c in value.split(",")]}
-        except ValueError:
-            pass
-        raise UnlearnkitError(f"forget={forget!r} is not a scenario", "Give indices, 'random:0.1' or 'class:3' (or 'class:3,5').")
+            assignments = scenario_overrides(forget)
+        except UnlearnkitError:
+            raise UnlearnkitError(f"forget={forget!r} is not a scenario",
+                                  "Give indices, 'random:0.1', 'class:3' (or 'class:3,5') or 'sequential:0.1x3'.") from None
+        for assignment in assignments:
+            set_path(raw, assignment)
+        return
     indices = torch.as_tensor(forget).flatten()
     if indices.dtype == torch.bool:  # a mask over the training set
         indices = indices.nonzero().flatten()
-    return ForgetSpec(kind="indices", indices=indices.tolist()).model_dump()
+    raw["forget"] = {"kind": "indices", "indices": indices.tolist()}

@@ -85,10 +85,6 @@ class RunData:
         self.test_index = _test_index(self.test_y, split)
         self.device = device
 
-    @property
-    def train_size(self) -> int:
-        return len(self.train_y)
-
     def with_split(self, split: Split) -> RunData:
         """The same images on the same device, another forget/retain split (a step of sequential forgetting)."""
         data = copy.copy(self)
@@ -142,14 +138,15 @@ class StreamedData(RunData):
         num_classes: int,
         train_eval: Dataset | None = None,
         workers: int = 0,
+        labels: tuple[torch.Tensor, torch.Tensor] | None = None,
     ):
         self.images = None
         self.transform = None
         self.train_set, self.test_set, self.train_eval = train, test, train_eval or train
         self.split = split
         self.num_classes = num_classes
-        self.train_y = dataset_labels(train)
-        self.test_y = dataset_labels(test)
+        # the caller has usually read them already, to draw the split (reading may mean loading every image)
+        self.train_y, self.test_y = labels or (dataset_labels(train), dataset_labels(test))
         self.train_x = self.test_x = None
         self.test_index = _test_index(self.test_y, split)
         self.device = device

@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-import torch
 from torch import nn
 
 from unlearnkit.errors import UnlearnkitError
@@ -56,10 +55,6 @@ class AdaptedClassifier(Classifier):
         """The user's network with this classifier's weights (a method may have replaced the head)."""
         _set(self._network, self.head_path, self.head)
         return self._network
-
-    def load_network_state(self, state: dict[str, torch.Tensor]) -> None:
-        """Load a state dict in the network's own key layout (e.g. torchvision's `conv1.weight`, `fc.weight`)."""
-        self.network().load_state_dict(state)
 
     def train(self, mode: bool = True) -> AdaptedClassifier:
         super().train(mode)
