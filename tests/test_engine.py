@@ -12,7 +12,7 @@ from unlearnkit.api import Augmenter, Method, TrainParams
 from unlearnkit.data.forget import random_split
 from unlearnkit.data.images import ImageSet, Transform
 from unlearnkit.engine import AugmentedMethod, CostMeter, RunData, Trainer, UnlearnRun, fit, forward_flops, lr_factor
-from unlearnkit.engine.data import shuffled, steps, steps_per_epoch
+from unlearnkit.engine.data import Step, shuffled, steps, steps_per_epoch
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.models import resnet18, small_cnn
 
@@ -439,6 +439,54 @@ def test_a_run_that_uses_the_forget_set_gets_it():
     run = make_run(uses_forget=True)
     assert len(list(run.steps("retain+forget", 8, 1))) == 4
     assert sorted(i for b in run.batches("forget", 4) for i in b.index.tolist()) == run.data.split.forget.tolist()
+
+
+def test_a_sealed_run_refuses_forget_samples_in_a_methods_own_schedule():
+    run = make_run(uses_forget=False)
+    forget, retain = run.data.split.forget, run.data.split.retain
+    with pytest.raises(UnlearnkitError, match="does not use the forget set"):
+        run.batch(forget[:2])
+    # a step built behind the run's back (from run.data) is still caught when it is trained on
+    smuggled = Step(run.data.batch(torch.cat([retain[:3], forget[:1]]), run.generator), None, 0, 1, 0, 1)
+    with pytest.raises(UnlearnkitError, match="does not use the forget set"):
+        run.fit([(retain_ce, smuggled)], TrainParams(batch_size=8), 1)
+    assert run.cost.forwards == 0  # refused before any step was taken
+
+
+def test_fit_runs_a_methods_own_schedule_with_one_optimiser_and_the_augmenters():
+    run = make_run(uses_forget=True)
+    aug = RecordingAugmenter()
+    run.augmenters.append(aug)
+    seen = []
+
+    def forget_only(model, step):
+        seen.append("forget")
+        return -F.cross_entropy(model(step.forget.x), step.forget.y)
+
+    def retain_only(model, step):
+        seen.append("retain")
+        return retain_ce(model, step)
+
+    def schedule():  # a SCRUB-like epoch: a pass over D_u, then a pass over D_r
+        yield from ((forget_only, step) for step in run.steps("forget", 4, 1))
+        yield from ((retain_only, step) for step in run.steps("retain", 8, 1))
+
+    start = {k: v.clone() for k, v in run.model.state_dict().items()}
+    run.fit(schedule(), TrainParams(batch_size=8, lr=0.05, schedule="cosine"), 3 + 4)
+    assert seen == ["forget"] * 3 + ["retain"] * 4
+    assert len(aug.seen) == 4  # the augmenter joins the retain steps only
+    assert run.cost.forwards == 3 * (10 + 30) + 3 * 2 * 30
+    assert any(not torch.equal(start[k], v) for k, v in run.model.state_dict().items())
+
+
+def test_steps_among_a_subset_draw_only_those_samples():
+    run = make_run(uses_forget=True)
+    among = torch.cat([run.data.split.retain[:6], run.data.split.forget])
+    stream = list(run.steps("union", 4, 2, among=among))
+    assert len(stream) == 2 * run.steps_per_epoch("union", 4, among=among) == 2 * 4
+    drawn = [i for s in stream for b in (s.retain, s.forget) if b is not None for i in b.index.tolist()]
+    assert sorted(drawn) == sorted(among.tolist() * 2)
+    assert all(s.forget is None or set(s.forget.index.tolist()) <= set(run.data.split.forget.tolist()) for s in stream)
 
 
 def test_unlearn_run_original_is_a_frozen_copy_of_the_starting_weights():

@@ -73,6 +73,12 @@ class Step:
 class RunData:
     """Train and test images on the run's device, the forget/retain split, and the test indices TA uses."""
 
+    # None in StreamedData, which reads a user's Datasets through their own transforms
+    images: ImageSet | None
+    transform: Transform | None
+    train_x: torch.Tensor | None
+    test_x: torch.Tensor | None
+
     def __init__(self, images: ImageSet, transform: Transform, split: Split, device: torch.device):
         self.images = images
         self.transform = transform
@@ -103,20 +109,25 @@ class RunData:
         return {"retain": self.split.retain, "forget": self.split.forget}[part]
 
     def batch(self, index: torch.Tensor, generator: torch.Generator) -> Batch:
+        transform, train_x = self.transform, self.train_x
+        assert transform is not None and train_x is not None  # set in __init__; StreamedData overrides this
         index_dev = index.to(self.device)
-        images = self.train_x[index_dev]
-        x = self.transform.train_view(images, generator)
-        return Batch(x, self.train_y[index_dev], index, lambda: self.transform.train_view(images, generator))
+        images = train_x[index_dev]
+        x = transform.train_view(images, generator)
+        return Batch(x, self.train_y[index_dev], index, lambda: transform.train_view(images, generator))
 
     def eval_views(self, part: str, batch_size: int = 1024) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Un-augmented (test-transform) images and labels of retain, forget, train or test samples."""
+        transform = self.transform
+        assert transform is not None and self.train_x is not None and self.test_x is not None  # StreamedData overrides this
+        x: torch.Tensor
         if part == "test":
             x, y, index = self.test_x, self.test_y, self.test_index
         else:
             x, y, index = self.train_x, self.train_y, self.indices("all" if part == "train" else part)
         for chunk in index.split(batch_size):
             chunk = chunk.to(self.device)
-            yield self.transform.test_view(x[chunk]), y[chunk]
+            yield transform.test_view(x[chunk]), y[chunk]
 
 
 class StreamedData(RunData):
@@ -198,24 +209,34 @@ def _drawn_part(over: Over) -> str:
     return {"retain+forget": "retain", "union": "all"}.get(over, over)
 
 
-def steps_per_epoch(data: RunData, over: Over, batch_size: int) -> int:
-    n = len(data.indices(_drawn_part(over)))
+def _drawn(data: RunData, over: Over, among: torch.Tensor | None) -> torch.Tensor:
+    """The training positions whose shuffled passes make an epoch: `among` when given, else the stream's part."""
+    return data.indices(_drawn_part(over)) if among is None else among
+
+
+def steps_per_epoch(data: RunData, over: Over, batch_size: int, among: torch.Tensor | None = None) -> int:
+    n = len(_drawn(data, over, among))
     full, rest = divmod(n, batch_size)
     return full + (1 if rest > 1 or (rest == 1 and full == 0) else 0)
 
 
-def steps(data: RunData, over: Over, batch_size: int, epochs: int, generator: torch.Generator) -> Iterator[Step]:
+def steps(
+    data: RunData, over: Over, batch_size: int, epochs: int, generator: torch.Generator, among: torch.Tensor | None = None
+) -> Iterator[Step]:
     """The step stream of a training run.
 
     - all / retain / forget: shuffled batches of that part;
     - retain+forget: every retain batch comes with a forget batch, forget batches cycled;
     - union: shuffled batches of retain and forget samples together, split into the two sides.
+
+    `among` (training positions) replaces the part whose passes make an epoch: a union over
+    a subset of D_r with all of D_u, say.
     """
-    per_epoch = steps_per_epoch(data, over, batch_size)
+    per_epoch = steps_per_epoch(data, over, batch_size, among)
     total = per_epoch * epochs
     forget_cycle: list[torch.Tensor] = []
     forget_set = data.split.forget
-    part = data.indices(_drawn_part(over))
+    part = _drawn(data, over, among)
     i = 0
     for epoch in range(epochs):
         for chunk in shuffled(part, batch_size, generator):

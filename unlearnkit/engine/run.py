@@ -18,6 +18,10 @@ from unlearnkit.models import Classifier
 from unlearnkit.progress import SILENT, Progress
 
 
+#: a method's own step schedule: each step with the loss it is trained on (SCRUB alternates two)
+Schedule = Iterable[tuple[LossFn, Step]]
+
+
 def fit(
     model: Classifier,
     data: RunData,
@@ -30,14 +34,19 @@ def fit(
     progress: Progress = SILENT,
     label: str = "training",
     augmenters: Sequence[Augmenter] = (),
-    parameters: Iterable[nn.Parameter] | None = None,
-    masks: Mapping[nn.Parameter, torch.Tensor] | None = None,
 ) -> None:
-    """Train `model` for `params.epochs` over a part of the data with the shared loop."""
+    """Train `model` for `params.epochs` over a part of the data with the shared loop (Original, Retrain)."""
     total = steps_per_epoch(data, over, params.batch_size) * params.epochs
-    trainer = Trainer(model, params, total, cost, augmenters, parameters, masks)
+    schedule = ((loss_fn, step) for step in steps(data, over, params.batch_size, params.epochs, generator))
+    _drive(Trainer(model, params, total, cost, augmenters), schedule, total, progress, label)
+
+
+def _drive(trainer: Trainer, schedule: Schedule, total: int, progress: Progress, label: str,
+           check: Callable[[Step], None] = lambda step: None) -> None:
+    """The loop itself: one optimisation step per scheduled step, with progress."""
     with progress.task(label, total) as advance:
-        for step in steps(data, over, params.batch_size, params.epochs, generator):
+        for loss_fn, step in schedule:
+            check(step)
             advance(trainer.step(loss_fn, step))
 
 
@@ -45,10 +54,10 @@ class UnlearnRun:
     """The workbench handed to `Method.unlearn`.
 
     `model` starts as a copy of the original model; the method edits it in
-    place. Training goes through `train` (or `trainer` + `steps` for methods that
-    interleave phases), which adds the run's augmenter terms and counts cost.
-    Methods that declare `uses_forget = False` get a run whose steps, batches and
-    training refuse forget data.
+    place. Training goes through `train` (one loss over one stream) or `fit` (a
+    method's own schedule of steps), which add the run's augmenter terms and count
+    cost. Methods that declare `uses_forget = False` get a run whose steps, batches
+    and training refuse forget data.
     """
 
     def __init__(
@@ -101,27 +110,35 @@ class UnlearnRun:
         if not self.uses_forget and over != "retain":
             raise UnlearnkitError(f"{self.name} declares that it does not use the forget set, yet asked for '{over}' data")
 
-    def steps(self, over: Over, batch_size: int, epochs: int) -> Iterator[Step]:
-        self._check(over)
-        return steps(self.data, over, batch_size, epochs, self.generator)
+    def _check_index(self, index: torch.Tensor) -> None:
+        if not self.uses_forget and torch.isin(index.cpu(), self.data.split.forget.cpu()).any():
+            raise UnlearnkitError(f"{self.name} declares that it does not use the forget set, yet drew forget samples")
 
-    def steps_per_epoch(self, over: Over, batch_size: int) -> int:
-        return steps_per_epoch(self.data, over, batch_size)
+    def _check_step(self, step: Step) -> None:
+        if step.forget is not None:
+            self._check_index(step.forget.index)
+        if step.retain is not None:
+            self._check_index(step.retain.index)
+
+    def steps(self, over: Over, batch_size: int, epochs: int, among: torch.Tensor | None = None) -> Iterator[Step]:
+        """The engine's step stream (see `unlearnkit.engine.data.steps`), drawn with the run's generator;
+        `among` limits it to some training positions."""
+        self._check(over)
+        return steps(self.data, over, batch_size, epochs, self.generator, among)
+
+    def steps_per_epoch(self, over: Over, batch_size: int, among: torch.Tensor | None = None) -> int:
+        return steps_per_epoch(self.data, over, batch_size, among)
+
+    def batch(self, index: torch.Tensor) -> Batch:
+        """A training batch of the given training positions, drawn with the run's generator (for own schedules)."""
+        self._check_index(index)
+        return self.data.batch(index, self.generator)
 
     def batches(self, part: str, batch_size: int) -> Iterator[Batch]:
         """One shuffled pass over retain, forget or all training samples (for statistics such as saliency)."""
         self._check(part)
         for chunk in shuffled(self.data.indices(part), batch_size, self.generator):
             yield self.data.batch(chunk, self.generator)
-
-    def trainer(
-        self,
-        params: TrainParams,
-        total_steps: int,
-        parameters: Iterable[nn.Parameter] | None = None,
-        masks: Mapping[nn.Parameter, torch.Tensor] | None = None,
-    ) -> Trainer:
-        return Trainer(self.model, params, total_steps, self.cost, self.augmenters, parameters, masks)
 
     def train(
         self,
@@ -132,13 +149,33 @@ class UnlearnRun:
         label: str | None = None,
         masks: Mapping[nn.Parameter, torch.Tensor] | None = None,
     ) -> None:
-        """Train `self.model` with the shared loop; the run's augmenters add their terms to retain batches."""
-        self._check(over)
-        fit(
-            self.model, self.data, over, loss_fn, params,
-            generator=self.generator, cost=self.cost, progress=self.progress,
-            label=label or self.name, augmenters=self.augmenters, parameters=parameters, masks=masks,
-        )
+        """Train `self.model` for `params.epochs` over a part of the data with one loss."""
+        total = self.steps_per_epoch(over, params.batch_size) * params.epochs
+        schedule = ((loss_fn, step) for step in self.steps(over, params.batch_size, params.epochs))
+        self.fit(schedule, params, total, parameters=parameters, label=label, masks=masks)
+
+    def fit(
+        self,
+        schedule: Schedule,
+        params: TrainParams,
+        total_steps: int,
+        *,
+        parameters: Iterable[nn.Parameter] | None = None,
+        label: str | None = None,
+        masks: Mapping[nn.Parameter, torch.Tensor] | None = None,
+    ) -> None:
+        """Train `self.model` over a method's own schedule of (loss, step) pairs, in the order given.
+
+        For methods whose steps do not follow one stream (SCRUB's max- and min-phases, CU's
+        forget batch repeated with fresh retain batches): build the steps with `steps` and
+        `batch`, and hand them here. One optimiser and one learning-rate schedule run over
+        `total_steps`; the run's augmenters add their terms to every step with a retain
+        batch; cost is counted; `parameters` (default: the model's) are what is optimised,
+        and `masks` freezes entries of them. A method that declares `uses_forget = False`
+        gets an error for any step holding forget samples.
+        """
+        trainer = Trainer(self.model, params, total_steps, self.cost, self.augmenters, parameters, masks)
+        _drive(trainer, schedule, total_steps, self.progress, label or self.name, self._check_step)
 
 
 class AugmentedMethod(Method):

@@ -11,6 +11,7 @@ from torch import nn
 
 from unlearnkit import Augmenter
 from unlearnkit.engine import AugmentedMethod
+from unlearnkit.engine import run as engine_run
 from unlearnkit.engine.data import steps
 from unlearnkit.errors import SpecError
 from unlearnkit.testing import tiny_data, tiny_model, tiny_run, trained_model
@@ -65,26 +66,22 @@ def fresh_run(method_cls, data, **kw):
     return run
 
 
-def record_steps(run, monkeypatch):
-    """Wrap run.trainer so that every trainer it makes logs ('max'|'min', batch sizes) per step."""
+def record_steps(monkeypatch):
+    """Log every trainer the engine makes, and each step it takes as 'max' (forget only), 'min' (retain only)
+    or 'mixed'."""
     log = {"trainers": [], "steps": []}
-    make = run.trainer
 
-    def trainer(*args, **kwargs):
-        t = make(*args, **kwargs)
-        step_fn = t.step
+    class Recording(engine_run.Trainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            log["trainers"].append(self)
 
-        def step(loss_fn, s):
+        def step(self, loss_fn, s):
             sides = (s.retain is not None, s.forget is not None)
-            kind = {(False, True): "max", (True, False): "min"}.get(sides, "mixed")
-            log["steps"].append(kind)
-            return step_fn(loss_fn, s)
+            log["steps"].append({(False, True): "max", (True, False): "min"}.get(sides, "mixed"))
+            return super().step(loss_fn, s)
 
-        t.step = step
-        log["trainers"].append(t)
-        return t
-
-    monkeypatch.setattr(run, "trainer", trainer)
+    monkeypatch.setattr(engine_run, "Trainer", Recording)
     return log
 
 
@@ -114,7 +111,7 @@ def scrub(**kw) -> Scrub:
 def test_scrub_alternates_max_then_min_phases_with_one_trainer_and_one_schedule(monkeypatch):
     data = tiny_data()
     run = fresh_run(Scrub, data)
-    log = record_steps(run, monkeypatch)
+    log = record_steps(monkeypatch)
     scrub(epochs=3, msteps=2, schedule="cosine", lr=0.01).unlearn(run)
     # forget: 10 samples in batches of 4 -> 3 steps; retain: 30 in batches of 8 -> 4 steps
     assert log["steps"] == ["max"] * 3 + ["min"] * 4 + ["max"] * 3 + ["min"] * 4 + ["min"] * 4
@@ -127,12 +124,12 @@ def test_scrub_alternates_max_then_min_phases_with_one_trainer_and_one_schedule(
 
 def test_scrub_msteps_beyond_the_epochs_and_zero_msteps(monkeypatch):
     run = tiny_run(Scrub)
-    log = record_steps(run, monkeypatch)
+    log = record_steps(monkeypatch)
     scrub(epochs=2, msteps=5).unlearn(run)
     assert log["steps"] == (["max"] * 3 + ["min"] * 4) * 2
     assert log["trainers"][0].total_steps == 14
     run = tiny_run(Scrub)
-    log = record_steps(run, monkeypatch)
+    log = record_steps(monkeypatch)
     scrub(epochs=2, msteps=0).unlearn(run)
     assert log["steps"] == ["min"] * 8
 
@@ -333,7 +330,7 @@ def test_bad_teacher_optimizer_choice_and_reproducibility(monkeypatch):
     finals = []
     for optimizer, kind in (("adam", torch.optim.Adam), ("adam", torch.optim.Adam), ("sgd", torch.optim.SGD)):
         run = tiny_run(BadTeacher)
-        log = record_steps(run, monkeypatch)
+        log = record_steps(monkeypatch)
         BadTeacher(BadTeacherParams(epochs=1, batch_size=8, lr=1e-3, optimizer=optimizer)).unlearn(run)
         assert type(log["trainers"][0].optimizer) is kind
         finals.append(snapshot(run.model))

@@ -200,11 +200,9 @@ class ContrastiveUnlearning(Method):
         self.fit_head_on_original(run, head)
         per_forget_epoch = run.steps_per_epoch("forget", p.batch_size)
         total = per_forget_epoch * p.omega * p.epochs
-        trainer = run.trainer(p, total, parameters=list(model.parameters()) + list(head.parameters()))
         loss_fn = self.loss_fn(head)
-        with run.progress.task(run.name, total) as advance:
-            for step in self.steps(run, total):
-                advance(trainer.step(loss_fn, step))
+        run.fit(((loss_fn, step) for step in self.steps(run, total)), p, total,
+                parameters=list(model.parameters()) + list(head.parameters()))
 
     def projection_head(self, run, feature_dim: int) -> ProjectionHead:
         """A freshly initialised head, drawn with a seed from the run (the global RNG is left untouched)."""
@@ -255,7 +253,7 @@ class ContrastiveUnlearning(Method):
         i = 0
         for epoch in range(p.epochs):
             for chunk in shuffled(data.indices("forget"), p.batch_size, generator):
-                forget = data.batch(chunk, generator)
+                forget = run.batch(chunk)
                 for _ in range(p.omega):
                     parts = []
                     need = len(chunk)
@@ -265,6 +263,6 @@ class ContrastiveUnlearning(Method):
                         parts.append(pool[:need])
                         pool = pool[need:]
                         need -= len(parts[-1])
-                    retain = data.batch(torch.cat(parts), generator)
+                    retain = run.batch(torch.cat(parts))
                     yield Step(retain, forget, epoch, p.epochs, i, total)
                     i += 1

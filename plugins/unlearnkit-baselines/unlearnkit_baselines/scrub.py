@@ -111,14 +111,14 @@ class Scrub(Method):
         total = p.epochs * run.steps_per_epoch("retain", p.batch_size) + max_epochs * run.steps_per_epoch(
             "forget", p.forget_batch_size
         )
-        trainer = run.trainer(p, total)
         teacher = run.original
         maximise = max_step_loss(teacher, p.temperature, run.cost)
         minimise = min_step_loss(teacher, p.temperature, p.gamma, p.alpha, run.cost)
-        with run.progress.task(run.name, total) as advance:
+
+        def schedule():
             for epoch in range(p.epochs):
                 if epoch < p.msteps:
-                    for step in run.steps("forget", p.forget_batch_size, 1):
-                        advance(trainer.step(maximise, step))
-                for step in run.steps("retain", p.batch_size, 1):
-                    advance(trainer.step(minimise, step))
+                    yield from ((maximise, step) for step in run.steps("forget", p.forget_batch_size, 1))
+                yield from ((minimise, step) for step in run.steps("retain", p.batch_size, 1))
+
+        run.fit(schedule(), p, total)

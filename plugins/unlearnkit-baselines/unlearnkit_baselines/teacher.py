@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Iterator, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 
 from unlearnkit import Method, TrainParams
-from unlearnkit.engine.data import Step, shuffled
 
 
 def incompetent_teacher(run) -> torch.nn.Module:
@@ -118,23 +117,7 @@ class BadTeacher(Method):
         keep = max(1, int(p.retain_fraction * len(retain))) if len(retain) else 0
         subset = retain[torch.randperm(len(retain), generator=run.generator)[:keep]]
         index = torch.cat([subset, run.data.split.forget])
-        per_epoch = len(shuffled(index, p.batch_size, torch.Generator().manual_seed(0)))  # count only
-        total = per_epoch * p.epochs
-        trainer = run.trainer(p, total)
+        total = run.steps_per_epoch("union", p.batch_size, among=index) * p.epochs
         loss_fn = bad_teacher_loss(run.original, incompetent_teacher(run), p.temperature, run.cost)
-        with run.progress.task(run.name, total) as advance:
-            for step in union_steps(run, index, p.batch_size, p.epochs, total):
-                advance(trainer.step(loss_fn, step))
-
-
-def union_steps(run, index: torch.Tensor, batch_size: int, epochs: int, total: int) -> Iterator[Step]:
-    """Shuffled batches of the given training samples, each split into its retain and forget sides."""
-    forget = run.data.split.forget
-    i = 0
-    for epoch in range(epochs):
-        for chunk in shuffled(index, batch_size, run.generator):
-            is_forget = torch.isin(chunk, forget)
-            retain_batch = run.data.batch(chunk[~is_forget], run.generator) if (~is_forget).any() else None
-            forget_batch = run.data.batch(chunk[is_forget], run.generator) if is_forget.any() else None
-            yield Step(retain_batch, forget_batch, epoch, epochs, i, total)
-            i += 1
+        steps = run.steps("union", p.batch_size, p.epochs, among=index)
+        run.fit(((loss_fn, step) for step in steps), p, total)
