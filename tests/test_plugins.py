@@ -524,3 +524,28 @@ def test_a_third_party_plugin_cannot_take_a_first_party_name(site):
     assert record(registry, "baselines").status == "loaded"
     assert registry.get("method", "ft").distribution == "unlearnkit-baselines"
     assert record(registry, "impostor").status == "failed"
+
+
+# --------------------------------------------------------------------------- the tutorial in docs/writing-plugins.md
+
+
+def tutorial_module() -> types.ModuleType:
+    """The tutorial's Python blocks, run in order as the one module a reader would write."""
+    text = (ROOT / "docs" / "writing-plugins.md").read_text()
+    tutorial = text[text.index("<!-- tutorial:start"):text.index("<!-- tutorial:end -->")]
+    module = types.ModuleType("unlearnkit_ascent_repair")
+    sys.modules[module.__name__] = module  # pydantic resolves the Params' annotations through it
+    exec(compile("\n".join(re.findall(r"```python\n(.*?)```", tutorial, re.S)), "writing-plugins.md", "exec"),
+         module.__dict__)
+    return module
+
+
+def test_the_tutorials_method_registers_passes_its_own_tests_and_takes_an_augmenter():
+    module = tutorial_module()
+    registry = discover(modules=[("ascent-repair", module)], env={})
+    assert registry.get_class("method", "ascent-repair") is module.AscentRepair
+    module.test_ascent_repair_conforms()
+    module.test_each_round_ascends_on_the_forget_set_then_repairs_on_the_retain_set()
+    resolved = resolve({"method": {"name": "ascent-repair", "params": {"epochs": 3}}, "augment": ["coun-cl"]},
+                       discover(modules=[("ascent-repair", module)]))
+    assert resolved.method.params.epochs == 3 and resolved.name == "ascent-repair+coun-cl"
