@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from unlearnkit.api import Augmenter, Method, TrainParams
 from unlearnkit.data.forget import random_split
 from unlearnkit.data.images import ImageSet, Transform
+from unlearnkit.engine.compute import Compute
 from unlearnkit.engine import AugmentedMethod, CostMeter, RunData, Trainer, UnlearnRun, fit, forward_flops, lr_factor
 from unlearnkit.engine.data import Step, shuffled, steps, steps_per_epoch
 from unlearnkit.errors import UnlearnkitError
@@ -518,3 +519,54 @@ def test_augmented_method_adds_its_augmenters_to_the_run():
     assert inner.seen == [aug]
     assert len(aug.seen) == 4  # one call per retain step
     assert run.cost.forwards == 3 * 30 + 3 * 2 * 30
+
+
+# --------------------------------------------------------------------------- precision, memory format, compilation
+
+
+def test_compute_auto_is_fp32_on_cpu_and_explicit_choices_are_kept():
+    cpu = torch.device("cpu")
+    assert Compute.choose(cpu) == Compute(cpu, "fp32", channels_last=False, compile=False)
+    assert Compute.choose(cpu, "bf16", channels_last=True).precision == "bf16"
+
+
+@pytest.mark.parametrize("precision,dtype", [("bf16", torch.bfloat16), ("fp16", torch.float16), ("fp32", torch.float32)])
+def test_trainer_computes_the_loss_in_the_chosen_precision_and_keeps_fp32_weights(precision, dtype):
+    data = tiny_data()
+    model = tiny_model()
+    seen = []
+
+    def loss(model, step):
+        logits = model(step.retain.x)
+        seen.append(logits.dtype)
+        return F.cross_entropy(logits, step.retain.y)
+
+    compute = Compute(torch.device("cpu"), precision)
+    before = model.head.weight.detach().clone()
+    trainer = Trainer(model, TrainParams(lr=0.05), 4, CostMeter(1), compute=compute)
+    for step in steps(data, "retain", 8, 1, torch.Generator().manual_seed(0)):
+        assert torch.isfinite(trainer.step(loss, step))
+    assert seen == [dtype] * 4
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert not torch.equal(before, model.head.weight)
+    assert trainer.scaler.is_enabled() == (precision == "fp16")
+
+
+def test_fp16_loss_scaling_skips_a_step_whose_gradients_overflow():
+    data = tiny_data()
+    model = tiny_model()
+    trainer = Trainer(model, TrainParams(lr=0.05), 2, CostMeter(1), compute=Compute(torch.device("cpu"), "fp16"))
+    step = next(steps(data, "retain", 8, 1, torch.Generator().manual_seed(0)))
+    before = {k: v.clone() for k, v in model.state_dict().items() if "weight" in k}
+    scale = trainer.scaler.get_scale()
+    trainer.step(lambda model, step: model(step.retain.x).sum() * float("inf"), step)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items() if k in before)  # no update
+    assert trainer.scaler.get_scale() < scale
+
+
+def test_prepare_puts_convolutions_in_channels_last():
+    model = Compute(torch.device("cpu"), channels_last=True).prepare(tiny_model())
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
+    x = torch.randn(2, 1, 8, 8)
+    assert model(x).shape == (2, CLASSES)

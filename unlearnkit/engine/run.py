@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from unlearnkit.api import Augmenter, Method, TrainParams
+from unlearnkit.engine.compute import FP32, Compute
 from unlearnkit.engine.cost import CostMeter
 from unlearnkit.engine.data import Batch, Over, RunData, Step, shuffled, steps, steps_per_epoch
 from unlearnkit.engine.train import LossFn, Trainer
@@ -34,11 +35,12 @@ def fit(
     progress: Progress = SILENT,
     label: str = "training",
     augmenters: Sequence[Augmenter] = (),
+    compute: Compute = FP32,
 ) -> None:
     """Train `model` for `params.epochs` over a part of the data with the shared loop (Original, Retrain)."""
     total = steps_per_epoch(data, over, params.batch_size) * params.epochs
     schedule = ((loss_fn, step) for step in steps(data, over, params.batch_size, params.epochs, generator))
-    _drive(Trainer(model, params, total, cost, augmenters), schedule, total, progress, label)
+    _drive(Trainer(model, params, total, cost, augmenters, compute=compute), schedule, total, progress, label)
 
 
 def _drive(trainer: Trainer, schedule: Schedule, total: int, progress: Progress, label: str,
@@ -72,6 +74,7 @@ class UnlearnRun:
         progress: Progress = SILENT,
         uses_forget: bool = True,
         name: str = "unlearn",
+        compute: Compute = FP32,
     ):
         self.model = model
         self.data = data
@@ -84,6 +87,7 @@ class UnlearnRun:
         self.augmenters: list[Augmenter] = []
         self.uses_forget = uses_forget
         self.name = name
+        self.compute = compute
         self._original_state = copy.deepcopy(model.state_dict())
 
     @property
@@ -101,7 +105,7 @@ class UnlearnRun:
     @cached_property
     def original(self) -> Classifier:
         """A frozen copy of the original model (a teacher, a reference), in eval mode."""
-        frozen = self.new_model().to(self.device)
+        frozen = self.compute.prepare(self.new_model())
         frozen.load_state_dict(self._original_state)
         frozen.eval().requires_grad_(False)
         return frozen
@@ -174,7 +178,7 @@ class UnlearnRun:
         and `masks` freezes entries of them. A method that declares `uses_forget = False`
         gets an error for any step holding forget samples.
         """
-        trainer = Trainer(self.model, params, total_steps, self.cost, self.augmenters, parameters, masks)
+        trainer = Trainer(self.model, params, total_steps, self.cost, self.augmenters, parameters, masks, self.compute)
         _drive(trainer, schedule, total_steps, self.progress, label or self.name, self._check_step)
 
 

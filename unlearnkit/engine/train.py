@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from unlearnkit.api import Augmenter, TrainParams
+from unlearnkit.engine.compute import FP32, Compute
 from unlearnkit.engine.cost import CostMeter
 from unlearnkit.engine.data import Step
 from unlearnkit.models import Classifier
@@ -65,6 +66,9 @@ class Trainer:
     `masks` (parameter -> 0/1 tensor of its shape) restricts updates to the
     masked-in entries: weight decay joins the gradient before the mask, so a
     masked-out weight does not move at all (SalUn's frozen weights).
+
+    `compute` sets the precision the losses are computed in (bf16/fp16 autocast,
+    fp16 with loss scaling); weights and optimiser state stay fp32.
     """
 
     def __init__(
@@ -76,8 +80,11 @@ class Trainer:
         augmenters: Sequence[Augmenter] = (),
         parameters: Iterable[nn.Parameter] | None = None,
         masks: Mapping[nn.Parameter, torch.Tensor] | None = None,
+        compute: Compute = FP32,
     ):
         self.model = model
+        self.compute = compute
+        self.scaler = compute.grad_scaler()
         self.params = params
         self.total_steps = max(total_steps, 1)
         self.cost = cost
@@ -117,13 +124,16 @@ class Trainer:
         factor = lr_factor(self.params, self.steps_done / self.total_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = self.params.lr * factor
-        terms = self.loss_terms(loss_fn, step)
-        total = sum(terms.values())
+        with self.compute.autocast():
+            terms = self.loss_terms(loss_fn, step)
+            total = sum(terms.values())
         self.optimizer.zero_grad(set_to_none=True)
-        total.backward()
+        self.scaler.scale(total).backward()
         if self.masks:
+            self.scaler.unscale_(self.optimizer)  # the masks and weight decay act on true gradients
             self._mask_updates()
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)  # skipped when fp16 gradients overflowed; the scale then drops
+        self.scaler.update()
         self.cost.trained(len(step))
         self.steps_done += 1
         return total.detach()
