@@ -12,10 +12,9 @@ from typing import Any, Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from unlearnkit.errors import UnlearnkitError
-from unlearnkit.plugins import installed
+from unlearnkit.plugins import installed, plugin_rows
 from unlearnkit.progress import Progress
 from unlearnkit.spec import ResolvedRun, build_spec, json_schema, read_spec_file, resolve
 
@@ -110,7 +109,7 @@ def run(
     """Run the protocol: original, Retrain, the method (with augmenters), evaluation, result bundle."""
     from unlearnkit.bundle import check_destination, write_bundle
     from unlearnkit.pipeline import Protocol
-    from unlearnkit.report import rich_table
+    from unlearnkit.report import rich_table, run_title
 
     spec, source = _spec_from_cli(
         spec_file, method, augment, overrides,
@@ -135,12 +134,7 @@ def run(
                   "(models already cached are kept, so a rerun resumes from them)")
         raise typer.Exit(130) from None
     for step in result.steps:  # one table per forget request (one in all but sequential forgetting)
-        title = (
-            f"{name} on {run_spec.data.name} ({run_spec.model.name}), {run_spec.forget.kind} forgetting "
-            f"of {len(step.split.forget)} samples"
-            + (f", step {step.step} of {len(result.steps)}" if step.step else "") + f", seed {run_spec.seed}"
-        )
-        out.print(rich_table(step.metrics, name, title=title))
+        out.print(rich_table(step.metrics, name, title=run_title(name, run_spec, step, len(result.steps))))
     retrain_sources = ", ".join(step.sources.get("retrain", "not trained (--no-retrain)") for step in result.steps)
     out.print(f"original: {result.sources['original']}; retrain: {retrain_sources}; "
               f"total {time.perf_counter() - started:.1f} s; bundle: {bundle}")
@@ -209,27 +203,13 @@ TUNING_SEEDS = 100
 
 def _report_regime(records: list[dict]) -> None:
     """Before any method runs: can this setting tell methods apart? One row per scenario, a warning where not."""
-    from unlearnkit.bench.grid import scenario_label
-    from unlearnkit.bench.summary import ACCURACIES, regimes, tabulate
+    from unlearnkit.bench.summary import regime_report
 
-    found = regimes(tabulate(records))
-    if not found:
-        return
-    table = Table(title="the regime: Original vs Retrain (seed means)", caption="seed noise: mean Avg Gap between "
-                  "Retrains of two seeds; ratio: Avg Gap / seed noise")
-    for column in ("scenario", "seeds", "Original RA/UA/TA/MIA", "Retrain RA/UA/TA/MIA", "RA-TA", "Avg Gap",
-                   "seed noise", "ratio", "discriminates"):
-        table.add_column(column, justify="left" if column == "scenario" else "right")
-    for r in found:
-        table.add_row(scenario_label(r.scenario), str(r.seeds),
-                      *("/".join(f"{m[k]:.1f}" for k in ACCURACIES) for m in (r.original, r.retrain)),
-                      f"{r.generalisation_gap:.1f}", f"{r.gap:.2f}", "n/a" if r.noise is None else f"{r.noise:.2f}",
-                      "n/a" if r.ratio is None else f"{r.ratio:.1f}",
-                      {True: "yes", False: "[bold red]no[/]", None: "unknown"}[r.discriminates])
-    err.print(table)
-    for r in found:
-        if r.warning():
-            err.print(f"[bold yellow]warning:[/] {r.warning()}", highlight=False)
+    table, warnings = regime_report(records)
+    if table is not None:
+        err.print(table)
+    for line in warnings:
+        err.print(f"[bold yellow]warning:[/] {line}", highlight=False)
 
 
 def _finish(outcome, files: list[Path], folder: Path, total: int) -> None:
@@ -376,21 +356,11 @@ def tune(
     outcome, files = _run_and_report(grid, folder, quiet, header, {"tune": identity})
     ranked = ranking(outcome.records, assignments, len(seed_list))
     if ranked:
+        from unlearnkit.bench.summary import trial_tables
         from unlearnkit.bench.tune import overlay
 
-        keys = list(space)
-        table = Table(title=f"{name}: trials by mean Avg Gap to Retrain ({scenario}, seeds {seeds})")
-        for column in ["trial", *keys, "RA", "UA", "TA", "MIA", "Avg Gap", "Per-seed Gap"]:
-            table.add_column(column, justify="right")
-        lines = ["| trial | " + " | ".join(keys) + " | RA | UA | TA | MIA | Avg Gap | Per-seed Gap |",
-                 "| ---: |" + " ---: |" * (len(keys) + 6)]
-        for row in ranked:
-            cells = [str(row["trial"]), *(f"{row['assignment'][k]:g}" if isinstance(row["assignment"][k], float)
-                                          else str(row["assignment"][k]) for k in keys),
-                     *(f"{row[k]:.2f}" for k in ("RA", "UA", "TA", "MIA")), f"{row['avg_gap']:.2f}",
-                     f"{row['seed_gap']:.2f} ± {row['seed_gap_std']:.2f}"]
-            table.add_row(*cells)
-            lines.append("| " + " | ".join(cells) + " |")
+        table, trials_markdown = trial_tables(ranked, list(space),
+                                              f"{name}: trials by mean Avg Gap to Retrain ({scenario}, seeds {seeds})")
         best = ranked[0]
         if len(ranked) == len(assignments):  # a winner only among every trial, each over every seed
             # the params the trials ran with: those set in the spec, then the search's choice
@@ -406,7 +376,7 @@ def tune(
             err.print(f"{len(ranked)} of {len(assignments)} trials finished: no tuned.yaml until all have; "
                       "run the same command again to finish them")
         with (folder / "results.md").open("a") as handle:
-            handle.write("\n### Trials, best first\n\n" + "\n".join(lines) + "\n\nChosen: "
+            handle.write("\n### Trials, best first\n\n" + trials_markdown + "\n\nChosen: "
                          + ", ".join(f"{k}={v}" for k, v in best["assignment"].items()) + "\n")
         out.print(table)
         if len(ranked) == len(assignments):
@@ -421,7 +391,7 @@ def _tune_bench(path: Path, overrides: list[str], scenario: str, seeds: list[int
     import yaml
 
     from unlearnkit.bench.grid import merge, read_bench_spec, spec_key
-    from unlearnkit.bench.summary import flatten
+    from unlearnkit.bench.summary import tuned_markdown
     from unlearnkit.bench.tune import bench_tuning_grid, chosen_params
     from unlearnkit.spec import set_path
 
@@ -435,7 +405,7 @@ def _tune_bench(path: Path, overrides: list[str], scenario: str, seeds: list[int
     folder = out_dir or Path("tune") / f"bench-{spec_key(identity)[:8]}"
     folder.mkdir(parents=True, exist_ok=True)
     chosen: dict[str, Any] = {}
-    lines = ["| variant | chosen | RA | UA | TA | MIA | Avg Gap | Per-seed Gap |", "| --- | --- |" + " ---: |" * 6]
+    best: dict[str, dict[str, Any]] = {}  # each variant's best trial, for the table
     for wrapped in (False, True):
         spec.params = merge(spec.params, chosen)  # wrapped variants tune with their methods' choices
         names, grid = bench_tuning_grid(spec, wrapped, scenario, seeds, points, registry)
@@ -452,16 +422,13 @@ def _tune_bench(path: Path, overrides: list[str], scenario: str, seeds: list[int
             found = chosen_params(variant, outcome.records, grid, len(seeds))
             if found is None:
                 raise UnlearnkitError(f"{variant}: not every trial finished", "Run the same command again to finish them.")
-            chosen[variant], best = found
-            lines.append(f"| {variant} | {', '.join(flatten(chosen[variant]))} | "
-                         + " | ".join(f"{best[k]:.2f}" for k in ("RA", "UA", "TA", "MIA"))
-                         + f" | {best['avg_gap']:.2f} | {best['seed_gap']:.2f} ± {best['seed_gap_std']:.2f} |")
+            chosen[variant], best[variant] = found
     tuned = {"params": chosen, "tuned_on": {"scenario": scenario, "seeds": seeds}}
     note = (f"# unlearn tune --bench {path}: each variant's best trial on {scenario}, seeds {seeds}\n"
             f"# use with: unlearn bench {path} --params {folder / 'tuned.yaml'}\n")
     (folder / "tuned.yaml").write_text(note + yaml.safe_dump(tuned, sort_keys=False))
     (folder / "results.md").write_text(f"# Tuned on {scenario}, seeds {seeds}\n\nCommand: `{_command_line()}`\n\n"
-                                       + "\n".join(lines) + "\n")
+                                       + tuned_markdown(chosen, best) + "\n")
     out.print((folder / "results.md").read_text(), markup=False, highlight=False, soft_wrap=True)
     err.print(f"written {folder / 'tuned.yaml'}")
 
@@ -479,6 +446,7 @@ def plot(
 ) -> None:
     """Draw the representation space (PCA, t-SNE) of original, Retrain and the unlearned model, forget samples marked."""
     from unlearnkit.plotting import plot_bundle
+    from unlearnkit.report import premise_table
 
     chosen = projections or ["pca", "tsne"]
     unknown = [p for p in chosen if p not in ("pca", "tsne")]
@@ -486,53 +454,21 @@ def plot(
         raise UnlearnkitError(f"--projection {unknown[0]} is not one of pca, tsne")
     with Progress(console=err, enabled=not quiet and err.is_terminal) as progress:
         files, premise = plot_bundle(bundle, out_dir or bundle / "plots", chosen, samples, progress, installed())
-    table = Table(title="premise agreement", caption="% of forget samples whose nearest retain-class centroid "
-                  "(in the model's features) is the class Retrain predicts")
-    table.add_column("model", no_wrap=True)
-    table.add_column("agreement %", justify="right")
-    for name, value in premise.items():
-        table.add_row(name, f"{value:.2f}")
-    out.print(table)
+    out.print(premise_table(premise))
     out.print("written: " + ", ".join(str(f) for f in files))
-
-
-PLUGIN_COLUMNS = ("name", "kind", "version", "distribution", "status", "summary")
 
 
 @app.command()
 def plugins(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """List installed plugins: name, kind, version, distribution, and whether they loaded."""
+    from unlearnkit.report import plugins_table
+
     registry = installed()
-    rows = []
-    for record in registry.plugins:
-        base = {"plugin": record.name, "distribution": record.distribution, "version": record.version,
-                "status": record.status, "error": record.error}
-        if record.entries:
-            rows += [{"name": e.name, "kind": e.kind, "summary": e.cls.summary(), **base} for e in record.entries]
-        else:
-            rows.append({"name": None, "kind": None, "summary": None, **base})
-    order = {"method": 0, "augmenter": 1, "evaluator": 2, "model": 3, "dataset": 4, None: 5}
-    rows.sort(key=lambda r: (order[r["kind"]], r["name"] or r["plugin"]))
+    rows = plugin_rows(registry)
     if as_json:
         out.print_json(json.dumps(rows))
         return
-    cells = [
-        [row["name"] or f"({row['plugin']})", row["kind"] or "-", row["version"] or "-", row["distribution"] or "-",
-         row["status"], row["summary"] or row["error"] or ""]
-        for row in rows
-    ]
-    widths = [max([len(column)] + [len(c[i]) for c in cells]) for i, column in enumerate(PLUGIN_COLUMNS)]
-    room = out.width - sum(widths[:-1]) - 3 * len(widths) - 1  # what is left for the summary
-    shown = PLUGIN_COLUMNS if room >= 20 else PLUGIN_COLUMNS[:-1]
-    table = Table(title="unlearnkit plugins")
-    for column, width in zip(shown, widths):
-        table.add_column(column, no_wrap=True, min_width=min(width, room) if column == "summary" else width,
-                         max_width=room if column == "summary" else None, overflow="ellipsis")
-    colours = {"loaded": "green", "failed": "red", "blocked": "yellow"}
-    for cell in cells:
-        cell[4] = f"[{colours[cell[4]]}]{cell[4]}[/]"
-        table.add_row(*cell[: len(shown)])
-    out.print(table)
+    out.print(plugins_table(rows, out.width))
     failed = [r for r in registry.plugins if r.status == "failed"]
     for record in failed:
         err.print(f"[red]plugin '{record.name}' ({record.distribution or 'unknown distribution'}) failed:[/] {record.error}")

@@ -202,6 +202,23 @@ def _check_entry(cls: Any, kind: str, record: PluginRecord, registry: Registry, 
     return Entry(name, kind, cls, record.name, record.distribution, record.version)
 
 
+KIND_ORDER = {"method": 0, "augmenter": 1, "evaluator": 2, "model": 3, "dataset": 4, None: 5}
+
+
+def plugin_rows(registry: Registry) -> list[dict[str, Any]]:
+    """One row per registered entry, and one per plugin that registered none (failed, blocked), by kind then name."""
+    rows = []
+    for record in registry.plugins:
+        base = {"plugin": record.name, "distribution": record.distribution, "version": record.version,
+                "status": record.status, "error": record.error}
+        if record.entries:
+            rows += [{"name": e.name, "kind": e.kind, "summary": e.cls.summary(), **base} for e in record.entries]
+        else:
+            rows.append({"name": None, "kind": None, "summary": None, **base})
+    rows.sort(key=lambda r: (KIND_ORDER[r["kind"]], r["name"] or r["plugin"]))
+    return rows
+
+
 _installed: Registry | None = None
 
 

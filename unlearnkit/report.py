@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from rich import box
 from rich.table import Table
+
+if TYPE_CHECKING:  # annotations only: the pipeline imports torch, and `unlearn plugins` imports this module
+    from unlearnkit.pipeline import StepResult
+    from unlearnkit.spec import RunSpec
 
 LABELS = {"avg_gap": "Avg Gap", "premise": "Premise", "flops": "FLOPs", "seconds": "Time"}
 ROW_LABELS = {"original": "Original", "retrain": "Retrain"}
@@ -35,6 +39,15 @@ def columns(metrics: Mapping[str, Mapping[str, float | None]]) -> list[str]:
     return keys
 
 
+def run_title(name: str, spec: RunSpec, step: StepResult, steps: int) -> str:
+    """The title of one forget request's table; the step is named only when there are several."""
+    return (
+        f"{name} on {spec.data.name} ({spec.model.name}), {spec.forget.kind} forgetting "
+        f"of {len(step.split.forget)} samples"
+        + (f", step {step.step} of {steps}" if step.step else "") + f", seed {spec.seed}"
+    )
+
+
 def rich_table(metrics: Mapping[str, Mapping[str, float | None]], method: str, title: str | None = None) -> Table:
     table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)  # fits 80 columns
     table.add_column("model", no_wrap=True)
@@ -59,3 +72,38 @@ def markdown_table(metrics: Mapping[str, Mapping[str, float | None]], method: st
 
 def describe_run(lines: Sequence[tuple[str, str]]) -> str:
     return "\n".join(f"- {key}: {value}" for key, value in lines)
+
+
+def premise_table(premise: Mapping[str, float]) -> Table:
+    """`unlearn plot`'s premise agreement per model."""
+    table = Table(title="premise agreement", caption="% of forget samples whose nearest retain-class centroid "
+                  "(in the model's features) is the class Retrain predicts")
+    table.add_column("model", no_wrap=True)
+    table.add_column("agreement %", justify="right")
+    for name, value in premise.items():
+        table.add_row(name, f"{value:.2f}")
+    return table
+
+
+PLUGIN_COLUMNS = ("name", "kind", "version", "distribution", "status", "summary")
+STATUS_COLOURS = {"loaded": "green", "failed": "red", "blocked": "yellow"}
+
+
+def plugins_table(rows: Sequence[Mapping[str, Any]], width: int) -> Table:
+    """`unlearn plugins` in `width` columns: summaries are cut to fit, or left out where under 20 columns are left."""
+    cells = [
+        [row["name"] or f"({row['plugin']})", row["kind"] or "-", row["version"] or "-", row["distribution"] or "-",
+         row["status"], row["summary"] or row["error"] or ""]
+        for row in rows
+    ]
+    widths = [max([len(column)] + [len(c[i]) for c in cells]) for i, column in enumerate(PLUGIN_COLUMNS)]
+    room = width - sum(widths[:-1]) - 3 * len(widths) - 1  # what is left for the summary
+    shown = PLUGIN_COLUMNS if room >= 20 else PLUGIN_COLUMNS[:-1]
+    table = Table(title="unlearnkit plugins")
+    for column, column_width in zip(shown, widths):
+        table.add_column(column, no_wrap=True, min_width=min(column_width, room) if column == "summary" else column_width,
+                         max_width=room if column == "summary" else None, overflow="ellipsis")
+    for cell in cells:
+        cell[4] = f"[{STATUS_COLOURS[cell[4]]}]{cell[4]}[/]"
+        table.add_row(*cell[: len(shown)])
+    return table

@@ -2,6 +2,7 @@
 
 Written as Markdown (results.md), CSV (results.csv) and JSON (results.json), plus the
 CL-integration figure (cl_integration.png) when the grid has wrapped and unwrapped variants.
+The regime check and tuning trials are also rendered here as rich tables for the terminal.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
+
+from rich.table import Table
 
 from unlearnkit.bench.grid import scenario_label
 
@@ -324,6 +327,25 @@ def regime_markdown(found: list[Regime]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def regime_report(records: list[dict[str, Any]]) -> tuple[Table | None, list[str]]:
+    """The terminal's regime table (None without Original and Retrain rows) and the warnings to print below it."""
+    found = regimes(tabulate(records))
+    if not found:
+        return None, []
+    table = Table(title="the regime: Original vs Retrain (seed means)", caption="seed noise: mean Avg Gap between "
+                  "Retrains of two seeds; ratio: Avg Gap / seed noise")
+    for column in ("scenario", "seeds", "Original RA/UA/TA/MIA", "Retrain RA/UA/TA/MIA", "RA-TA", "Avg Gap",
+                   "seed noise", "ratio", "discriminates"):
+        table.add_column(column, justify="left" if column == "scenario" else "right")
+    for r in found:
+        table.add_row(scenario_label(r.scenario), str(r.seeds),
+                      *("/".join(f"{m[k]:.1f}" for k in ACCURACIES) for m in (r.original, r.retrain)),
+                      f"{r.generalisation_gap:.1f}", f"{r.gap:.2f}", "n/a" if r.noise is None else f"{r.noise:.2f}",
+                      "n/a" if r.ratio is None else f"{r.ratio:.1f}",
+                      {True: "yes", False: "[bold red]no[/]", None: "unknown"}[r.discriminates])
+    return table, [r.warning() for r in found if r.warning()]
+
+
 def flatten(overlay: dict[str, Any], prefix: str = "") -> list[str]:
     """{method: {params: {lr: 0.1}}} -> ["method.params.lr=0.1"]; augment lists by plugin name."""
     lines = []
@@ -381,3 +403,34 @@ def write_reports(folder: Path, records: list[dict[str, Any]], header: str, meta
         written.append(cl_integration(effects, folder / "cl_integration.png"))
     return written
 
+
+
+# --- tuning: trials and the params each variant was given -------------------------------------
+
+
+def trial_tables(ranked: list[dict[str, Any]], keys: list[str], title: str) -> tuple[Table, str]:
+    """The ranked trials (bench.tune.ranking) as a terminal table and as Markdown, with the same cells."""
+    table = Table(title=title)
+    for column in ["trial", *keys, "RA", "UA", "TA", "MIA", "Avg Gap", "Per-seed Gap"]:
+        table.add_column(column, justify="right")
+    lines = ["| trial | " + " | ".join(keys) + " | RA | UA | TA | MIA | Avg Gap | Per-seed Gap |",
+             "| ---: |" + " ---: |" * (len(keys) + 6)]
+    for row in ranked:
+        cells = [str(row["trial"]), *(f"{row['assignment'][k]:g}" if isinstance(row["assignment"][k], float)
+                                      else str(row["assignment"][k]) for k in keys),
+                 *(f"{row[k]:.2f}" for k in ACCURACIES), f"{row['avg_gap']:.2f}",
+                 f"{row['seed_gap']:.2f} ± {row['seed_gap_std']:.2f}"]
+        table.add_row(*cells)
+        lines.append("| " + " | ".join(cells) + " |")
+    return table, "\n".join(lines)
+
+
+def tuned_markdown(chosen: dict[str, dict[str, Any]], best: dict[str, dict[str, Any]]) -> str:
+    """`unlearn tune --bench`'s table: each variant's chosen params and its best trial's measures."""
+    lines = ["| variant | chosen | RA | UA | TA | MIA | Avg Gap | Per-seed Gap |", "| --- | --- |" + " ---: |" * 6]
+    for variant, params in chosen.items():
+        trial = best[variant]
+        lines.append(f"| {variant} | {', '.join(flatten(params))} | "
+                     + " | ".join(f"{trial[k]:.2f}" for k in ACCURACIES)
+                     + f" | {trial['avg_gap']:.2f} | {trial['seed_gap']:.2f} ± {trial['seed_gap_std']:.2f} |")
+    return "\n".join(lines)
