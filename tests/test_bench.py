@@ -358,8 +358,8 @@ def test_a_reused_cell_takes_the_trial_number_of_the_grid_reading_it(registry, t
 def test_a_param_written_at_its_default_names_the_same_cell(registry):
     from unlearnkit.bench.runner import cell_key
 
-    def key(params):
-        spec = BenchSpec(base=TINY, methods=["ft"], augment=["coun-cl"], scenarios=["random:0.1"], seeds=1,
+    def key(params, base=TINY):
+        spec = BenchSpec(base=base, methods=["ft"], augment=["coun-cl"], scenarios=["random:0.1"], seeds=1,
                          params={"ft+coun-cl": params})
         grid = expand(spec, registry)
         return cell_key(grid.resolved[grid.cells[0]])
@@ -368,3 +368,5 @@ def test_a_param_written_at_its_default_names_the_same_cell(registry):
     assert key({"method": {"params": {"lr": 0.01}}, "augment": [{"name": "coun-cl", "params": {"lambda": 1.0}}]}) == plain
     assert key({"method": {"params": {"lr": 0.02}}}) != plain
     assert key({"augment": [{"name": "coun-cl", "params": {"lambda": 2.0}}]}) != plain
+    assert key({}, {**TINY, "compute": {"precision": "auto"}}) == plain  # cells older than `compute` keep their keys
+    assert key({}, {**TINY, "compute": {"precision": "bf16"}}) != plain

@@ -145,6 +145,23 @@ def test_run_writes_table_and_complete_bundle_then_reuses_cache(capsys, tmp_path
 
 
 @pytest.mark.slow
+def test_a_bf16_channels_last_run_is_recorded_and_cached_apart_from_fp32(capsys, tmp_path):
+    fp32, bf16 = tmp_path / "fp32", tmp_path / "bf16"
+    code, _, err = unlearn(capsys, "run", "--method", "ft", "--augment", "coun-cl", "--out", str(fp32), *FAST)
+    assert code == 0, err
+    code, _, err = unlearn(capsys, "run", "--method", "ft", "--augment", "coun-cl", "--out", str(bf16), *FAST,
+                           "--set", "compute.precision=bf16", "--set", "compute.channels_last=true")
+    assert code == 0, err
+    plain, fast = (json.loads((folder / "results.json").read_text()) for folder in (fp32, bf16))
+    assert plain["environment"]["compute"] == {"precision": "fp32", "channels_last": False, "compile": False}
+    assert fast["environment"]["compute"] == {"precision": "bf16", "channels_last": True, "compile": False}
+    assert fast["sources"] == {"original": "trained", "retrain": "trained"}  # a bf16 model is not the fp32 one
+    for name in ("original", "retrain", "unlearned"):
+        metrics = fast["metrics"][name]
+        assert all(0 <= metrics[k] <= 100 for k in ("RA", "UA", "TA", "MIA"))
+        assert abs(metrics["TA"] - plain["metrics"][name]["TA"]) < 10  # the same model, up to rounding's drift
+
+
 def test_original_checkpoint_from_a_bundle_can_be_brought_back(capsys, tmp_path):
     """--original accepts a .safetensors model: here the unlearned weights of an earlier run."""
     code, _, err = unlearn(capsys, "run", "--method", "ft", "--out", str(tmp_path / "a"), *FAST)

@@ -5,6 +5,8 @@ Plugins implement `Method`, `Augmenter`, `Evaluator`, `Architecture` or `DataSou
 register them with the hooks in `unlearnkit.hookspecs`, marked with `hookimpl`.
 """
 
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
 
 from unlearnkit.api import (  # noqa: E402
@@ -25,8 +27,15 @@ _LAZY = {
     "Subject": "unlearnkit.evaluation.subject", "Classifier": "unlearnkit.models.base",
 }
 
+if TYPE_CHECKING:  # what the type checker sees of the lazy names below
+    from unlearnkit.engine.data import Batch, Step
+    from unlearnkit.engine.run import AugmentedMethod, UnlearnRun
+    from unlearnkit.evaluation.subject import Subject
+    from unlearnkit.models.base import Classifier
+    from unlearnkit.workflow import UnlearnResult, unlearn
 
-def __getattr__(name: str):
+
+def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
 

@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from unlearnkit.data.streamed import Datasets
     from unlearnkit.engine import Batch, UnlearnRun
     from unlearnkit.evaluation.subject import Subject
+    from unlearnkit.models.base import Classifier
 
 SCENARIOS = ("random", "class", "indices", "sequential")
 
@@ -32,6 +33,10 @@ class Params(BaseModel):
     """Base for plugin parameters: unknown keys are an error, not a silent no-op."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+#: `Params` under another name, for annotations inside `Plugin`, where `Params` names the class attribute
+_Params = Params
 
 
 class TrainParams(Params):
@@ -104,7 +109,7 @@ class Plugin:
     #: where `unlearn tune` searches each param (keys as a spec writes them); empty = nothing to tune by default
     search_space: ClassVar[Mapping[str, SearchRange]] = {}
 
-    def __init__(self, params: Params | None = None):
+    def __init__(self, params: _Params | None = None):
         self.params = params if params is not None else self.Params()
 
     @classmethod
@@ -158,7 +163,7 @@ class Augmenter(Plugin):
         """Trainable parameters the augmenter owns (a projection head, say); optimised with the model's."""
         return []
 
-    def loss_terms(self, model: nn.Module, batch: Batch, features: torch.Tensor) -> dict[str, torch.Tensor]:
+    def loss_terms(self, model: Classifier, batch: Batch, features: torch.Tensor) -> dict[str, torch.Tensor]:
         """Named loss terms for one retain batch; `features` = f(batch.x) from the method's forward."""
         raise NotImplementedError
 

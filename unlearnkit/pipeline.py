@@ -19,7 +19,8 @@ from unlearnkit.data.forget import Split, class_split, given_split, indices_spli
 from unlearnkit.data.streamed import Datasets
 from unlearnkit.api import Method
 from unlearnkit.engine import CostMeter, RunData, UnlearnRun, fit, forward_flops, retain_cross_entropy
-from unlearnkit.engine.data import StreamedData, dataset_labels
+from unlearnkit.engine.compute import Compute
+from unlearnkit.engine.data import Over, StreamedData, dataset_labels
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.evaluation.subject import Subject
 from unlearnkit.models import Classifier, build, user_network
@@ -93,7 +94,7 @@ def spec_workload(spec: RunSpec, device: torch.device) -> Workload:
         shape = (x.shape[0], min(x.shape[1:]))
     else:
         images, transform = loaded
-        augmentation = {"crop_padding": spec.data.crop_padding, "flip": spec.data.flip}
+        augmentation: dict[str, Any] = {"crop_padding": spec.data.crop_padding, "flip": spec.data.flip}
         transform = dataclasses.replace(transform, **{k: v for k, v in augmentation.items() if v is not None})
         images = catalog.subset(images, spec.data.train_subset, spec.data.test_subset)
         split = make_split(spec.forget, images.train_y, images.num_classes, spec.seed)
@@ -118,6 +119,7 @@ def make_split(forget: ForgetSpec, labels: torch.Tensor, num_classes: int, seed:
         return sequential_split(n, forget.fraction, forget.steps, seed)
     if forget.indices is not None:
         return given_split(n, forget.indices)
+    assert forget.file is not None  # ForgetSpec's validator: forgetting by indices has a file or a list
     return indices_split(n, forget.file)
 
 
@@ -155,6 +157,7 @@ class Protocol:
         self.progress = progress
         self.log = log
         self.device = select_device(spec.device)
+        self.compute = Compute.choose(self.device, spec.compute.precision, spec.compute.channels_last, spec.compute.compile)
         self.workload = workload or spec_workload(spec, self.device)
         self.data = self.workload.data
         self.split = self.data.split
@@ -176,6 +179,9 @@ class Protocol:
         }
         if kind == "retrain":
             identity["forget"] = fingerprint(self.split.forget)
+        if self.compute.precision != "fp32" or self.compute.channels_last or self.compute.compile:
+            identity["compute"] = {"precision": self.compute.precision, "channels_last": self.compute.channels_last,
+                                   "compile": self.compute.compile}  # fp32 models keep the keys they always had
         return identity
 
     def reference_model(self, kind: str) -> tuple[Classifier, dict[str, Any], str]:
@@ -184,26 +190,26 @@ class Protocol:
         Returns the model, its cost {flops, seconds} and where it came from.
         """
         if kind == "original" and self.workload.original is not None:
-            return self.workload.original.to(self.device), {"flops": None, "seconds": None}, "given"
-        model = self.new_model().to(self.device)
+            return self.compute.prepare(self.workload.original), {"flops": None, "seconds": None}, "given"
+        model = self.compute.prepare(self.new_model())
         if kind == "original" and self.spec.original is not None:
             meta = load_model(self.spec.original, user_network(model))  # a torchvision model's file has its own keys
             cost = {"flops": _float(meta.get("flops")), "seconds": _float(meta.get("seconds"))}
             return model, cost, str(self.spec.original)
         key = cache.cache_key(kind, **self._identity(kind))
         if self.spec.cache:
-            meta = cache.fetch(key, model)
-            if meta is not None:
+            cached = cache.fetch(key, model)
+            if cached is not None:
                 self.log(f"{kind}: cached ({key})")
-                return model, {"flops": _float(meta.get("flops")), "seconds": _float(meta.get("seconds"))}, "cache"
+                return model, {"flops": _float(cached.get("flops")), "seconds": _float(cached.get("seconds"))}, "cache"
         torch.manual_seed(self.spec.seed)
-        model = self.new_model().to(self.device)
+        model = self.compute.prepare(self.new_model())
         meter = CostMeter(self.flops_per_forward)
         generator = torch.Generator().manual_seed(self.spec.seed + (1 if kind == "retrain" else 0))
-        over = "retain" if kind == "retrain" else "all"
+        over: Over = "retain" if kind == "retrain" else "all"
         start = time.perf_counter()
         fit(model, self.data, over, retain_cross_entropy, self.spec.train, generator=generator, cost=meter,
-            progress=self.progress, label=kind)
+            progress=self.progress, label=kind, compute=self.compute)
         cost = {"flops": meter.flops, "seconds": time.perf_counter() - start}
         if self.spec.cache:
             cache.store(key, model, {**cost, "identity": self._identity(kind)})
@@ -242,6 +248,7 @@ class Protocol:
         run = UnlearnRun(
             model, self.method_data, recipe=self.spec.train, new_model=self.new_model, cost=meter,
             seed=self.spec.seed, progress=self.progress, uses_forget=method.uses_forget, name=method.name,
+            compute=self.compute,
         )
         start = time.perf_counter()
         method.unlearn(run)
@@ -289,7 +296,7 @@ class Protocol:
         last = results[-1]
         return RunResult(
             spec=self.spec, method=self.resolved.name, split=last.split, metrics=last.metrics, sources=last.sources,
-            unlearned=unlearned, environment=environment(self.device), steps=results,
+            unlearned=unlearned, environment=environment(self.device, self.compute), steps=results,
         )
 
 
@@ -300,8 +307,8 @@ def _float(value: str | None) -> float | None:
         return None
 
 
-def environment(device: torch.device) -> dict[str, Any]:
-    env = {
+def environment(device: torch.device, compute: Compute | None = None) -> dict[str, Any]:
+    env: dict[str, Any] = {
         "unlearnkit": __version__,
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -310,4 +317,6 @@ def environment(device: torch.device) -> dict[str, Any]:
     }
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
+    if compute is not None:
+        env["compute"] = {"precision": compute.precision, "channels_last": compute.channels_last, "compile": compute.compile}
     return env

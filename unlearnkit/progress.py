@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Iterator, Protocol
 
 import torch
 from rich.console import Console
@@ -16,7 +16,15 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-Advance = Callable[[torch.Tensor | None], None]
+
+class Advance(Protocol):
+    """Called once per step, with the step's loss when there is one."""
+
+    def __call__(self, loss: torch.Tensor | None = None) -> None: ...
+
+
+def _ignore(loss: torch.Tensor | None = None) -> None:
+    """The silent stand-in's `advance`."""
 
 
 class Progress:
@@ -48,7 +56,7 @@ class Progress:
     @contextmanager
     def task(self, label: str, total: int) -> Iterator[Advance]:
         if self._bars is None:
-            yield lambda loss=None: None
+            yield _ignore
             return
         bars = self._bars
         task = bars.add_task(label, total=total, info="")
@@ -59,7 +67,10 @@ class Progress:
             done += 1
             # reading a loss synchronises an accelerator: only now and then
             info = f"loss {loss.item():.3f}" if loss is not None and (done % 10 == 0 or done == total) else None
-            bars.update(task, advance=1, **({"info": info} if info else {}))
+            if info:
+                bars.update(task, advance=1, info=info)
+            else:
+                bars.update(task, advance=1)
 
         try:
             yield advance

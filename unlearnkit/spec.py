@@ -11,7 +11,7 @@ import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -103,6 +103,16 @@ class Recipe(TrainParams):
     schedule: Literal["constant", "cosine", "multistep"] = "multistep"
 
 
+class ComputeSpec(Section):
+    """How training runs on the device; none of it changes what is computed beyond rounding."""
+
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto: bf16 on a CUDA GPU that supports it, else fp32; fp16 scales the loss"
+    )
+    channels_last: bool | None = Field(None, description="convolutions in channels-last layout (default: on CUDA)")
+    compile: bool = Field(False, description="compile the feature extractor and head with torch.compile")
+
+
 class OutputSpec(Section):
     dir: Path | None = Field(None, description="the result bundle's folder (default: runs/<time>-<method>)")
     overwrite: bool = Field(False, description="replace an existing bundle (only once the new one is complete)")
@@ -122,6 +132,7 @@ class RunSpec(Section):
     evaluate: list[PluginSpec] = Field(default_factory=lambda: [PluginSpec(name=n) for n in DEFAULT_EVALUATORS])
     seed: int = Field(0, ge=0)
     device: str = Field("auto", description="auto (CUDA when available), cpu, cuda, cuda:N or mps")
+    compute: ComputeSpec = Field(default_factory=ComputeSpec)
     original: Path | None = Field(
         None, description="the original model's weights (.safetensors, or a .pt/.pth state dict) to unlearn from, instead of training one"
     )
@@ -183,21 +194,22 @@ def set_path(spec: dict[str, Any], assignment: str) -> None:
     parts = key.strip().split(".")
     for i, part in enumerate(parts):
         last = i == len(parts) - 1
+        slot: str | int = part  # a key of a dict, an index of a list
         if isinstance(node, list):
             if not (part.isdigit() and int(part) < len(node)):
                 raise UnlearnkitError(f"--set {key}: '{part}' is not an index of a list of {len(node)}")
-            part = int(part)
+            slot = int(part)
         if last:
-            node[part] = value
+            node[slot] = value
             break
-        child = node[part] if isinstance(node, list) else node.get(part)
+        child = node[slot] if isinstance(slot, int) else node.get(slot)
         if isinstance(child, str) and _is_plugin_slot(parts[: i + 1]):
             child = {"name": child}  # a plugin given by bare name
         elif child is None:
             child = {}
         elif not isinstance(child, (dict, list)):
             raise UnlearnkitError(f"--set {key}: '{'.'.join(parts[: i + 1])}' holds a value, not fields")
-        node[part] = child
+        node[slot] = child
         node = child
 
 
@@ -211,15 +223,15 @@ def build_spec(
     *,
     method: str | None = None,
     augment: list[str] | None = None,
-    overrides: list[str] = (),
+    overrides: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Merge a file's spec with flags: --method and --augment replace those sections, --set edits fields."""
     spec = copy.deepcopy(file_spec or {})
     spec.setdefault("method", {"name": DEFAULT_METHOD})  # explicit, so --set method.params.* has a method to edit
     if method is not None:
         old = spec.get("method")
-        same = isinstance(old, dict) and old.get("name") == method
-        spec["method"] = {"name": method, "params": old.get("params", {}) if same else {}}
+        kept = old.get("params", {}) if isinstance(old, dict) and old.get("name") == method else {}  # same method: its params
+        spec["method"] = {"name": method, "params": kept}
     if augment is not None:
         old = {a.get("name"): a for a in spec.get("augment") or [] if isinstance(a, dict)}
         spec["augment"] = [copy.deepcopy(old.get(name, {"name": name})) for name in augment if name != "none"]
@@ -259,16 +271,16 @@ class ResolvedRun:
         return AugmentedMethod(self.method, self.augmenters) if self.augmenters else self.method
 
 
-def _plugin_refs(raw: dict[str, Any] | RunSpec) -> dict[str, tuple[str, list[PluginSpec]]]:
+def _plugin_refs(raw: dict[str, Any] | RunSpec) -> dict[str, tuple[str, Sequence[PluginSpec | None]]]:
     """The plugin sections, read leniently, so their params are checked even when other fields are wrong."""
     if isinstance(raw, RunSpec):
         return {"method": ("method", [raw.method]), "augment": ("augmenter", raw.augment), "evaluate": ("evaluator", raw.evaluate)}
     defaults = RunSpec.model_construct()
-    refs: dict[str, tuple[str, list[PluginSpec]]] = {}
+    refs: dict[str, tuple[str, Sequence[PluginSpec | None]]] = {}
     for section, kind in (("method", "method"), ("augment", "augmenter"), ("evaluate", "evaluator")):
         value = raw.get(section, getattr(defaults, section) if section != "method" else DEFAULT_METHOD)
         values = value if isinstance(value, list) else [value]
-        parsed = []
+        parsed: list[PluginSpec | None] = []
         for item in values:
             try:
                 parsed.append(PluginSpec.model_validate(item))

@@ -7,10 +7,11 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pydantic import Field, ValidationError, field_validator
 
+from unlearnkit.api import Augmenter, Method
 from unlearnkit.errors import SpecError, UnlearnkitError
 from unlearnkit.plugins import Registry
 from unlearnkit.spec import ResolvedRun, Section, build_spec, resolve
@@ -213,7 +214,7 @@ def expand(spec: BenchSpec, registry: Registry) -> Grid:
         scenario_overrides(scenario)
         kind = scenario.partition(":")[0]
         for method in method_names(spec, registry):
-            cls = registry.get_class("method", method)
+            cls = cast("type[Method]", registry.get_class("method", method))
             for setting in spec.augment:
                 augment = tuple(a for a in setting.split("+") if a and a != "none")
                 variant = "+".join([method, *augment])
@@ -221,7 +222,7 @@ def expand(spec: BenchSpec, registry: Registry) -> Grid:
                     grid.skipped.append(f"{variant} ({scenario_label(scenario)}): '{method}' supports "
                                         f"{', '.join(cls.scenarios)} forgetting")
                     continue
-                reasons = [registry.get_class("augmenter", a).cannot_wrap(cls) for a in augment]
+                reasons = [cast("type[Augmenter]", registry.get_class("augmenter", a)).cannot_wrap(cls) for a in augment]
                 if any(reasons):
                     if scenario == spec.scenarios[0]:
                         grid.skipped.append(f"{variant}: {next(r for r in reasons if r)}")

@@ -10,7 +10,9 @@ import traceback
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
+
+from unlearnkit.api import Plugin
 
 from unlearnkit.bench.grid import Cell, Grid, scenario_label, spec_key, step_scenario
 from unlearnkit.errors import UnlearnkitError
@@ -18,7 +20,7 @@ from unlearnkit.evaluation.subject import Subject
 from unlearnkit.models import Classifier
 from unlearnkit.pipeline import Protocol, environment
 from unlearnkit.progress import SILENT, Progress
-from unlearnkit.spec import ResolvedRun
+from unlearnkit.spec import ComputeSpec, ResolvedRun
 
 RECORD_FORMAT = 1
 REFERENCES = ("retrain", "original")
@@ -63,7 +65,11 @@ def _identity(resolved: ResolvedRun, *drop: str) -> dict[str, Any]:
     identity = resolved.spec.model_dump(mode="json", exclude={**exclude, "data": {"workers"}})
     if identity["forget"].get("indices") is None:  # absent unless given, so that other scenarios keep their keys
         identity["forget"].pop("indices", None)
-    plugins = {"method": [resolved.method], "augment": resolved.augmenters, "evaluate": resolved.evaluators}
+    if identity.get("compute") == ComputeSpec().model_dump(mode="json"):  # absent unless set: older cells keep their keys
+        identity.pop("compute")
+    plugins: dict[str, Sequence[Plugin]] = {
+        "method": [resolved.method], "augment": resolved.augmenters, "evaluate": resolved.evaluators,
+    }
     for section, chosen in plugins.items():
         if section in identity:
             entries = identity[section] if isinstance(identity[section], list) else [identity[section]]
@@ -114,8 +120,8 @@ def run_grid(
     store: CellStore,
     progress: Progress = SILENT,
     log: Callable[[str], None] = lambda line: None,
-    after_group: Callable[[list[dict[str, Any]]], None] = lambda records: None,
-    after_references: Callable[[list[dict[str, Any]]], None] = lambda records: None,
+    after_group: Callable[[list[dict[str, Any]]], object] = lambda records: None,
+    after_references: Callable[[list[dict[str, Any]]], object] = lambda records: None,
 ) -> Outcome:
     """Run every cell not yet on disk, in two phases.
 
@@ -141,7 +147,7 @@ def run_grid(
         log(f"{len(grid.cells) - total} of {len(grid.cells)} cells already finished: resuming")
     broken: set[tuple[str, int]] = set()  # groups whose Original or Retrain failed
 
-    def each_group(work: Callable[[Cell, list[Cell]], None], wanted: Callable[[tuple[str, int]], bool]) -> bool:
+    def each_group(work: Callable[[Cell, list[Cell]], object], wanted: Callable[[tuple[str, int]], bool]) -> bool:
         """Apply `work` to the groups that want it; False when a user error stopped the grid."""
         for (scenario, seed), cells in groups.items():
             if (scenario, seed) in broken or not wanted((scenario, seed)):
@@ -246,7 +252,7 @@ def _record_base(protocol: Protocol, cell: Cell) -> dict[str, Any]:
     """What every record of a (scenario, seed) step shares; `protocol` is the protocol at that step."""
     base = {"scenario": step_scenario(cell.scenario, protocol.step), "seed": cell.seed,
             "forget_count": len(protocol.split.forget), "retain_count": len(protocol.split.retain),
-            "environment": environment(protocol.device)}
+            "environment": environment(protocol.device, protocol.compute)}
     return base if protocol.step is None else {**base, "step": protocol.step}
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, cast
 
 import torch
 
@@ -84,7 +84,7 @@ def _source(name: str, info: DatasetInfo) -> type[DataSource]:
 
 
 @hookimpl
-def register_datasets(register):
+def register_datasets(register: Callable[[type], None]) -> None:
     for name, info in DATASETS.items():
         register(_source(name, info))
 
@@ -113,7 +113,7 @@ def load(
             f"Use one of {', '.join(registry.names('dataset'))} (`unlearn plugins` lists them), or a directory "
             "laid out for torchvision's ImageFolder (ROOT/train/CLASS/*.png and ROOT/test/CLASS/*.png).",
         )
-    loaded = registry.get_class("dataset", name)().load(root, download, image_size)
+    loaded = cast("type[DataSource]", registry.get_class("dataset", name))().load(root, download, image_size)
     if not (isinstance(loaded, Datasets) or (isinstance(loaded, tuple) and len(loaded) == 2)):
         raise UnlearnkitError(f"data set '{name}' loaded a {type(loaded).__name__}",
                               "Its plugin must return (ImageSet, Transform) or unlearnkit.data.Datasets.")

@@ -40,7 +40,8 @@ class ImageSet:
 
     @property
     def image_size(self) -> tuple[int, int]:
-        return tuple(self.train_x.shape[2:])
+        height, width = self.train_x.shape[2:]  # (N, C, H, W), checked in __post_init__
+        return height, width
 
 
 @dataclass(frozen=True)

@@ -493,8 +493,8 @@ def _load_image(path: str, size: int) -> np.ndarray:
     from PIL import Image
 
     try:
-        with Image.open(path) as im:
-            im = im.convert("L" if im.mode in _GRAY_MODES else "RGB")
+        with Image.open(path) as opened:
+            im = opened.convert("L" if opened.mode in _GRAY_MODES else "RGB")
             return np.asarray(im.resize((size, size), Image.Resampling.BILINEAR))
     except (OSError, ValueError, Image.DecompressionBombError) as e:  # UnidentifiedImageError is an OSError
         raise UnlearnkitError(f"cannot read image {path}: {e}", "Remove or replace the file.") from e

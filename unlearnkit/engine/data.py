@@ -183,11 +183,12 @@ def dataset_labels(dataset: Dataset) -> torch.Tensor:
     """Every label of a Dataset: its `targets` or `labels` attribute when it has one (torchvision's do), else read."""
     for name in ("targets", "labels"):
         values = getattr(dataset, name, None)
-        if isinstance(values, (torch.Tensor, Sequence)) and len(values) == len(dataset):
+        # torch's Dataset declares no __len__; map-style data sets have one
+        if isinstance(values, (torch.Tensor, Sequence)) and len(values) == len(dataset):  # type: ignore[arg-type]
             return torch.as_tensor(values, dtype=torch.long).flatten()
     if isinstance(dataset, Subset):
         return dataset_labels(dataset.dataset)[torch.as_tensor(dataset.indices, dtype=torch.long)]
-    return torch.tensor([int(dataset[i][1]) for i in range(len(dataset))], dtype=torch.long)
+    return torch.tensor([int(dataset[i][1]) for i in range(len(dataset))], dtype=torch.long)  # type: ignore[arg-type]
 
 
 def _test_index(test_y: torch.Tensor, split: Split) -> torch.Tensor:

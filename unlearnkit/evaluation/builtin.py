@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Callable, Literal
 
 from pydantic import Field
 
 from unlearnkit.api import Evaluator, Params
+from unlearnkit.errors import UnlearnkitError
 from unlearnkit.evaluation.mia import mia_efficacy
 from unlearnkit.evaluation.representation import premise_agreement
 from unlearnkit.evaluation.subject import Subject
@@ -19,7 +20,7 @@ class Accuracy(Evaluator):
     name = "accuracy"
     metrics = ("RA", "UA", "TA")
 
-    def evaluate(self, subject: Subject, reference: Subject | None) -> dict[str, float]:
+    def evaluate(self, subject: Subject, reference: Subject | None) -> dict[str, float | None]:
         return {
             "RA": subject.accuracy("retain"),
             "UA": 100.0 - subject.accuracy("forget"),
@@ -39,8 +40,9 @@ class MembershipInference(Evaluator):
     name = "mia"
     metrics = ("MIA",)
     Params = MIAParams
+    params: MIAParams
 
-    def evaluate(self, subject: Subject, reference: Subject | None) -> dict[str, float]:
+    def evaluate(self, subject: Subject, reference: Subject | None) -> dict[str, float | None]:
         value = mia_efficacy(
             subject.outputs("retain"), subject.outputs("test"), subject.outputs("forget"), self.params.feature
         )
@@ -58,14 +60,21 @@ class AverageGap(Evaluator):
     metrics = ("avg_gap",)
     needs_reference = True
     Params = AvgGapParams
+    params: AvgGapParams
 
     def needs(self) -> tuple[str, ...]:
         return self.params.over
 
-    def evaluate(self, subject: Subject, reference: Subject | None) -> dict[str, float]:
+    def evaluate(self, subject: Subject, reference: Subject | None) -> dict[str, float | None]:
         if reference is None:
             return {"avg_gap": 0.0}
-        gaps = [abs(subject.metrics[k] - reference.metrics[k]) for k in self.params.over]
+        gaps = []
+        for k in self.params.over:
+            ours, retrain = subject.metrics[k], reference.metrics[k]
+            if ours is None or retrain is None:
+                raise UnlearnkitError(f"avg-gap: metric '{k}' has no value for {subject.name} or Retrain",
+                                      "Average over metrics that every model has (RA, UA, TA, MIA).")
+            gaps.append(abs(ours - retrain))
         return {"avg_gap": sum(gaps) / len(gaps)}
 
 
@@ -95,13 +104,13 @@ class Premise(Evaluator):
     metrics = ("premise",)
     needs_reference = True
 
-    def evaluate(self, subject: Subject, reference: Subject | None) -> dict[str, float]:
+    def evaluate(self, subject: Subject, reference: Subject | None) -> dict[str, float | None]:
         retrain = reference if reference is not None else subject
         predictions = retrain.outputs("forget")[0].argmax(1)
         return {"premise": premise_agreement(subject.features("retain"), subject.features("forget")[0], predictions)}
 
 
 @hookimpl
-def register_evaluators(register):
+def register_evaluators(register: Callable[[type], None]) -> None:
     for evaluator in (Accuracy, MembershipInference, AverageGap, Premise, Cost):
         register(evaluator)

@@ -19,7 +19,7 @@ class Subject:
     data: RunData
     flops: float | None
     seconds: float | None
-    metrics: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, float | None] = field(default_factory=dict)
     _outputs: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = field(default_factory=dict, repr=False)
 
     @torch.no_grad()

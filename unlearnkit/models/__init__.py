@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
-from unlearnkit.api import DataShape
+from unlearnkit.api import Architecture, DataShape
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.models.adapt import AdaptedClassifier, as_classifier, fresh_copy, user_network
 from unlearnkit.models.base import Classifier
@@ -29,7 +29,7 @@ def build(
     from unlearnkit.plugins import installed
 
     entry, variant = (registry or installed()).get_variant("model", name)
-    network = entry.cls().build(DataShape(in_channels, num_classes, image_size), width, variant)
+    network = cast("type[Architecture]", entry.cls)().build(DataShape(in_channels, num_classes, image_size), width, variant)
     if network is None:
         raise UnlearnkitError(f"model '{name}' built nothing", f"Its plugin ({entry.plugin}) must return an nn.Module.")
     return as_classifier(network)

@@ -37,6 +37,8 @@ class AdaptedClassifier(Classifier):
     module itself (with the current head put back), whose own state dict has the user's keys.
     """
 
+    _network: nn.Module  # set with object.__setattr__ in __init__
+
     def __init__(self, network: nn.Module, head_path: str):
         nn.Module.__init__(self)
         head = network.get_submodule(head_path)
@@ -98,8 +100,9 @@ def fresh_copy(model: Classifier) -> Classifier:
     """A freshly initialised model of the same architecture: every submodule with `reset_parameters` re-drawn."""
     fresh = copy.deepcopy(model)
     for module in fresh.modules():
-        if hasattr(module, "reset_parameters"):
-            module.reset_parameters()
+        reset = getattr(module, "reset_parameters", None)
+        if reset is not None:
+            reset()
     return fresh
 
 
@@ -120,5 +123,5 @@ def _without(network: nn.Module, head_path: str) -> nn.Module:
     first, _, rest = head_path.partition(".")
     trunk = copy.copy(network)
     trunk._modules = dict(network._modules)  # its own child table; parameters and buffers stay shared
-    trunk._modules[first] = _without(network._modules[first], rest) if rest else nn.Identity()
+    trunk._modules[first] = _without(network.get_submodule(first), rest) if rest else nn.Identity()
     return trunk

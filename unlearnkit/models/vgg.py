@@ -14,7 +14,7 @@ def vgg16_bn(in_channels: int, num_classes: int, width: int = 64) -> Classifier:
     layers: list[nn.Module] = []
     cin = in_channels
     for item in VGG16:
-        if item == "M":
+        if isinstance(item, str):  # "M"
             # ceil_mode keeps 1x1 maps at 1x1, so inputs smaller than 32x32 (28x28, 8x8) still fit
             layers.append(nn.MaxPool2d(2, ceil_mode=True))
         else:

@@ -3,6 +3,8 @@ the zoo's own models, and the torchvision and timm families addressed as torchvi
 
 from __future__ import annotations
 
+from typing import Callable
+
 from torch import nn
 
 from unlearnkit.api import Architecture, DataShape
@@ -53,7 +55,7 @@ class Torchvision(Architecture):
         import torchvision
 
         known = torchvision.models.list_models(module=torchvision.models)
-        if variant not in known:
+        if variant is None or variant not in known:
             raise UnlearnkitError(
                 f"torchvision has no classification model '{variant}'" + _close(variant, known),
                 "See torchvision.models.list_models(module=torchvision.models).",
@@ -100,15 +102,17 @@ def _fit_channels(network: nn.Module, in_channels: int, variant: str) -> nn.Modu
     for parent in network.modules():
         for child_name, child in parent.named_children():
             if isinstance(child, nn.Conv2d) and child.in_channels == 3:
+                # torch types a conv's kernel_size, stride, padding and dilation as tuple[int, ...] for every
+                # dimension; a Conv2d's are 2-tuples
                 setattr(parent, child_name, nn.Conv2d(
-                    in_channels, child.out_channels, child.kernel_size, child.stride, child.padding,
-                    child.dilation, child.groups, child.bias is not None, child.padding_mode,
+                    in_channels, child.out_channels, child.kernel_size, child.stride, child.padding,  # type: ignore[arg-type]
+                    child.dilation, child.groups, child.bias is not None, child.padding_mode,  # type: ignore[arg-type]
                 ))
                 return network
     raise UnlearnkitError(f"cannot adapt torchvision:{variant} to {in_channels}-channel images")
 
 
 @hookimpl
-def register_models(register):
+def register_models(register: Callable[[type], None]) -> None:
     for architecture in (SmallCNN, ResNet18, VGG16BN, Torchvision, Timm):
         register(architecture)

@@ -1,5 +1,7 @@
 """Baseline unlearning methods, registered through the `unlearnkit` entry point."""
 
+from typing import Callable
+
 from unlearnkit import hookimpl
 from unlearnkit_baselines.ascent import GradientAscent, NegGrad, NegGradPlus
 from unlearnkit_baselines.boundary import BoundaryExpand, BoundaryShrink
@@ -38,6 +40,6 @@ METHODS = (
 
 
 @hookimpl
-def register_methods(register):
+def register_methods(register: Callable[[type], None]) -> None:
     for method in METHODS:
         register(method)

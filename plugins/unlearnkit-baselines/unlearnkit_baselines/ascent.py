@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Callable
+
+import torch
 import torch.nn.functional as F
 from pydantic import Field
 
 from unlearnkit import Choice, Method, Range, TrainParams
+
+if TYPE_CHECKING:  # pragma: no cover
+    from unlearnkit import Classifier, Step, UnlearnRun
 
 
 class GradientAscentParams(TrainParams):
@@ -23,20 +29,30 @@ class GradientAscent(Method):
 
     name = "ga"
     Params = GradientAscentParams
+    params: GradientAscentParams
     search_space = {"lr": Range(1e-4, 1e-3, log=True)}
     trains_on_retain = False
 
-    def unlearn(self, run) -> None:
-        run.train(lambda model, step: -F.cross_entropy(model(step.forget.x), step.forget.y), self.params, over="forget")
+    def unlearn(self, run: UnlearnRun) -> None:
+        run.train(forget_ascent, self.params, over="forget")
 
 
-def weighted_difference(retain_weight: float, forget_weight: float):
+def forget_ascent(model: Classifier, step: Step) -> torch.Tensor:
+    """GA's loss: -CE on the step's forget batch."""
+    forget = step.forget
+    assert forget is not None  # a stream over "forget": every step has a forget batch
+    return -F.cross_entropy(model(forget.x), forget.y)
+
+
+def weighted_difference(retain_weight: float, forget_weight: float) -> Callable[[Classifier, Step], dict[str, torch.Tensor]]:
     """Loss of a step with a retain batch and a forget batch: w_r * CE_r - w_u * CE_u."""
 
-    def loss(model, step):
+    def loss(model: Classifier, step: Step) -> dict[str, torch.Tensor]:
+        retain, forget = step.retain, step.forget
+        assert retain is not None and forget is not None  # a stream over "retain+forget": both sides every step
         return {
-            "retain_ce": retain_weight * F.cross_entropy(model(step.retain.x), step.retain.y),
-            "forget_ce": -forget_weight * F.cross_entropy(model(step.forget.x), step.forget.y),
+            "retain_ce": retain_weight * F.cross_entropy(model(retain.x), retain.y),
+            "forget_ce": -forget_weight * F.cross_entropy(model(forget.x), forget.y),
         }
 
     return loss
@@ -58,8 +74,9 @@ class NegGrad(Method):
 
     name = "neggrad"
     Params = NegGradParams
+    params: NegGradParams
 
-    def unlearn(self, run) -> None:
+    def unlearn(self, run: UnlearnRun) -> None:
         run.train(weighted_difference(1.0, 1.0), self.params, over="retain+forget")
 
 
@@ -78,8 +95,9 @@ class NegGradPlus(Method):
 
     name = "neggrad+"
     Params = NegGradPlusParams
+    params: NegGradPlusParams
     search_space = {"beta": Choice((0.95, 0.99, 0.999, 0.9999))}  # [0.95, 0.9999], dense near 1
 
-    def unlearn(self, run) -> None:
+    def unlearn(self, run: UnlearnRun) -> None:
         beta = self.params.beta
         run.train(weighted_difference(beta, 1 - beta), self.params, over="retain+forget")

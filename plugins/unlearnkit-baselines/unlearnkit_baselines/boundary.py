@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from unlearnkit import Method, TrainParams
+from unlearnkit import Method, TrainParams, UnlearnkitError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from unlearnkit import Classifier, Step, UnlearnRun
+    from unlearnkit.data import Transform
 
 
 class BoundaryParams(TrainParams):
@@ -29,14 +35,14 @@ class BoundaryShrinkParams(BoundaryParams):
     )
 
 
-def _pixel_stats(transform, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _pixel_stats(transform: Transform, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     shape = (1, -1) + (1,) * (x.dim() - 2)
     mean = torch.tensor(transform.mean, device=x.device, dtype=x.dtype).view(shape)
     std = torch.tensor(transform.std, device=x.device, dtype=x.dtype).view(shape)
     return mean, std
 
 
-def fgsm(frozen: nn.Module, x: torch.Tensor, y: torch.Tensor, transform, bound: float) -> torch.Tensor:
+def fgsm(frozen: nn.Module, x: torch.Tensor, y: torch.Tensor, transform: Transform, bound: float) -> torch.Tensor:
     """One untargeted FGSM step on the normalised input `x`, taken in [0, 1] pixel space.
 
     As in the authors' code: the sign of the gradient of CE(frozen(x), y) (the true
@@ -61,7 +67,7 @@ def predict(frozen: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return frozen(x).argmax(dim=1)
 
 
-def neighbour_labels(frozen: nn.Module, x: torch.Tensor, y: torch.Tensor, transform, bound: float) -> torch.Tensor:
+def neighbour_labels(frozen: nn.Module, x: torch.Tensor, y: torch.Tensor, transform: Transform, bound: float) -> torch.Tensor:
     """The frozen model's prediction on the FGSM input: each sample's nearest-but-(usually)-wrong class.
 
     When the attack fails and the prediction is still the true label, that label is
@@ -108,14 +114,21 @@ class BoundaryShrink(Method):
 
     name = "boundary-shrink"
     Params = BoundaryShrinkParams
+    params: BoundaryShrinkParams
     trains_on_retain = False
 
-    def unlearn(self, run) -> None:
+    def unlearn(self, run: UnlearnRun) -> None:
         p = self.params
         frozen, transform = run.original, run.data.transform
+        if transform is None:
+            raise UnlearnkitError(
+                "boundary-shrink steps in pixel space, so it needs in-memory images with a known normalisation",
+                "Use a data set loaded as (ImageSet, Transform), not streamed torch Datasets.",
+            )
 
-        def loss(model, step):
+        def loss(model: Classifier, step: Step) -> torch.Tensor:
             batch = step.forget
+            assert batch is not None  # a stream over "forget": every step has a forget batch
             labels = neighbour_labels(frozen, batch.x, batch.y, transform, p.bound)
             run.cost.trained(len(batch))  # FGSM: forward + backward through the frozen copy
             run.cost.forwarded(len(batch))  # its prediction on the adversarial input
@@ -155,13 +168,14 @@ class BoundaryExpand(Method):
 
     name = "boundary-expand"
     Params = BoundaryParams
+    params: BoundaryParams
     trains_on_retain = False
     scenarios = ("class",)
 
     #: standard deviation of the shadow row's weights (authors' init_params for nn.Linear)
     shadow_std = 1e-3
 
-    def unlearn(self, run) -> None:
+    def unlearn(self, run: UnlearnRun) -> None:
         model = run.model
         head: nn.Linear = model.head
         k = head.out_features
@@ -176,8 +190,9 @@ class BoundaryExpand(Method):
                 widened.bias[k] = 0.0
         model.head = widened
 
-        def loss(model, step):
+        def loss(model: Classifier, step: Step) -> torch.Tensor:
             batch = step.forget
+            assert batch is not None  # a stream over "forget": every step has a forget batch
             shadow_class = torch.full_like(batch.y, k)
             return F.cross_entropy(model(batch.x), shadow_class)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from typing import TYPE_CHECKING, Iterable, Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -10,6 +10,9 @@ from pydantic import ConfigDict, Field
 from torch import nn
 
 from unlearnkit import Method, Params
+
+if TYPE_CHECKING:  # pragma: no cover
+    from unlearnkit import UnlearnRun
 
 
 def importances(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -102,9 +105,10 @@ class SelectiveSynapticDampening(Method):
 
     name = "ssd"
     Params = SSDParams
+    params: SSDParams
     trains_on_retain = False
 
-    def unlearn(self, run) -> None:
+    def unlearn(self, run: UnlearnRun) -> None:
         p = self.params
         model = run.model
         was_training = model.training
@@ -116,7 +120,7 @@ class SelectiveSynapticDampening(Method):
             model.train(was_training)
         dampen(model, full, forget, p.alpha, p.lambda_)
 
-    def _counted(self, run, part: str):
+    def _counted(self, run: UnlearnRun, part: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for x, y in run.data.eval_views(part, self.params.batch_size):
             run.cost.trained(len(y))
             yield x, y

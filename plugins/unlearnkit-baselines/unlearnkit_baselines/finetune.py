@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from unlearnkit import Method, Range, TrainParams
 from unlearnkit.engine import retain_cross_entropy
+
+if TYPE_CHECKING:  # pragma: no cover
+    from unlearnkit import UnlearnRun
 
 
 class FineTune(Method):
@@ -15,8 +20,9 @@ class FineTune(Method):
 
     name = "ft"
     Params = TrainParams
+    params: TrainParams
     search_space = {"lr": Range(0.01, 0.1, log=True)}  # the paper tunes FT's lr in [0.01, 0.1]
     uses_forget = False
 
-    def unlearn(self, run) -> None:
+    def unlearn(self, run: UnlearnRun) -> None:
         run.train(retain_cross_entropy, self.params, over="retain")

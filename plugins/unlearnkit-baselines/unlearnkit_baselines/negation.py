@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Iterable
+
 import torch
 from pydantic import Field
 from torch import nn
 
 from unlearnkit import Method, Range, TrainParams, UnlearnkitError
-from unlearnkit_baselines.finetune import retain_cross_entropy
+from unlearnkit.engine import retain_cross_entropy
+
+if TYPE_CHECKING:  # pragma: no cover
+    from unlearnkit import UnlearnRun
 
 #: parameter names (last component) that hold a transformer's positional embedding
 POSITIONAL_NAMES = ("pos_embed", "pos_embedding", "position_embedding", "position_embeddings", "positional_embedding")
 
 
-def _first(modules, kind: type[nn.Module]) -> tuple[str, nn.Module] | None:
+def _first(modules: Iterable[tuple[str, nn.Module]], kind: type[nn.Module]) -> tuple[str, nn.Module] | None:
     return next(((name, m) for name, m in modules if isinstance(m, kind)), None)
 
 
@@ -105,10 +110,11 @@ class NegateThenTune(Method):
 
     name = "not"
     Params = NegateThenTuneParams
+    params: NegateThenTuneParams
     search_space = {"lr": Range(0.01, 0.1, log=True)}  # FT's
     trains_on_retain = True
     uses_forget = False
 
-    def unlearn(self, run) -> None:
+    def unlearn(self, run: UnlearnRun) -> None:
         negate(run.model, resolve_layers(run.model, self.params.layers))
         run.train(retain_cross_entropy, self.params, over="retain")

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, Mapping
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 
 from unlearnkit import Method, Range, TrainParams
+
+if TYPE_CHECKING:  # pragma: no cover
+    from unlearnkit import Classifier, Step, UnlearnRun
 
 LabelRule = Literal["any", "wrong"]
 
@@ -44,20 +47,23 @@ class RandomLabelLoss:
     def labels(self, index: torch.Tensor) -> torch.Tensor:
         return self.table[index.to(self.table.device)]
 
-    def __call__(self, model, step) -> dict[str, torch.Tensor]:
+    def __call__(self, model: Classifier, step: Step) -> dict[str, torch.Tensor]:
         parts = [(name, batch) for name, batch in (("retain", step.retain), ("forget", step.forget)) if batch is not None]
         targets = [b.y if name == "retain" else self.labels(b.index) for name, b in parts]
         # one forward over the joint batch: BatchNorm sees the statistics of D_r and D_u mixed, as in one loader
         losses = F.cross_entropy(model(step.joint_x()), torch.cat(targets), reduction="none")
         n = len(losses)
-        terms, start = {}, 0
+        terms: dict[str, torch.Tensor] = {}
+        start = 0
         for (name, _), target in zip(parts, targets):
             terms[f"{name}_ce"] = losses[start : start + len(target)].sum() / n
             start += len(target)
         return terms
 
 
-def random_label_training(run, params: TrainParams, rule: LabelRule, masks=None) -> RandomLabelLoss:
+def random_label_training(
+    run: UnlearnRun, params: TrainParams, rule: LabelRule, masks: Mapping[torch.nn.Parameter, torch.Tensor] | None = None
+) -> RandomLabelLoss:
     """Draw the forget samples' random labels once, then train over D_r and D_u together (`union`)."""
     forget = run.data.split.forget
     true = run.data.train_y[forget.to(run.data.train_y.device)]
@@ -111,18 +117,19 @@ class RandomLabel(Method):
 
     name = "rl"
     Params = RandomLabelParams
+    params: RandomLabelParams
     search_space = {"lr": Range(0.01, 0.1, log=True)}  # the SalUn paper's range for RL
     trains_on_retain = True
     uses_forget = True
 
-    def unlearn(self, run) -> None:
+    def unlearn(self, run: UnlearnRun) -> None:
         random_label_training(run, self.params, self.params.labels)
 
 
 # --------------------------------------------------------------------------- SalUn
 
 
-def saliency_scores(run, batch_size: int) -> dict[torch.nn.Parameter, torch.Tensor]:
+def saliency_scores(run: UnlearnRun, batch_size: int) -> dict[torch.nn.Parameter, torch.Tensor]:
     """|sum over forget batches of grad CE| per parameter, with the model in eval mode (SalUn step 1).
 
     Counted as training cost: one forward and one backward per forget sample.
@@ -156,7 +163,8 @@ def saliency_masks(scores: dict[torch.nn.Parameter, torch.Tensor], fraction: flo
     keep = torch.zeros(len(flat), dtype=torch.bool, device=flat.device)
     if k > 0:
         keep[torch.topk(flat, k, sorted=False).indices] = True
-    masks, start = {}, 0
+    masks: dict[torch.nn.Parameter, torch.Tensor] = {}
+    start = 0
     for p, s in scores.items():
         masks[p] = keep[start : start + s.numel()].view_as(s).to(s.dtype)
         start += s.numel()
@@ -201,11 +209,12 @@ class SalUn(Method):
 
     name = "salun"
     Params = SalUnParams
+    params: SalUnParams
     search_space = {"mask_fraction": Range(0.1, 1.0)}
     trains_on_retain = True
     uses_forget = True
 
-    def unlearn(self, run) -> None:
+    def unlearn(self, run: UnlearnRun) -> None:
         scores = saliency_scores(run, self.params.batch_size)
         masks = saliency_masks(scores, self.params.mask_fraction)
         random_label_training(run, self.params, self.params.labels, masks=masks)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from pydantic import Field
 
 from unlearnkit import Method, Params, TrainParams
-from unlearnkit_baselines.finetune import retain_cross_entropy
+from unlearnkit.engine import retain_cross_entropy
+
+if TYPE_CHECKING:  # pragma: no cover
+    from unlearnkit import UnlearnRun
 
 
 class RetrainParams(Params):
@@ -29,7 +32,7 @@ class RetrainParams(Params):
         return TrainParams.model_validate({**recipe.model_dump(include=set(TrainParams.model_fields)), **overrides})
 
 
-def fresh_state(run) -> dict[str, torch.Tensor]:
+def fresh_state(run: UnlearnRun) -> dict[str, torch.Tensor]:
     """The state of a freshly initialised model, drawn with a seed taken from `run.generator`.
 
     The global torch RNG is forked, so the draw is reproducible from the run's seed and
@@ -70,10 +73,11 @@ class Retrain(Method):
 
     name = "retrain"
     Params = RetrainParams
+    params: RetrainParams
     trains_on_retain = True
     uses_forget = False
 
-    def unlearn(self, run) -> None:
+    def unlearn(self, run: UnlearnRun) -> None:
         recipe = self.params.resolve(run.recipe)
         run.model.load_state_dict(fresh_state(run))
         run.train(retain_cross_entropy, recipe, over="retain")

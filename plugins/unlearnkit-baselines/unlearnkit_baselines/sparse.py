@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 
 from unlearnkit import Method, Range, TrainParams
+
+if TYPE_CHECKING:  # pragma: no cover
+    from unlearnkit import Classifier, Step, UnlearnRun
 
 
 def alpha_at(epoch: int, alpha: float, l1_epochs: int) -> float:
@@ -22,7 +27,8 @@ def alpha_at(epoch: int, alpha: float, l1_epochs: int) -> float:
 
 def l1_norm(model: torch.nn.Module) -> torch.Tensor:
     """||theta||_1 over every parameter of the model."""
-    return sum(p.abs().sum() for p in model.parameters())
+    norm = sum(p.abs().sum() for p in model.parameters())
+    return norm if isinstance(norm, torch.Tensor) else torch.zeros(())  # a model without parameters: 0
 
 
 class L1SparseLoss:
@@ -32,8 +38,10 @@ class L1SparseLoss:
         self.alpha = alpha
         self.l1_epochs = l1_epochs
 
-    def __call__(self, model, step) -> dict[str, torch.Tensor]:
-        ce = F.cross_entropy(model(step.retain.x), step.retain.y)
+    def __call__(self, model: Classifier, step: Step) -> dict[str, torch.Tensor]:
+        retain = step.retain
+        assert retain is not None  # a stream over "retain": every step has a retain batch
+        ce = F.cross_entropy(model(retain.x), retain.y)
         weight = alpha_at(step.epoch, self.alpha, self.l1_epochs)
         l1 = weight * l1_norm(model) if weight > 0 else ce.new_zeros(())
         return {"ce": ce, "l1": l1}
@@ -72,11 +80,12 @@ class L1Sparse(Method):
 
     name = "l1-sparse"
     Params = L1SparseParams
+    params: L1SparseParams
     search_space = {"alpha": Range(1e-4, 1e-1, log=True)}
     trains_on_retain = True
     uses_forget = False
 
-    def unlearn(self, run) -> None:
+    def unlearn(self, run: UnlearnRun) -> None:
         p = self.params
         phase = p.epochs if p.l1_epochs is None else p.l1_epochs
         run.train(L1SparseLoss(p.alpha, phase), p, over="retain")

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from pydantic import ConfigDict, Field
 
 from unlearnkit import Augmenter, Params, Range
+
+if TYPE_CHECKING:  # pragma: no cover
+    from unlearnkit import Batch, Classifier, Method
 
 
 def cross_view_infonce(z1: torch.Tensor, z2: torch.Tensor, tau: float) -> torch.Tensor:
@@ -37,15 +42,16 @@ class ContrastiveAugmenter(Augmenter):
 
     name = "coun-cl"
     Params = ContrastiveParams
+    params: ContrastiveParams
     extra_views = 1
     search_space = {"lambda": Range(0.1, 6.0, log=True)}
 
     @classmethod
-    def cannot_wrap(cls, method):
+    def cannot_wrap(cls, method: type[Method]) -> str | None:
         if method.name == "coun":
             return "method 'coun' is ft wrapped by coun-cl already; wrap ft instead"
         return super().cannot_wrap(method)
 
-    def loss_terms(self, model, batch, features):
+    def loss_terms(self, model: Classifier, batch: Batch, features: torch.Tensor) -> dict[str, torch.Tensor]:
         second = model.features(batch.view())
         return {"cl": self.params.lambda_ * cross_view_infonce(features, second, self.params.tau)}

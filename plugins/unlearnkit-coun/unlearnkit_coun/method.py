@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
@@ -10,6 +10,9 @@ from unlearnkit import Method, Range, TrainParams
 from unlearnkit.engine import AugmentedMethod
 from unlearnkit_baselines.finetune import FineTune
 from unlearnkit_coun.contrastive import ContrastiveAugmenter, ContrastiveParams
+
+if TYPE_CHECKING:  # pragma: no cover
+    from unlearnkit import UnlearnRun
 
 
 class CoUnParams(TrainParams, ContrastiveParams):
@@ -28,10 +31,11 @@ class CoUn(Method):
 
     name = "coun"
     Params = CoUnParams
+    params: CoUnParams
     search_space = {"lr": Range(0.01, 0.1, log=True), "lambda": Range(0.1, 6.0, log=True)}  # tau stays at its best, 0.1
     uses_forget = False
 
-    def unlearn(self, run) -> None:
+    def unlearn(self, run: UnlearnRun) -> None:
         p = self.params
         fine_tune = FineTune(TrainParams(**p.model_dump(include=set(TrainParams.model_fields))))
         augmenter = ContrastiveAugmenter(ContrastiveParams(tau=p.tau, **{"lambda": p.lambda_}))
