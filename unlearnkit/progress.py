@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator, Protocol
+from typing import TYPE_CHECKING, Iterator, Protocol
 
-import torch
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -15,6 +14,9 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+
+if TYPE_CHECKING:  # the CLI imports this module; torch loads only when training does
+    import torch
 
 
 class Advance(Protocol):

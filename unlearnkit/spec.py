@@ -17,7 +17,6 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from unlearnkit.api import Augmenter, Evaluator, Method, TrainParams
-from unlearnkit.engine.run import AugmentedMethod
 from unlearnkit.errors import SpecError, UnlearnkitError
 from unlearnkit.plugins import Registry
 
@@ -268,6 +267,8 @@ class ResolvedRun:
 
     def wrapped_method(self) -> Method:
         """The method wrapped by the augmenters, built for this run."""
+        from unlearnkit.engine.run import AugmentedMethod  # here, so that validating a spec never loads torch
+
         return AugmentedMethod(self.method, self.augmenters) if self.augmenters else self.method
 
 
