@@ -104,7 +104,7 @@ SearchRange = Union[Range, Choice]
 class Plugin:
     """What every plugin class shares: a name, a Params model, a one-line summary."""
 
-    name: ClassVar[str]
+    name: str  # a class attribute; a wrapper (AugmentedMethod) sets its own per instance
     Params: ClassVar[type[Params]] = Params
     #: where `unlearn tune` searches each param (keys as a spec writes them); empty = nothing to tune by default
     search_space: ClassVar[Mapping[str, SearchRange]] = {}
@@ -128,11 +128,11 @@ class Method(Plugin):
 
     kind: ClassVar[str] = "method"
     #: it takes optimisation steps on retain batches, so an augmenter can add loss terms to them
-    trains_on_retain: ClassVar[bool] = True
+    trains_on_retain: bool = True
     #: it reads the forget set; methods that must not (CoUn) get a run whose forget data is sealed
-    uses_forget: ClassVar[bool] = True
+    uses_forget: bool = True
     #: forget scenarios it supports (see unlearnkit.api.SCENARIOS)
-    scenarios: ClassVar[tuple[str, ...]] = SCENARIOS
+    scenarios: tuple[str, ...] = SCENARIOS
 
     def unlearn(self, run: UnlearnRun) -> None:
         raise NotImplementedError

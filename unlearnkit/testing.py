@@ -96,6 +96,7 @@ _TRAINED: dict[tuple, dict[str, torch.Tensor]] = {}
 
 def trained_model(data: RunData, epochs: int = 15) -> Classifier:
     """A tiny model trained on all of the data's training set (cached per data set shape within a process)."""
+    assert data.images is not None and data.transform is not None and data.train_x is not None  # images in memory
     key = (tuple(data.train_x.shape), data.num_classes, epochs, data.train_y.sum().item())
     torch.manual_seed(0)
     model = tiny_model(data.num_classes, data.train_x.shape[1])
@@ -112,6 +113,7 @@ def tiny_run(method: type[Method] | Method, data: RunData | None = None, model: 
     """An UnlearnRun over tiny data, starting from a briefly trained tiny model, set up as the pipeline would."""
     data = data if data is not None else tiny_data()
     model = model if model is not None else trained_model(data)
+    assert data.train_x is not None  # the tiny fixtures hold their images in memory
     classes, channels = data.num_classes, data.train_x.shape[1]
     return UnlearnRun(
         model, data, recipe=TrainParams(epochs=2, lr=0.05, batch_size=8),
@@ -189,7 +191,7 @@ def _installed_classes(kind: str) -> list[Any]:
     return [entry.cls for entry in discover(env={}).entries(kind)]
 
 
-def _check_plugin_class(cls: type, base: type) -> None:
+def _check_plugin_class(cls: type[Method] | type[Augmenter], base: type[Method] | type[Augmenter]) -> None:
     if not (isinstance(cls, type) and issubclass(cls, base)):
         raise ConformanceError(f"{cls!r} is not a subclass of unlearnkit.{base.__name__}")
     if not isinstance(getattr(cls, "name", None), str) or not cls.name:
@@ -203,7 +205,7 @@ def _check_plugin_class(cls: type, base: type) -> None:
 
 
 def _scenarios(method: type[Method]) -> list[str]:
-    found = [s for s in ("random", "class") if s in method.scenarios]
+    found: list[str] = [s for s in ("random", "class") if s in method.scenarios]
     if not found:
         raise ConformanceError(f"'{method.name}' supports neither random nor class forgetting: nothing to check it on")
     return found
@@ -264,6 +266,7 @@ def _check_run(
     if augmenter_cls is not None and method_cls.trains_on_retain and not retain_batches:
         raise fail("declares trains_on_retain, yet handed the augmenter no retain batch: train through run.train/run.fit")
 
+    assert data.transform is not None and data.test_x is not None  # tiny_data holds its images in memory
     x = data.transform.test_view(data.test_x[:4])
     reloaded = tiny_model(data.num_classes)
     with tempfile.TemporaryDirectory() as folder:

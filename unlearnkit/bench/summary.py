@@ -202,7 +202,7 @@ def csv_text(tables: dict[str, dict[str, Row]]) -> str:
     writer.writerow(header)
     for scenario, rows in tables.items():
         for name, row in rows.items():
-            line = [scenario, name, row.method or "", "+".join(row.augment), " ".join(map(str, row.seeds))]
+            line: list[Any] = [scenario, name, row.method or "", "+".join(row.augment), " ".join(map(str, row.seeds))]
             for key in MEASURES:
                 stat = row.stats.get(key)
                 line += [stat.mean, stat.std] if stat else ["", ""]
@@ -226,7 +226,8 @@ def cl_effects(tables: dict[str, dict[str, Row]]) -> dict[str, dict[str, Interva
         settings = {tuple(r.augment) for r in rows.values() if r.augment}
         for name, row in rows.items():
             if row.cl_effect is not None:
-                label = row.method if len(settings) == 1 else name
+                # a wrapped variant's effect is measured against its method's own row, so it names a method
+                label = row.method if len(settings) == 1 and row.method is not None else name
                 effects.setdefault(scenario, {})[label] = row.cl_effect
     return effects
 
@@ -343,7 +344,7 @@ def regime_report(records: list[dict[str, Any]]) -> tuple[Table | None, list[str
                       f"{r.generalisation_gap:.1f}", f"{r.gap:.2f}", "n/a" if r.noise is None else f"{r.noise:.2f}",
                       "n/a" if r.ratio is None else f"{r.ratio:.1f}",
                       {True: "yes", False: "[bold red]no[/]", None: "unknown"}[r.discriminates])
-    return table, [r.warning() for r in found if r.warning()]
+    return table, [warning for r in found if (warning := r.warning())]
 
 
 def flatten(overlay: dict[str, Any], prefix: str = "") -> list[str]:
@@ -362,7 +363,7 @@ def flatten(overlay: dict[str, Any], prefix: str = "") -> list[str]:
 
 def _settings(records: list[dict[str, Any]]) -> str:
     """The params each variant ran with beyond its plugins' defaults, as set by the bench spec or a tuning."""
-    chosen = {}
+    chosen: dict[str, str] = {}
     for record in records:
         if record.get("overlay"):
             chosen.setdefault(record["variant"], ", ".join(flatten(record["overlay"])))

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 import torch
 from torch import nn
 
 Precision = Literal["fp32", "bf16", "fp16"]
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
 @dataclass(frozen=True)
@@ -48,11 +49,11 @@ class Compute:
         """Loss scaling for fp16; a pass-through otherwise."""
         return torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
 
-    def prepare(self, model: nn.Module) -> nn.Module:
+    def prepare(self, model: ModuleT) -> ModuleT:
         """Put a model on the device in the chosen layout, compiled if asked (in place; returns it)."""
         model.to(self.device)
         if self.channels_last:
-            model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+            model.to(memory_format=torch.channels_last)
         if self.compile:
             for part in (getattr(model, "features", None), getattr(model, "head", None)):
                 if isinstance(part, nn.Module):

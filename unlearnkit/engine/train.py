@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager, nullcontext
-from typing import Callable, Iterable, Iterator, Mapping, Sequence, Union
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import Callable, Iterable, Iterator, Mapping, Sequence, Union, cast
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +22,7 @@ LossFn = Callable[[Classifier, Step], Loss]
 
 def retain_cross_entropy(model: Classifier, step: Step) -> torch.Tensor:
     """Cross-entropy on the step's retain batch: how Original and Retrain are trained, and FT's loss."""
+    assert step.retain is not None  # a stream over retain (or all) data has a retain batch in every step
     return F.cross_entropy(model(step.retain.x), step.retain.y)
 
 
@@ -40,6 +41,7 @@ def captured_features(model: Classifier, step: Step) -> Iterator[list[torch.Tens
     """Record f(retain.x) when the model's feature extractor runs on the step's retain view, or on its
     joint tensor (`Step.joint_x`, retain rows first)."""
     found: list[torch.Tensor] = []
+    assert step.retain is not None  # only used on steps with a retain batch
     retain = step.retain.x
 
     def hook(module, inputs, output):
@@ -93,6 +95,7 @@ class Trainer:
         for augmenter in self.augmenters:
             trainable += augmenter.parameters()
         self.masks = dict(masks or {})
+        self.optimizer: torch.optim.Optimizer
         decay = 0 if self.masks else params.weight_decay  # with masks, weight decay is applied before masking
         if params.optimizer == "adam":
             self.optimizer = torch.optim.Adam(trainable, lr=params.lr, weight_decay=decay)
@@ -101,21 +104,24 @@ class Trainer:
         self.steps_done = 0
 
     def loss_terms(self, loss_fn: LossFn, step: Step) -> dict[str, torch.Tensor]:
-        augment = bool(self.augmenters) and step.retain is not None
-        with captured_features(self.model, step) if augment else nullcontext([]) as found:
+        retain = step.retain if self.augmenters else None  # augmenters add terms only to steps with a retain batch
+        capture: AbstractContextManager[list[torch.Tensor]] = (
+            captured_features(self.model, step) if retain is not None else nullcontext([])
+        )
+        with capture as found:
             loss = loss_fn(self.model, step)
         terms = dict(loss) if isinstance(loss, Mapping) else {"loss": loss}
-        if not augment:
+        if retain is None:
             return terms
         if found:
             features = found[0]
         else:  # the method never ran the model on the retain view itself; these features are back-propagated
-            features = self.model.features(step.retain.x)
-            self.cost.trained(len(step.retain))
+            features = self.model.features(retain.x)
+            self.cost.trained(len(retain))
         for augmenter in self.augmenters:
-            for key, value in augmenter.loss_terms(self.model, step.retain, features).items():
+            for key, value in augmenter.loss_terms(self.model, retain, features).items():
                 terms[f"{augmenter.name}/{key}"] = value
-            self.cost.trained(len(step.retain), augmenter.extra_views)
+            self.cost.trained(len(retain), augmenter.extra_views)
         return terms
 
     def step(self, loss_fn: LossFn, step: Step) -> torch.Tensor:
@@ -126,7 +132,7 @@ class Trainer:
             group["lr"] = self.params.lr * factor
         with self.compute.autocast():
             terms = self.loss_terms(loss_fn, step)
-            total = sum(terms.values())
+            total = cast(torch.Tensor, sum(terms.values()))  # a loss has at least one term, so never the int 0
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
         if self.masks:

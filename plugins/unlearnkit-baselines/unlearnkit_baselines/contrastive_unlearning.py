@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -13,6 +13,9 @@ from unlearnkit import Method, TrainParams
 from unlearnkit.engine import lr_factor
 from unlearnkit.engine.data import Step, shuffled
 from unlearnkit.errors import UnlearnkitError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from unlearnkit import Classifier, UnlearnRun
 
 
 def contrastive_unlearning_loss(
@@ -74,6 +77,7 @@ def fit_projection_head(
     the recipe's; `epochs` shuffled passes over the samples, drawn from `generator`.
     """
     parameters = list(head.parameters()) + list(classifier.parameters())
+    optimizer: torch.optim.Optimizer
     if recipe.optimizer == "adam":
         optimizer = torch.optim.Adam(parameters, lr=recipe.lr, weight_decay=recipe.weight_decay)
     else:
@@ -98,7 +102,7 @@ def fit_projection_head(
 
 
 @torch.no_grad()
-def original_features(run) -> tuple[torch.Tensor, torch.Tensor]:
+def original_features(run: UnlearnRun) -> tuple[torch.Tensor, torch.Tensor]:
     """f(x) of the frozen Original and the labels of every training sample (D), from un-augmented views."""
     features, labels = [], []
     for x, y in run.data.eval_views("train"):
@@ -192,8 +196,9 @@ class ContrastiveUnlearning(Method):
 
     name = "cu"
     Params = ContrastiveUnlearningParams
+    params: ContrastiveUnlearningParams
 
-    def unlearn(self, run) -> None:
+    def unlearn(self, run: UnlearnRun) -> None:
         p = self.params
         model = run.model
         head = self.projection_head(run, model.feature_dim)
@@ -204,7 +209,7 @@ class ContrastiveUnlearning(Method):
         run.fit(((loss_fn, step) for step in self.steps(run, total)), p, total,
                 parameters=list(model.parameters()) + list(head.parameters()))
 
-    def projection_head(self, run, feature_dim: int) -> ProjectionHead:
+    def projection_head(self, run: UnlearnRun, feature_dim: int) -> ProjectionHead:
         """A freshly initialised head, drawn with a seed from the run (the global RNG is left untouched)."""
         seed = int(torch.randint(0, 2**62, (1,), generator=run.generator))
         with torch.random.fork_rng(devices=[]):
@@ -212,7 +217,7 @@ class ContrastiveUnlearning(Method):
             head = ProjectionHead(feature_dim, self.params.projection_dim)
         return head.to(run.device)
 
-    def fit_head_on_original(self, run, head: ProjectionHead) -> None:
+    def fit_head_on_original(self, run: UnlearnRun, head: ProjectionHead) -> None:
         """Train the head as the authors' Original trained it: CE through a classifier on its normalised
         output, over all of D, with the Original's recipe; the Original itself is frozen and is
         forwarded once per training sample (un-augmented view), which the cost counts."""
@@ -226,11 +231,12 @@ class ContrastiveUnlearning(Method):
         features, labels = original_features(run)
         fit_projection_head(head, classifier, features, labels, run.recipe, epochs, run.generator)
 
-    def loss_fn(self, head: nn.Module):
+    def loss_fn(self, head: nn.Module) -> Callable[[Classifier, Step], dict[str, torch.Tensor]]:
         p = self.params
 
-        def loss(model, step):
+        def loss(model: Classifier, step: Step) -> dict[str, torch.Tensor]:
             forget, retain = step.forget, step.retain
+            assert forget is not None and retain is not None  # `steps` pairs every forget batch with a retain batch
             features = model.features(step.joint_x())  # retain rows first
             z = F.normalize(head(features), dim=1)
             z_retain, z_forget = z[: len(retain)], z[len(retain):]
@@ -242,7 +248,7 @@ class ContrastiveUnlearning(Method):
 
         return loss
 
-    def steps(self, run, total: int) -> Iterator[Step]:
+    def steps(self, run: UnlearnRun, total: int) -> Iterator[Step]:
         """Each forget batch omega times in a row, each time with a fresh retain batch of the same size."""
         p = self.params
         data, generator = run.data, run.generator

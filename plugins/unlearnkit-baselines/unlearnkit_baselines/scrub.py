@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Callable, Iterator
+
 import torch
 import torch.nn.functional as F
 from pydantic import Field
+from torch import nn
 
 from unlearnkit import Method, TrainParams
+
+if TYPE_CHECKING:  # pragma: no cover
+    from unlearnkit import Classifier, Step, UnlearnRun
+    from unlearnkit.engine import CostMeter
+
+    #: a loss over one step, as `run.fit` takes it: its named terms
+    StepLoss = Callable[[Classifier, Step], dict[str, torch.Tensor]]
 
 
 def distill_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -20,11 +30,12 @@ def distill_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tempe
     return F.kl_div(log_student, teacher, reduction="batchmean") * temperature**2
 
 
-def max_step_loss(teacher, temperature: float, cost):
+def max_step_loss(teacher: nn.Module, temperature: float, cost: CostMeter) -> StepLoss:
     """A max-step's loss on the forget batch: -KL(teacher || student); counts the teacher's forward."""
 
-    def loss(model, step):
+    def loss(model: Classifier, step: Step) -> dict[str, torch.Tensor]:
         batch = step.forget
+        assert batch is not None  # max-steps run over "forget": every step has a forget batch
         with torch.no_grad():
             target = teacher(batch.x)
         cost.forwarded(len(batch))
@@ -33,14 +44,15 @@ def max_step_loss(teacher, temperature: float, cost):
     return loss
 
 
-def min_step_loss(teacher, temperature: float, gamma: float, alpha: float, cost):
+def min_step_loss(teacher: nn.Module, temperature: float, gamma: float, alpha: float, cost: CostMeter) -> StepLoss:
     """A min-step's loss on the retain batch: gamma * CE + alpha * KL(teacher || student).
 
     Counts the teacher's forward.
     """
 
-    def loss(model, step):
+    def loss(model: Classifier, step: Step) -> dict[str, torch.Tensor]:
         batch = step.retain
+        assert batch is not None  # min-steps run over "retain": every step has a retain batch
         with torch.no_grad():
             target = teacher(batch.x)
         cost.forwarded(len(batch))
@@ -104,8 +116,9 @@ class Scrub(Method):
 
     name = "scrub"
     Params = ScrubParams
+    params: ScrubParams
 
-    def unlearn(self, run) -> None:
+    def unlearn(self, run: UnlearnRun) -> None:
         p = self.params
         max_epochs = min(p.msteps, p.epochs)
         total = p.epochs * run.steps_per_epoch("retain", p.batch_size) + max_epochs * run.steps_per_epoch(
@@ -115,7 +128,7 @@ class Scrub(Method):
         maximise = max_step_loss(teacher, p.temperature, run.cost)
         minimise = min_step_loss(teacher, p.temperature, p.gamma, p.alpha, run.cost)
 
-        def schedule():
+        def schedule() -> Iterator[tuple[StepLoss, Step]]:
             for epoch in range(p.epochs):
                 if epoch < p.msteps:
                     yield from ((maximise, step) for step in run.steps("forget", p.forget_batch_size, 1))

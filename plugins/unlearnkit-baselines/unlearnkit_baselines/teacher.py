@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Callable, Literal
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field
+from torch import nn
 
 from unlearnkit import Method, TrainParams
 
+if TYPE_CHECKING:  # pragma: no cover
+    from unlearnkit import Batch, Classifier, Step, UnlearnRun
+    from unlearnkit.engine import CostMeter
 
-def incompetent_teacher(run) -> torch.nn.Module:
+
+def incompetent_teacher(run: UnlearnRun) -> torch.nn.Module:
     """A randomly initialised model of the run's architecture, seeded from `run.generator`, frozen, in eval mode.
 
     The global torch RNG is used for the initialisation inside a forked RNG state,
@@ -24,7 +29,9 @@ def incompetent_teacher(run) -> torch.nn.Module:
     return model.to(run.device).eval().requires_grad_(False)
 
 
-def bad_teacher_loss(competent, incompetent, temperature: float, cost):
+def bad_teacher_loss(
+    competent: nn.Module, incompetent: nn.Module, temperature: float, cost: CostMeter
+) -> Callable[[Classifier, Step], dict[str, torch.Tensor]]:
     """KL(teacher || student) at temperature T over a union batch, averaged over all its samples.
 
     The teacher of a sample is `competent` (the original) when it is a retain
@@ -34,8 +41,8 @@ def bad_teacher_loss(competent, incompetent, temperature: float, cost):
     samples it teaches, and its forward is counted.
     """
 
-    def loss(model, step):
-        sides = [
+    def loss(model: Classifier, step: Step) -> dict[str, torch.Tensor]:
+        sides: list[tuple[str, Batch, nn.Module]] = [
             (key, batch, teacher)
             for key, batch, teacher in (("retain_kl", step.retain, competent), ("forget_kl", step.forget, incompetent))
             if batch is not None
@@ -44,7 +51,8 @@ def bad_teacher_loss(competent, incompetent, temperature: float, cost):
         # normalises the mixed batch together, rather than the forget samples among themselves.
         x = step.joint_x()
         log_student = F.log_softmax(model(x) / temperature, dim=1)
-        terms, start, n = {}, 0, len(x)
+        terms: dict[str, torch.Tensor] = {}
+        start, n = 0, len(x)
         for key, batch, teacher in sides:
             with torch.no_grad():
                 target = F.softmax(teacher(batch.x) / temperature, dim=1)
@@ -110,8 +118,9 @@ class BadTeacher(Method):
 
     name = "bad-teacher"
     Params = BadTeacherParams
+    params: BadTeacherParams
 
-    def unlearn(self, run) -> None:
+    def unlearn(self, run: UnlearnRun) -> None:
         p = self.params
         retain = run.data.split.retain
         keep = max(1, int(p.retain_fraction * len(retain))) if len(retain) else 0
