@@ -49,7 +49,7 @@ def test_bench_writes_tables_and_figure_and_resumes(capsys, tmp_path):
 @pytest.mark.slow
 def test_tune_finds_params_that_bench_then_uses(capsys, tmp_path):
     code, out, err = unlearn(capsys, "tune", "--method", "ft", "--seeds", "1", "--range", "ft.lr=0.001,0.05", "--range", "ft.epochs=1",
-                             "--set", "method.params.batch_size=64", "--out", "tuned", *RUN_TINY)
+                             "--search", "grid", "--set", "method.params.batch_size=64", "--out", "tuned", *RUN_TINY)
     assert code == 0, err
     assert "best: ft.lr=" in out and "2 of 2 cells finished" in err
     tuned = yaml.safe_load((tmp_path / "tuned" / "tuned.yaml").read_text())

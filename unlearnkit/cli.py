@@ -12,6 +12,7 @@ from typing import Any, Optional
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.plugins import installed, plugin_rows
@@ -172,6 +173,17 @@ def _command_line() -> str:
     return shlex.join(["unlearn", *_invocation])
 
 
+def _record_invocation(folder: Path, outcome) -> list[dict]:
+    """Append this command's run to the folder's invocations.json (resumed grids add up); returns them all."""
+    history_file = folder / "invocations.json"
+    history = json.loads(history_file.read_text()) if history_file.is_file() else []
+    history.append({"command": _command_line(), "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+                    "seconds": round(outcome.seconds, 1), "cells_computed": outcome.computed,
+                    "interrupted": outcome.interrupted})
+    history_file.write_text(json.dumps(history, indent=1) + "\n")
+    return history
+
+
 def _run_and_report(grid, folder: Path, quiet: bool, header: str, meta: dict) -> tuple:
     """Run a grid's missing cells with progress, then write the reports (also after Ctrl-C)."""
     from unlearnkit.bench.runner import CellStore, run_grid
@@ -183,12 +195,7 @@ def _run_and_report(grid, folder: Path, quiet: bool, header: str, meta: dict) ->
         outcome = run_grid(grid, CellStore(folder), progress=progress, log=log,
                            after_references=_report_regime,
                            after_group=lambda records: write_reports(folder, records, partial, meta))
-    history_file = folder / "invocations.json"
-    history = json.loads(history_file.read_text()) if history_file.is_file() else []
-    history.append({"command": _command_line(), "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
-                    "seconds": round(outcome.seconds, 1), "cells_computed": outcome.computed,
-                    "interrupted": outcome.interrupted})
-    history_file.write_text(json.dumps(history, indent=1) + "\n")
+    history = _record_invocation(folder, outcome)
     wall = sum(h["seconds"] for h in history)
     header += f"\nWall time: {wall:.0f} s over {len(history)} invocation(s) of the command.\n"
     files = write_reports(folder, outcome.records, header, {**meta, "invocations": history})
@@ -308,9 +315,9 @@ def tune(
         None, "--range", "-r",
         help="PLUGIN.PARAM=LOW:HIGH[:log] or =V1,V2 (repeatable); default: the plugins' declared ranges.",
     ),
-    search: str = typer.Option("grid", "--search", help="grid or random."),
+    search: str = typer.Option("tpe", "--search", help="tpe, grid or random (Optuna's samplers)."),
     points: int = typer.Option(3, "--points", min=1, help="grid: values per range."),
-    trials_count: int = typer.Option(8, "--trials", min=1, help="random: how many draws."),
+    trials_count: int = typer.Option(8, "--trials", min=1, help="tpe, random: how many trials in all (grid: the grid's size)."),
     scenario: str = typer.Option("random:0.1", "--scenario", help="random:0.1 or class:N."),
     seeds: str = typer.Option("2", "--seeds", help=f"Tuning seeds: a list, or a count N = seeds {TUNING_SEEDS}.."
                               f"{TUNING_SEEDS}+N-1, apart from the evaluation seeds a bench reports."),
@@ -326,10 +333,12 @@ def tune(
     import yaml
 
     from unlearnkit.bench.grid import merge, parse_seeds, spec_key
-    from unlearnkit.bench.tune import ranking, search_space, trials, tuning_grid
+    from unlearnkit.bench.runner import CellStore, Keys, Outcome, finished, run_grid
+    from unlearnkit.bench.summary import trial_tables, write_reports
+    from unlearnkit.bench import tune as tuning
 
-    if search not in ("grid", "random"):
-        raise UnlearnkitError(f"--search '{search}' is not one of grid, random")
+    if search not in ("tpe", "grid", "random"):
+        raise UnlearnkitError(f"--search '{search}' is not one of tpe, grid, random")
     parsed = parse_seeds(seeds)
     seed_list = list(range(TUNING_SEEDS, TUNING_SEEDS + parsed)) if isinstance(parsed, int) else parsed
     if bench_file is not None:
@@ -343,46 +352,100 @@ def tune(
     resolved = _resolve(base, source)  # the spec and names are valid before anything is searched
     name, chosen_method = resolved.name, resolved.method.name
     chosen_augment = tuple(a.name for a in resolved.augmenters)
-    space = search_space(chosen_method, chosen_augment, installed(), list(ranges or []))
-    assignments = trials(space, search, points, trials_count, seed=resolved.spec.seed)
-    grid = tuning_grid(base, chosen_method, chosen_augment, scenario, seed_list, assignments, installed())
-    identity = {"base": base, "scenario": scenario, "seeds": seed_list, "trials": assignments}
-    folder = out_dir or Path("tune") / f"{name}-{spec_key(identity)[:8]}"
+    registry = installed()
+    space = tuning.search_space(chosen_method, chosen_augment, registry, list(ranges or []))
+    tuning.tuning_grid(base, chosen_method, chosen_augment, scenario, seed_list, {}, registry)  # the scenario is valid
+    tuning.load_optuna()  # missing: one message before anything is trained
+    # workers on other devices share the study; the trial count can grow between invocations
+    identity = {"base": {k: v for k, v in base.items() if k != "device"}, "scenario": scenario, "seeds": seed_list,
+                "search": search, "space": {k: str(v) for k, v in space.items()}, **({"points": points} if search == "grid" else {})}
+    key = spec_key(identity)[:8]
+    folder = out_dir or Path("tune") / f"{name}-{key}"
     folder.mkdir(parents=True, exist_ok=True)
-    err.print(f"tuning {name}: {len(assignments)} trials x {len(seed_list)} seeds over "
-              + "; ".join(f"{k} in {v}" for k, v in space.items()) + f"; results in {folder}")
-    header = (f"# unlearn tune: {name}\n\nCommand: `{_command_line()}`\n\nSearch ({search}): "
-              + "; ".join(f"{k} in {v}" for k, v in space.items()) + "\n")
-    outcome, files = _run_and_report(grid, folder, quiet, header, {"tune": identity})
-    ranked = ranking(outcome.records, assignments, len(seed_list))
-    if ranked:
-        from unlearnkit.bench.summary import trial_tables
-        from unlearnkit.bench.tune import overlay
+    study = tuning.open_study(folder, f"{name}-{key}", search, space, points, seed=resolved.spec.seed)
+    target = len(tuning.trials(space, "grid", points, 0, 0)) if search == "grid" else trials_count
+    err.print(f"tuning {name} ({search}): {target} trials x {len(seed_list)} seeds over "
+              + "; ".join(f"{k} in {v}" for k, v in space.items())
+              + f"; {len(tuning.finished_trials(study))} already finished; results and study.db in {folder}")
 
+    store, started = CellStore(folder), time.perf_counter()
+    total = Outcome()  # summed over this invocation's trials
+    regime_shown: list[bool] = []
+    log = (lambda line: None) if quiet else (lambda line: err.print(f"[dim]{line}[/]", highlight=False))
+
+    def regime_once(records: list[dict]) -> None:
+        if not regime_shown:
+            regime_shown.append(True)
+            _report_regime(records)
+
+    def objective(trial) -> float:
+        """One trial: its cells (those already on disk are reused), scored by Avg Gap over the tuning seeds."""
+        assignment = {trial.number: tuning.suggest(trial, space, search, points)}
+        grid = tuning.tuning_grid(base, chosen_method, chosen_augment, scenario, seed_list, assignment, registry)
+        outcome = run_grid(grid, store, progress=progress, log=log, after_references=regime_once)
+        total.computed += outcome.computed
+        total.failures += outcome.failures
+        if outcome.error is not None:
+            raise outcome.error
+        if outcome.interrupted:
+            raise KeyboardInterrupt  # Optuna marks the trial failed; the next invocation retries it
+        ranked = tuning.ranking(outcome.records, assignment, len(seed_list))
+        if not ranked:
+            raise tuning.TrialFailed()
+        return ranked[0]["avg_gap"]
+
+    with Progress(console=err, enabled=not quiet and err.is_terminal) as progress:
+        # one trial per call: other workers may finish the study meanwhile, and GridSampler's stop ends a call only
+        for _ in range(target - len(tuning.finished_trials(study))):
+            try:
+                study.optimize(objective, n_trials=1, catch=(tuning.TrialFailed,))
+            except KeyboardInterrupt:
+                total.interrupted = True
+            except UnlearnkitError as exc:
+                total.error = exc
+            if total.interrupted or total.error or len(tuning.finished_trials(study)) >= target:
+                break
+
+    total.seconds = time.perf_counter() - started
+    assignments = tuning.finished_trials(study)
+    grid = tuning.tuning_grid(base, chosen_method, chosen_augment, scenario, seed_list, assignments, registry)
+    keys = Keys(grid)
+    total.records = finished(grid, keys, store)
+    total.done = sum(not store.missing(keys.cell[c]) for c in grid.cells)
+    history = _record_invocation(folder, total)
+    header = (f"# unlearn tune: {name}\n\nCommand: `{_command_line()}`\n\nSearch ({search}, {len(assignments)} of "
+              f"{target} trials finished): " + "; ".join(f"{k} in {v}" for k, v in space.items()) + "\n"
+              f"\nWall time: {sum(h['seconds'] for h in history):.0f} s over {len(history)} invocation(s) of the command.\n")
+    files = write_reports(folder, total.records, header, {"tune": identity, "invocations": history})
+    if total.error is not None:
+        raise total.error  # reported as one message; the finished trials and their tables are kept
+    ranked = tuning.ranking(total.records, assignments, len(seed_list))
+    complete = len(assignments) >= target
+    if ranked:
         table, trials_markdown = trial_tables(ranked, list(space),
                                               f"{name}: trials by mean Avg Gap to Retrain ({scenario}, seeds {seeds})")
         best = ranked[0]
-        if len(ranked) == len(assignments):  # a winner only among every trial, each over every seed
+        if complete:  # a winner only once the study has every trial asked for, each over every seed
             # the params the trials ran with: those set in the spec, then the search's choice
-            ran_with = {"method": {"params": base["method"].get("params", {})}}
+            ran_with: dict[str, Any] = {"method": {"params": base["method"].get("params", {})}}
             if base.get("augment"):
                 ran_with["augment"] = [{"name": a["name"], "params": a.get("params", {})} for a in base["augment"]]
-            tuned = {"params": {name: merge(ran_with, overlay(chosen_method, best["assignment"]))},
+            tuned = {"params": {name: merge(ran_with, tuning.overlay(chosen_method, best["assignment"]))},
                      "tuned_on": {"scenario": scenario, "seeds": seed_list}}
             note = (f"# unlearn tune: best of {len(ranked)} trials for {name} on {scenario}, seeds {seed_list}: "
                     f"Avg Gap {best['avg_gap']:.2f}\n# use with: unlearn bench --params {folder / 'tuned.yaml'}\n")
             (folder / "tuned.yaml").write_text(note + yaml.safe_dump(tuned, sort_keys=False))
-        else:
-            err.print(f"{len(ranked)} of {len(assignments)} trials finished: no tuned.yaml until all have; "
-                      "run the same command again to finish them")
         with (folder / "results.md").open("a") as handle:
             handle.write("\n### Trials, best first\n\n" + trials_markdown + "\n\nChosen: "
                          + ", ".join(f"{k}={v}" for k, v in best["assignment"].items()) + "\n")
         out.print(table)
-        if len(ranked) == len(assignments):
+        if complete:
             out.print(f"best: {', '.join(f'{k}={v}' for k, v in best['assignment'].items())} "
                       f"(Avg Gap {best['avg_gap']:.2f}); written {folder / 'tuned.yaml'}")
-    _finish(outcome, files, folder, len(grid.cells))
+    if not complete:
+        err.print(f"{len(assignments)} of {target} trials finished: tuned.yaml is written once all have; "
+                  "run the same command again to finish them")
+    _finish(total, files, folder, len(grid.cells))
 
 
 def _tune_bench(path: Path, overrides: list[str], scenario: str, seeds: list[int], points: int,
@@ -485,7 +548,8 @@ def main(argv: list[str] | None = None) -> None:
     except UnlearnkitError as exc:
         if os.environ.get("UNLEARNKIT_DEBUG", "") not in ("", "0"):
             raise
-        err.print(f"[bold red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
+        # messages quote user input and commands ([tune], [3]): printed as plain text, never as markup
+        err.print(Text.assemble(("error:", "bold red"), " ", exc.message), highlight=False, soft_wrap=True)
         if exc.hint:
-            err.print(exc.hint, highlight=False, soft_wrap=True)
+            err.print(exc.hint, markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)

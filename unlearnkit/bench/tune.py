@@ -1,7 +1,9 @@
-"""Tuning: a grid whose cells are one method variant under different params; the lowest Avg Gap wins.
+"""Tuning: trials whose cells are one method variant under different params; the lowest Avg Gap wins.
 
 Ranges come from each plugin's `search_space` (the paper's ranges, declared by the plugin)
-or from the user as `PLUGIN.PARAM=LOW:HIGH[:log]` or `PLUGIN.PARAM=V1,V2,...`.
+or from the user as `PLUGIN.PARAM=LOW:HIGH[:log]` or `PLUGIN.PARAM=V1,V2,...`. `unlearn tune`
+searches them with an Optuna study kept in SQLite beside the cells (so it resumes and can be
+shared by several workers); `unlearn tune --bench` runs the full grid of every variant.
 """
 
 from __future__ import annotations
@@ -10,9 +12,11 @@ import itertools
 import json
 import random
 import statistics
-from typing import Any
+import warnings
+from pathlib import Path
+from typing import Any, Mapping, Sequence, cast
 
-from unlearnkit.api import Choice, Range, SearchRange
+from unlearnkit.api import Augmenter, Choice, Method, Range, SearchRange
 from unlearnkit.bench.grid import BenchSpec, Cell, Grid, merge, method_names, resolve_cells, scenario_overrides
 from unlearnkit.bench.summary import ACCURACIES
 from unlearnkit.errors import UnlearnkitError
@@ -74,13 +78,18 @@ def trials(space: dict[str, SearchRange], search: str, points: int, count: int, 
     """Assignments to try: the full grid (`points` per range, every choice), or `count` random draws."""
     keys = list(space)
     if search == "grid":
-        axes = [[_round(v) for v in space[k].grid(points)] for k in keys]
-        found = [dict(zip(keys, values)) for values in itertools.product(*axes)]
+        axes = grid_axes(space, points)
+        found = [dict(zip(keys, values)) for values in itertools.product(*axes.values())]
     else:
         rng = random.Random(seed)
         found = [{k: _round(space[k].sample(rng)) for k in keys} for _ in range(count)]
     unique = {json.dumps(a, sort_keys=True): a for a in found}  # the same params are one cell, however drawn
     return list(unique.values())
+
+
+def grid_axes(space: dict[str, SearchRange], points: int) -> dict[str, list[Any]]:
+    """The values a grid tries per key: `points` per range, every choice."""
+    return {k: list(dict.fromkeys(_round(v) for v in r.grid(points))) for k, r in space.items()}
 
 
 def _round(value: Any) -> Any:
@@ -105,19 +114,22 @@ def overlay(method: str, assignment: dict[str, Any]) -> dict[str, Any]:
 
 def tuning_grid(
     base: dict[str, Any], method: str, augment: tuple[str, ...], scenario: str, seeds: list[int],
-    assignments: list[dict[str, Any]], registry: Registry,
+    assignments: Mapping[int, dict[str, Any]], registry: Registry,
 ) -> Grid:
+    """The cells of the given trials (keyed by trial number), one per tuning seed."""
     scenario_overrides(scenario)
     if scenario.startswith("sequential"):
         raise UnlearnkitError(f"tuning on '{scenario}' is not supported: its steps would be averaged as if they were seeds",
                               "Tune on the scenario of its first request (random:FRACTION) and bench the sequential one.")
     grid = Grid([Cell(scenario, seed, method, augment, json.dumps(overlay(method, a), sort_keys=True), trial=i)
-                 for i, a in enumerate(assignments) for seed in seeds])
+                 for i, a in assignments.items() for seed in seeds])
     resolve_cells(grid, base, registry)
     return grid
 
 
-def ranking(records: list[dict[str, Any]], assignments: list[dict[str, Any]], seeds: int) -> list[dict[str, Any]]:
+def ranking(
+    records: list[dict[str, Any]], assignments: Mapping[int, dict[str, Any]] | Sequence[dict[str, Any]], seeds: int
+) -> list[dict[str, Any]]:
     """Trials finished on all `seeds`, best first by the paper's Avg Gap: the gap between the trial's seed means
     and Retrain's seed means (the mean of per-seed gaps is kept beside it as `seed_gap`)."""
     retrain = {r["seed"]: r["metrics"] for r in records if r.get("kind") == "retrain"}
@@ -154,10 +166,11 @@ def bench_tuning_grid(
     scenario_overrides(scenario)
     names, cells = [], []
     for method in method_names(spec, registry):
-        cls = registry.get_class("method", method)
+        cls = cast("type[Method]", registry.get_class("method", method))
         for setting in spec.augment:
             augment = tuple(a for a in setting.split("+") if a and a != "none")
-            if bool(augment) != wrapped or any(registry.get_class("augmenter", a).cannot_wrap(cls) for a in augment):
+            if bool(augment) != wrapped or any(cast("type[Augmenter]", registry.get_class("augmenter", a)).cannot_wrap(cls)
+                                               for a in augment):
                 continue
             plugins = [registry.get_class("augmenter", a) for a in augment] if wrapped else [cls]
             space = {f"{p.name}.{param}": r for p in plugins for param, r in p.search_space.items()}
@@ -177,10 +190,110 @@ def bench_tuning_grid(
 def chosen_params(variant: str, records: list[dict[str, Any]], grid: Grid, seeds: int) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """The tuned part of the best trial of one variant (None until every trial has every seed), and its ranking row."""
     cells = [c for c in grid.cells if c.variant == variant]
-    assignments: dict[int, dict[str, Any]] = {c.trial: json.loads(c.overlay) for c in cells}
+    assignments: dict[int, dict[str, Any]] = {c.trial: json.loads(c.overlay) for c in cells if c.trial is not None}
     own = [r for r in records if r.get("kind") != "unlearned" or r["variant"].rpartition(" #")[0] == variant]
-    ranked = ranking(own, [assignments[i] for i in range(len(assignments))], seeds)
+    ranked = ranking(own, assignments, seeds)
     if len(ranked) < len(assignments):
         return None
     best = ranked[0]
     return best["assignment"], best
+
+
+# --- the Optuna study behind `unlearn tune` ---------------------------------------------------------
+
+#: a trial whose heartbeat is older than GRACE_SECONDS belonged to a killed worker: it is failed, then retried
+HEARTBEAT_SECONDS = 10
+GRACE_SECONDS = 60
+#: TPE draws this many trials at random before it models the results (Optuna's 10 would make short tunings random)
+TPE_STARTUP = 4
+
+
+class TrialFailed(Exception):
+    """A trial some of whose cells raised (already reported): Optuna records it as failed and goes on."""
+
+
+def load_optuna() -> Any:
+    try:
+        import optuna
+    except ImportError:
+        # the CLI prints hints as Rich markup, where an unescaped [tune] would be taken for a tag and vanish
+        raise UnlearnkitError("unlearn tune searches with Optuna, which is not installed",
+                              "pip install 'unlearnkit[tune]'") from None
+    # our own lines report trials; Optuna's would repeat them (a failed trial's with its traceback)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    # the heartbeat that finds killed workers' trials is marked experimental (Optuna < 4 says so at every trial)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    return optuna
+
+
+def open_study(folder: Path, name: str, search: str, space: dict[str, SearchRange], points: int, seed: int) -> Any:
+    """The study `name` in `folder`/study.db, created or loaded; failed trials are queued again, so a rerun retries them."""
+    optuna = load_optuna()
+    storage = optuna.storages.RDBStorage(
+        f"sqlite:///{folder.resolve() / 'study.db'}", heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
+        engine_kwargs={"connect_args": {"timeout": 60}})  # workers sharing the file wait for its lock
+    study = optuna.create_study(storage=storage, study_name=name, direction="minimize", load_if_exists=True)
+    optuna.storages.fail_stale_trials(study)  # a killed worker's trials, so that they are retried below
+    study.sampler = _sampler(optuna, search, space, points, seed)
+    trials = study.get_trials(deepcopy=False)
+    queued = {_key(t) for t in trials if t.state != optuna.trial.TrialState.FAIL}
+    for trial in trials:  # interrupted, killed or failed: its params once more (its finished cells are reused)
+        if trial.state == optuna.trial.TrialState.FAIL and _key(trial) not in queued:
+            study.enqueue_trial(trial.params)
+            queued.add(_key(trial))
+    return study
+
+
+def _sampler(optuna: Any, search: str, space: dict[str, SearchRange], points: int, seed: int) -> Any:
+    """Optuna's sampler for `search`. Random and TPE draw each trial with seed + the trial's number: a lone worker
+    (or a resumed one) repeats its draws, and workers sharing a study, numbered apart by it, never share them."""
+    if search == "grid":  # its seed orders the grid, so it stays one; trial n takes grid point n, then unvisited ones
+        return optuna.samplers.GridSampler(grid_axes(space, points), seed=seed)
+
+    def make(seed: int) -> Any:
+        if search == "random":
+            return optuna.samplers.RandomSampler(seed=seed)
+        return optuna.samplers.TPESampler(n_startup_trials=TPE_STARTUP, seed=seed)
+
+    class TrialSeeded(optuna.samplers.BaseSampler):
+        def __init__(self) -> None:
+            self.inner = make(seed)
+
+        def before_trial(self, study: Any, trial: Any) -> None:
+            self.inner = make(seed + trial.number)
+            self.inner.before_trial(study, trial)
+
+        def infer_relative_search_space(self, study: Any, trial: Any) -> Any:
+            return self.inner.infer_relative_search_space(study, trial)
+
+        def sample_relative(self, study: Any, trial: Any, search_space: Any) -> Any:
+            return self.inner.sample_relative(study, trial, search_space)
+
+        def sample_independent(self, study: Any, trial: Any, name: str, distribution: Any) -> Any:
+            return self.inner.sample_independent(study, trial, name, distribution)
+
+        def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+            self.inner.after_trial(study, trial, state, values)
+
+    return TrialSeeded()
+
+
+def _key(trial: Any) -> str:
+    return json.dumps(trial.params or trial.system_attrs.get("fixed_params", {}), sort_keys=True)  # queued: fixed_params
+
+
+def suggest(trial: Any, space: dict[str, SearchRange], search: str, points: int) -> dict[str, Any]:
+    """A trial's assignment: a point of the grid, or a draw from each range (floats) and choice."""
+    if search == "grid":
+        values = {k: trial.suggest_categorical(k, axis) for k, axis in grid_axes(space, points).items()}
+    else:
+        values = {k: trial.suggest_float(k, r.low, r.high, log=r.log) if isinstance(r, Range)
+                  else trial.suggest_categorical(k, list(r.values)) for k, r in space.items()}
+    return {k: _round(v) for k, v in values.items()}
+
+
+def finished_trials(study: Any) -> dict[int, dict[str, Any]]:
+    """The assignments of the study's complete trials, by trial number."""
+    optuna = load_optuna()
+    return {t.number: {k: _round(v) for k, v in t.params.items()}
+            for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))}
