@@ -423,6 +423,7 @@ def test_every_hook_is_documented_with_its_signature():
 def example_distribution(site: Path) -> tuple[str, str]:
     """Install the example plugin into `site` as a fake distribution, from its own pyproject.toml."""
     project = tomllib.loads((EXAMPLE / "pyproject.toml").read_text())["project"]
+    sys.modules.pop("unlearnkit_example", None)  # the checkout's copy, which the example's own tests import
     shutil.copytree(EXAMPLE / "unlearnkit_example", site / "unlearnkit_example")
     write_distribution(site, project["name"], project["version"], project["entry-points"][GROUP])
     return project["name"], project["version"]

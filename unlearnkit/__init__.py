@@ -25,11 +25,14 @@ _LAZY = {
     "UnlearnRun": "unlearnkit.engine.run", "AugmentedMethod": "unlearnkit.engine.run",
     "Batch": "unlearnkit.engine.data", "Step": "unlearnkit.engine.data",
     "Subject": "unlearnkit.evaluation.subject", "Classifier": "unlearnkit.models.base",
+    # the shared losses and their type: a loss takes the model and one Step
+    "LossFn": "unlearnkit.engine.train", "retain_cross_entropy": "unlearnkit.engine.train",
 }
 
 if TYPE_CHECKING:  # what the type checker sees of the lazy names below
     from unlearnkit.engine.data import Batch, Step
     from unlearnkit.engine.run import AugmentedMethod, UnlearnRun
+    from unlearnkit.engine.train import LossFn, retain_cross_entropy
     from unlearnkit.evaluation.subject import Subject
     from unlearnkit.models.base import Classifier
     from unlearnkit.workflow import UnlearnResult, unlearn
@@ -45,6 +48,6 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "Architecture", "AugmentedMethod", "Augmenter", "Batch", "Choice", "Classifier", "DataShape", "DataSource",
-    "Evaluator", "Method", "Params", "Range", "RepresentationAugmenter", "Step", "Subject", "TrainParams",
-    "UnlearnResult", "UnlearnRun", "UnlearnkitError", "hookimpl", "unlearn", "__version__",
+    "Evaluator", "LossFn", "Method", "Params", "Range", "RepresentationAugmenter", "Step", "Subject", "TrainParams",
+    "UnlearnResult", "UnlearnRun", "UnlearnkitError", "hookimpl", "retain_cross_entropy", "unlearn", "__version__",
 ]
