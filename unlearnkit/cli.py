@@ -364,9 +364,9 @@ def tune(
     folder.mkdir(parents=True, exist_ok=True)
     study = tuning.open_study(folder, f"{name}-{key}", search, space, points, seed=resolved.spec.seed)
     target = len(tuning.trials(space, "grid", points, 0, 0)) if search == "grid" else trials_count
-    err.print(f"tuning {name} ({search}): {target} trials x {len(seed_list)} seeds over "
-              + "; ".join(f"{k} in {v}" for k, v in space.items())
-              + f"; {len(tuning.finished_trials(study))} already finished; results and study.db in {folder}")
+    searched = "; ".join(f"{k} in {v}" for k, v in space.items())
+    err.print(f"tuning {name} ({search}): {target} trials x {len(seed_list)} seeds over {searched}; "
+              f"{len(tuning.finished_trials(study))} already finished; results and study.db in {folder}")
 
     store, started = CellStore(folder), time.perf_counter()
     total = Outcome()  # summed over this invocation's trials
@@ -414,7 +414,7 @@ def tune(
     total.done = sum(not store.missing(keys.cell[c]) for c in grid.cells)
     history = _record_invocation(folder, total)
     header = (f"# unlearn tune: {name}\n\nCommand: `{_command_line()}`\n\nSearch ({search}, {len(assignments)} of "
-              f"{target} trials finished): " + "; ".join(f"{k} in {v}" for k, v in space.items()) + "\n"
+              f"{target} trials finished): {searched}\n"
               f"\nWall time: {sum(h['seconds'] for h in history):.0f} s over {len(history)} invocation(s) of the command.\n")
     files = write_reports(folder, total.records, header, {"tune": identity, "invocations": history})
     if total.error is not None:

@@ -216,7 +216,6 @@ def load_optuna() -> Any:
     try:
         import optuna
     except ImportError:
-        # the CLI prints hints as Rich markup, where an unescaped [tune] would be taken for a tag and vanish
         raise UnlearnkitError("unlearn tune searches with Optuna, which is not installed",
                               "pip install 'unlearnkit[tune]'") from None
     # our own lines report trials; Optuna's would repeat them (a failed trial's with its traceback)
