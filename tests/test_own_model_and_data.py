@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import types
 from collections import Counter
 
@@ -168,6 +169,47 @@ def test_streamed_batches_read_the_users_transforms_and_a_second_view_reads_agai
     assert any(not torch.equal(v, batch.x) for v in views)  # random flips: the views differ
     retain = torch.cat([x for x, _ in data.eval_views("retain", 5)])
     assert retain.shape == (16, 3, 32, 32)
+
+
+def test_streamed_reads_leave_the_callers_generators_as_they_were():
+    data = StreamedData(Blobs(20, 0, augment=True), Blobs(8, 1, False), random_split(20, 0.2, 0), torch.device("cpu"), 4)
+    torch.manual_seed(5)
+    state = torch.get_rng_state()
+    batch = data.batch(data.split.retain[:6], torch.Generator())
+    batch.view()
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+class LoggedBlobs(Blobs):
+    """Blobs whose reads are logged to a file with the reading process's id (workers' reads included)."""
+
+    def __init__(self, log, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.log = log
+
+    def __getitem__(self, i: int):
+        with open(self.log, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        return super().__getitem__(i)
+
+
+def test_streamed_training_reads_in_workers_and_repeats_bitwise_whatever_their_number(user_setup, tmp_path):
+    network, _, test = user_setup
+    weights, main_reads = [], []
+    for workers in (0, 2):
+        log = tmp_path / f"reads-{workers}"
+        train = LoggedBlobs(log, 64, 0, augment=True)
+        result = uk.unlearn(network, train, forget=list(range(8)), test_set=test, method="ft", augment=["coun-cl"],
+                            params={"method": {"epochs": 2, "batch_size": 8}, "coun-cl": {"lambda": 0.5}},
+                            workers=workers, seed=3)
+        weights.append(result.model.state_dict())
+        pids = log.read_text().split()
+        main_reads.append((pids.count(str(os.getpid())), len(pids)))
+    assert all(torch.equal(v, weights[1][k]) for k, v in weights[0].items())
+    assert main_reads[0][0] == main_reads[0][1] == main_reads[1][1]
+    # with workers, this process reads only the second views of the batches the workers had been asked
+    # for before coun-cl first asked: the first, and the loader's 2 x 2 read ahead (8 samples each)
+    assert main_reads[1][0] == 5 * 8, main_reads
 
 
 # --------------------------------------------------------------------------- unlearnkit.unlearn

@@ -2,15 +2,19 @@
 
 Two kinds of data: images held in memory as uint8 tensors, whose views are made
 on whole batches at once (`RunData`), and a user's map-style torch Datasets,
-read sample by sample with the user's own transforms (`StreamedData`).
+read sample by sample with the user's own transforms, through a DataLoader whose
+worker processes read ahead of training (`StreamedData`).
 """
 
 from __future__ import annotations
 
 import copy
+import random
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Literal, Sequence
+from typing import Any, Callable, Iterable, Iterator, Literal, NamedTuple, Sequence, TypeVar
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 
@@ -18,6 +22,7 @@ from unlearnkit.data.forget import Split
 from unlearnkit.data.images import ImageSet, Transform
 
 Over = Literal["all", "retain", "forget", "retain+forget", "union"]
+Tag = TypeVar("Tag")
 
 
 @dataclass
@@ -116,6 +121,15 @@ class RunData:
         x = transform.train_view(images, generator)
         return Batch(x, self.train_y[index_dev], index, lambda: transform.train_view(images, generator))
 
+    def shuffle_generator(self, generator: torch.Generator) -> torch.Generator:
+        """The generator a batch stream shuffles with: the run's own, as batches are made when a step asks."""
+        return generator
+
+    def read(self, requests: Iterable[tuple[Tag, torch.Tensor]], generator: torch.Generator) -> Iterator[tuple[Tag, Batch]]:
+        """The batches of a stream of (tag, training positions) requests, in order, each with its tag."""
+        for tag, index in requests:
+            yield tag, self.batch(index, generator)
+
     def eval_views(self, part: str, batch_size: int = 1024) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Un-augmented (test-transform) images and labels of retain, forget, train or test samples."""
         transform = self.transform
@@ -135,9 +149,14 @@ class StreamedData(RunData):
 
     `train` gives training views (its random transforms draw a fresh view at every read, which is
     also the second view coun-cl asks for); `train_eval`, when given, holds the same samples with
-    test-time transforms for measuring RA, UA and MIA (else `train` is used). Evaluation passes go
-    through a DataLoader with `workers` processes; training batches are read in this process, so
-    that the run's seed fixes them.
+    test-time transforms for measuring RA, UA and MIA (else `train` is used).
+
+    Training streams and evaluation passes go through a DataLoader with `workers` processes, which
+    read batches ahead of the steps. Each batch is read under its own seed (torch's, numpy's and
+    Python's global generators, which transforms draw from), drawn in order from the stream's
+    private generator; so a run repeats bitwise whatever the number of workers, and however far
+    ahead they read. Once a method has asked for a second view (coun-cl does at every step), the
+    workers read one along with each later batch.
     """
 
     def __init__(
@@ -162,12 +181,45 @@ class StreamedData(RunData):
         self.test_index = _test_index(self.test_y, split)
         self.device = device
         self.workers = workers
+        self.second_views = False  # set at a method's first Batch.view(): from then on, read ahead with each batch
 
-    def _read(self, index: torch.Tensor) -> torch.Tensor:
-        return default_collate([self.train_set[i][0] for i in index.tolist()]).to(self.device)
+    def shuffle_generator(self, generator: torch.Generator) -> torch.Generator:
+        """A private generator seeded from the run's: the loader draws from it ahead of the steps,
+        and must not shift what the method itself draws from the run's generator meanwhile."""
+        return torch.Generator().manual_seed(_draw_seed(generator))
 
     def batch(self, index: torch.Tensor, generator: torch.Generator) -> Batch:
-        return Batch(self._read(index), self.train_y[index].to(self.device), index, lambda: self._read(index))
+        """A batch read in this process (a method's own schedule asks for one batch at a time)."""
+        read = _Read(index, _draw_seed(generator), 1)
+        return self._batch(read, _read_views(self.train_set, read))
+
+    def read(self, requests: Iterable[tuple[Tag, torch.Tensor]], generator: torch.Generator) -> Iterator[tuple[Tag, Batch]]:
+        tags: list[Tag] = []  # the loader hands back results in request order
+
+        def reads() -> Iterator[_Read]:
+            for tag, index in requests:
+                tags.append(tag)
+                yield _Read(index, _draw_seed(generator), 2 if self.second_views else 1)
+
+        loader = DataLoader(_BatchReader(self.train_set), sampler=reads(), batch_size=None, collate_fn=_as_read,
+                            num_workers=self.workers, pin_memory=self.device.type == "cuda")
+        for read, views in loader:
+            yield tags.pop(0), self._batch(read, views)
+
+    def _batch(self, read: _Read, views: list[torch.Tensor]) -> Batch:
+        """A batch of views read under seeds read.seed, read.seed + 1, ...; further views read on demand."""
+        x, *ahead = (v.to(self.device, non_blocking=True) for v in views)
+        drawn = 0
+
+        def redraw() -> torch.Tensor:
+            nonlocal drawn
+            drawn += 1
+            self.second_views = True
+            if ahead:
+                return ahead.pop(0)
+            return _read_views(self.train_set, _Read(read.positions, read.seed + drawn, 1))[0].to(self.device)
+
+        return Batch(x, self.train_y[read.positions].to(self.device), read.positions, redraw)
 
     def eval_views(self, part: str, batch_size: int = 256) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         if part == "test":
@@ -177,6 +229,57 @@ class StreamedData(RunData):
         loader = DataLoader(Subset(source, index.tolist()), batch_size=batch_size, num_workers=self.workers)
         for x, y in loader:
             yield x.to(self.device), torch.as_tensor(y).to(self.device)
+
+
+class _Read(NamedTuple):
+    """One batch to read: its training positions, its seed, and how many views."""
+
+    positions: torch.Tensor
+    seed: int
+    views: int
+
+
+def _draw_seed(generator: torch.Generator) -> int:
+    return int(torch.randint(0, 2**62, (1,), generator=generator))
+
+
+def _read_views(dataset: Dataset, read: _Read) -> list[torch.Tensor]:
+    """The batch's views, the k-th read under seed + k, whichever process reads it."""
+    views = []
+    for k in range(read.views):
+        with _seeded(read.seed + k):
+            views.append(default_collate([dataset[i][0] for i in read.positions.tolist()]))
+    return views
+
+
+@contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """Seeds torch's, numpy's and Python's global generators, and restores them afterwards."""
+    states = torch.get_rng_state(), np.random.get_state(), random.getstate()
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+    try:
+        yield
+    finally:
+        torch.set_rng_state(states[0])
+        np.random.set_state(states[1])
+        random.setstate(states[2])
+
+
+class _BatchReader(Dataset):
+    """Reads a whole batch per request, in a loader's worker (module level, so spawned workers can unpickle it)."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __getitem__(self, read: _Read) -> tuple[_Read, list[torch.Tensor]]:
+        return read, _read_views(self.dataset, read)
+
+
+def _as_read(item: Any) -> Any:
+    """The loader's collate step: a batch comes out of `_BatchReader` already collated."""
+    return item
 
 
 def dataset_labels(dataset: Dataset) -> torch.Tensor:
@@ -221,6 +324,15 @@ def steps_per_epoch(data: RunData, over: Over, batch_size: int, among: torch.Ten
     return full + (1 if rest > 1 or (rest == 1 and full == 0) else 0)
 
 
+class _Side(NamedTuple):
+    """Where a requested batch goes: a side of step `iteration`, and whether it completes that step."""
+
+    epoch: int
+    iteration: int
+    side: str
+    last: bool
+
+
 def steps(
     data: RunData, over: Over, batch_size: int, epochs: int, generator: torch.Generator, among: torch.Tensor | None = None
 ) -> Iterator[Step]:
@@ -233,28 +345,42 @@ def steps(
     `among` (training positions) replaces the part whose passes make an epoch: a union over
     a subset of D_r with all of D_u, say.
     """
-    per_epoch = steps_per_epoch(data, over, batch_size, among)
-    total = per_epoch * epochs
+    total = steps_per_epoch(data, over, batch_size, among) * epochs
+    shuffler = data.shuffle_generator(generator)
+    sides: dict[str, Batch] = {}
+    for where, batch in data.read(_requests(data, over, batch_size, epochs, shuffler, among), shuffler):
+        sides[where.side] = batch
+        if where.last:
+            yield Step(sides.get("retain"), sides.get("forget"), where.epoch, epochs, where.iteration, total)
+            sides = {}
+
+
+def _requests(
+    data: RunData, over: Over, batch_size: int, epochs: int, generator: torch.Generator, among: torch.Tensor | None
+) -> Iterator[tuple[_Side, torch.Tensor]]:
+    """The batches a step stream reads, in order: each step's retain side, then its forget side.
+
+    Drawn lazily: for data in memory, shuffles and views come from one generator in the order
+    the steps ask for them.
+    """
     forget_cycle: list[torch.Tensor] = []
     forget_set = data.split.forget
     part = _drawn(data, over, among)
     i = 0
     for epoch in range(epochs):
         for chunk in shuffled(part, batch_size, generator):
-            retain = forget = None
             if over == "forget":
-                forget = data.batch(chunk, generator)
+                yield _Side(epoch, i, "forget", True), chunk
             elif over == "union":
                 is_forget = torch.isin(chunk, forget_set)
                 if (~is_forget).any():
-                    retain = data.batch(chunk[~is_forget], generator)
+                    yield _Side(epoch, i, "retain", not is_forget.any()), chunk[~is_forget]
                 if is_forget.any():
-                    forget = data.batch(chunk[is_forget], generator)
+                    yield _Side(epoch, i, "forget", True), chunk[is_forget]
             else:
-                retain = data.batch(chunk, generator)
+                yield _Side(epoch, i, "retain", over != "retain+forget"), chunk
                 if over == "retain+forget":
                     if not forget_cycle:
                         forget_cycle = shuffled(forget_set, batch_size, generator)
-                    forget = data.batch(forget_cycle.pop(0), generator)
-            yield Step(retain, forget, epoch, epochs, i, total)
+                    yield _Side(epoch, i, "forget", True), forget_cycle.pop(0)
             i += 1

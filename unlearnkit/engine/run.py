@@ -141,8 +141,10 @@ class UnlearnRun:
     def batches(self, part: str, batch_size: int) -> Iterator[Batch]:
         """One shuffled pass over retain, forget or all training samples (for statistics such as saliency)."""
         self._check(part)
-        for chunk in shuffled(self.data.indices(part), batch_size, self.generator):
-            yield self.data.batch(chunk, self.generator)
+        shuffler = self.data.shuffle_generator(self.generator)
+        chunks = shuffled(self.data.indices(part), batch_size, shuffler)
+        for _, batch in self.data.read(((None, chunk) for chunk in chunks), shuffler):
+            yield batch
 
     def train(
         self,
