@@ -12,8 +12,8 @@ from unlearnkit import Method, Range, hookimpl
 from unlearnkit.api import Choice
 from unlearnkit.bench.grid import BenchSpec, Cell, expand, merge, scenario_label, scenario_overrides
 from unlearnkit.bench.runner import CellStore, run_grid
-from unlearnkit.bench.summary import (cl_effects, csv_text, markdown, paired_interval, regime_markdown,
-                                      regimes, tabulate)
+from unlearnkit.bench.summary import (cl_effects, csv_text, markdown, paired_interval, per_seed_effects, regime_markdown,
+                                      regimes, tabulate, welch_interval)
 from unlearnkit.bench.tune import overlay, parse_range, ranking, search_space, trials
 from unlearnkit.errors import SpecError, UnlearnkitError
 from unlearnkit.plugins import discover
@@ -244,6 +244,17 @@ def test_the_cl_effect_is_a_paired_per_seed_difference_with_a_t_interval():
     assert not interval.significant  # [-2.09, 0.29] holds 0
     assert paired_interval([-1.0, -1.2, -0.8]).significant
     assert not paired_interval([-3.0]).significant  # one seed: no interval, never significant
+
+
+def test_a_change_of_effect_between_scenarios_is_a_welch_interval():
+    # means 1 and 5, variances 1 and 2 over 3 and 2 samples: se^2 = 1/3 + 1, Welch's dof 1.684
+    interval = welch_interval([0.0, 1.0, 2.0], [4.0, 6.0])
+    assert interval.mean == 4 and interval.high - interval.mean == pytest.approx(5.977, abs=1e-3)  # as scipy ttest_ind, equal_var=False
+    assert not interval.significant and welch_interval([0.0, 1.0, 2.0], [9.0, 9.5, 10.0]).significant
+    cells = [{"variant": v, "seed": s, "metrics": {"avg_gap": g}}
+             for v, s, g in [("ft", 0, 3.0), ("ft+coun-cl", 0, 1.0), ("ft", 1, 2.0), ("ft+coun-cl", 1, 2.5),
+                             ("ft+coun-cl", 2, 9.0)]]  # seed 2 has no unwrapped cell to pair with
+    assert per_seed_effects(cells, "ft+coun-cl", "ft") == [-2.0, 0.5]
 
 
 def test_the_cl_effect_pairs_seeds_and_shows_in_tables():

@@ -70,6 +70,32 @@ def paired_interval(differences: list[float]) -> Interval:
     return Interval(mean, mean - half, mean + half, n)
 
 
+def welch_interval(first: list[float], second: list[float]) -> Interval:
+    """95% CI of mean(second) - mean(first) for two unpaired samples (Welch's t, unequal variances)."""
+    from scipy.stats import t
+
+    n1, n2 = len(first), len(second)
+    mean = statistics.fmean(second) - statistics.fmean(first)
+    if min(n1, n2) < 2:
+        return Interval(mean, -math.inf, math.inf, min(n1, n2))
+    v1, v2 = statistics.variance(first) / n1, statistics.variance(second) / n2
+    if v1 + v2 == 0:
+        return Interval(mean, mean, mean, min(n1, n2))
+    dof = (v1 + v2) ** 2 / (v1**2 / (n1 - 1) + v2**2 / (n2 - 1))
+    half = float(t.ppf(0.975, dof)) * math.sqrt(v1 + v2)
+    return Interval(mean, mean - half, mean + half, min(n1, n2))
+
+
+def per_seed_effects(cells: Iterable[dict[str, Any]], variant: str, plain: str) -> list[float]:
+    """Avg Gap of `variant` minus that of `plain`, seed by seed (same split, Original and Retrain),
+    over one scenario's cells."""
+    gaps: dict[str, dict[int, float]] = defaultdict(dict)
+    for cell in cells:
+        if cell["variant"] in (variant, plain) and cell["metrics"].get("avg_gap") is not None:
+            gaps[cell["variant"]][cell["seed"]] = cell["metrics"]["avg_gap"]
+    return [gaps[variant][s] - gaps[plain][s] for s in sorted(gaps[variant]) if s in gaps[plain]]
+
+
 @dataclass
 class Row:
     """One variant on one scenario, over its seeds."""
@@ -134,12 +160,10 @@ def tabulate(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Row]]:
 
 
 def _paired_effect(row: Row, plain: Row | None, variants: dict[str, list[dict]]) -> Interval | None:
-    """Wrapped minus unwrapped per-seed Avg Gap, seed by seed (same split, Original and Retrain)."""
+    """Wrapped minus unwrapped Avg Gap, paired per seed."""
     if not row.augment or plain is None or plain is row:
         return None
-    mine = {r["seed"]: r["metrics"].get("avg_gap") for r in variants[row.variant]}
-    theirs = {r["seed"]: r["metrics"].get("avg_gap") for r in variants[plain.variant]}
-    pairs = [mine[s] - theirs[s] for s in sorted(mine) if mine[s] is not None and theirs.get(s) is not None]
+    pairs = per_seed_effects(variants[row.variant] + variants[plain.variant], row.variant, plain.variant)
     return paired_interval(pairs) if pairs else None
 
 
