@@ -27,10 +27,13 @@ _LAZY = {
     "Subject": "unlearnkit.evaluation.subject", "Classifier": "unlearnkit.models.base",
     # the shared losses and their type: a loss takes the model and one Step
     "LossFn": "unlearnkit.engine.train", "retain_cross_entropy": "unlearnkit.engine.train",
+    # a loss over the global batch of a distributed run (coun-cl's contrastive term)
+    "gather_rows": "unlearnkit.engine.distributed",
 }
 
 if TYPE_CHECKING:  # what the type checker sees of the lazy names below
     from unlearnkit.engine.data import Batch, Step
+    from unlearnkit.engine.distributed import gather_rows
     from unlearnkit.engine.run import AugmentedMethod, UnlearnRun
     from unlearnkit.engine.train import LossFn, retain_cross_entropy
     from unlearnkit.evaluation.subject import Subject
@@ -49,5 +52,6 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "Architecture", "AugmentedMethod", "Augmenter", "Batch", "Choice", "Classifier", "DataShape", "DataSource",
     "Evaluator", "LossFn", "Method", "Params", "Range", "RepresentationAugmenter", "Step", "Subject", "TrainParams",
-    "UnlearnResult", "UnlearnRun", "UnlearnkitError", "hookimpl", "retain_cross_entropy", "unlearn", "__version__",
+    "UnlearnResult", "UnlearnRun", "UnlearnkitError", "gather_rows", "hookimpl", "retain_cross_entropy", "unlearn",
+    "__version__",
 ]

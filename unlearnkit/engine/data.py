@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 
 from unlearnkit.data.forget import Split
+from unlearnkit.engine.distributed import World
 from unlearnkit.data.images import ImageSet, Transform
 
 Over = Literal["all", "retain", "forget", "retain+forget", "union"]
@@ -40,6 +41,11 @@ class Batch:
     def view(self) -> torch.Tensor:
         """Another independently augmented view of the same samples (their own random transforms)."""
         return self.redraw()
+
+    def rows(self, rows: slice) -> Batch:
+        """Some of the batch's rows; their further views are cut from views of the whole batch (so every
+        rank of a distributed run draws the same random numbers)."""
+        return Batch(self.x[rows], self.y[rows], self.index[rows], lambda: self.redraw()[rows])
 
 
 @dataclass
@@ -65,6 +71,16 @@ class Step:
             parts = [b.x for b in (self.retain, self.forget) if b is not None]
             self._joint = parts[0] if len(parts) == 1 else torch.cat(parts)
         return self._joint
+
+    def shard(self, world: World) -> Step:
+        """This rank's rows of each side (a side too small to split stays whole on every rank)."""
+        if world.size == 1:
+            return self
+        sides = []
+        for batch in (self.retain, self.forget):
+            rows = world.rows(len(batch)) if batch is not None else None
+            sides.append(batch.rows(rows) if batch is not None and rows is not None else batch)
+        return Step(sides[0], sides[1], self.epoch, self.epochs, self.iteration, self.iterations)
 
     @property
     def progress(self) -> float:

@@ -14,6 +14,7 @@ from unlearnkit.api import Augmenter, TrainParams
 from unlearnkit.engine.compute import FP32, Compute
 from unlearnkit.engine.cost import CostMeter
 from unlearnkit.engine.data import Step
+from unlearnkit.engine.distributed import average_gradients, broadcast_buffers, broadcast_state, world
 from unlearnkit.models import Classifier
 
 Loss = Union[torch.Tensor, Mapping[str, torch.Tensor]]
@@ -71,6 +72,9 @@ class Trainer:
 
     `compute` sets the precision the losses are computed in (bf16/fp16 autocast,
     fp16 with loss scaling); weights and optimiser state stay fp32.
+
+    Under torchrun each rank trains on its rows of every step and the gradients are
+    averaged over the ranks (see `unlearnkit.engine.distributed`); costs count whole steps.
     """
 
     def __init__(
@@ -94,6 +98,10 @@ class Trainer:
         trainable = list(parameters if parameters is not None else model.parameters())
         for augmenter in self.augmenters:
             trainable += augmenter.parameters()
+        self.trainable = trainable
+        self.world = world()
+        if self.world.size > 1:
+            broadcast_state(model)
         self.masks = dict(masks or {})
         self.optimizer: torch.optim.Optimizer
         decay = 0 if self.masks else params.weight_decay  # with masks, weight decay is applied before masking
@@ -103,7 +111,9 @@ class Trainer:
             self.optimizer = torch.optim.SGD(trainable, lr=params.lr, momentum=params.momentum, weight_decay=decay)
         self.steps_done = 0
 
-    def loss_terms(self, loss_fn: LossFn, step: Step) -> dict[str, torch.Tensor]:
+    def loss_terms(self, loss_fn: LossFn, whole: Step) -> dict[str, torch.Tensor]:
+        """The method's terms and each augmenter's, on this rank's rows of the step (all of it in one process)."""
+        step = whole.shard(self.world)
         retain = step.retain if self.augmenters else None  # augmenters add terms only to steps with a retain batch
         capture: AbstractContextManager[list[torch.Tensor]] = (
             captured_features(self.model, step) if retain is not None else nullcontext([])
@@ -117,11 +127,11 @@ class Trainer:
             features = found[0]
         else:  # the method never ran the model on the retain view itself; these features are back-propagated
             features = self.model.features(retain.x)
-            self.cost.trained(len(retain))
+            self.cost.trained(len(whole.retain or ()))
         for augmenter in self.augmenters:
             for key, value in augmenter.loss_terms(self.model, retain, features).items():
                 terms[f"{augmenter.name}/{key}"] = value
-            self.cost.trained(len(retain), augmenter.extra_views)
+            self.cost.trained(len(whole.retain or ()), augmenter.extra_views)
         return terms
 
     def step(self, loss_fn: LossFn, step: Step) -> torch.Tensor:
@@ -135,11 +145,15 @@ class Trainer:
             total = cast(torch.Tensor, sum(terms.values()))  # a loss has at least one term, so never the int 0
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
+        if self.world.size > 1:
+            average_gradients(self.trainable, self.world.size)
         if self.masks:
             self.scaler.unscale_(self.optimizer)  # the masks and weight decay act on true gradients
             self._mask_updates()
         self.scaler.step(self.optimizer)  # skipped when fp16 gradients overflowed; the scale then drops
         self.scaler.update()
+        if self.world.size > 1:
+            broadcast_buffers(self.model)
         self.cost.trained(len(step))
         self.steps_done += 1
         return total.detach()

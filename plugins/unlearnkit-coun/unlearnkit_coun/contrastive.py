@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import ConfigDict, Field
 
-from unlearnkit import Augmenter, Params, Range
+from unlearnkit import Augmenter, Params, Range, gather_rows
 
 if TYPE_CHECKING:  # pragma: no cover
     from unlearnkit import Batch, Classifier, Method
@@ -18,11 +18,18 @@ def cross_view_infonce(z1: torch.Tensor, z2: torch.Tensor, tau: float) -> torch.
     """L_CL = mean_n l(z_n, Z') + mean_n l(z'_n, Z), with l(z_n, Z') = -log softmax_j(cos(z_n, z'_j) / tau)[n].
 
     Negatives are the other samples of the *other* view only; the positive stays in
-    the denominator; no projection head.
+    the denominator; no projection head. In a distributed run Z and Z' are the global
+    batch's (every rank's rows, gradients flowing back to each): this rank's anchors
+    against all candidates, so the ranks' averaged gradient is the global batch's.
     """
-    similarity = F.normalize(z1, dim=1) @ F.normalize(z2, dim=1).T / tau
-    targets = torch.arange(len(z1), device=z1.device)
-    return F.cross_entropy(similarity, targets) + F.cross_entropy(similarity.T, targets)
+    z1, z2 = F.normalize(z1, dim=1), F.normalize(z2, dim=1)
+    all1, start = gather_rows(z1)
+    all2, _ = gather_rows(z2)
+    targets = torch.arange(start, start + len(z1), device=z1.device)
+    similarity = z1 @ all2.T / tau
+    # in one process the second direction is the transpose (the same numbers, bit for bit, as always)
+    reverse = similarity.T if all1 is z1 else z2 @ all1.T / tau
+    return F.cross_entropy(similarity, targets) + F.cross_entropy(reverse, targets)
 
 
 class ContrastiveParams(Params):
