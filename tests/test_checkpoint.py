@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
-from unlearnkit import checkpoint
 from unlearnkit.checkpoint import load_model, load_state, read_state, save_model
 from unlearnkit.errors import CheckpointError, UnlearnkitError
 from unlearnkit.models import small_cnn
@@ -81,14 +82,15 @@ def test_a_failed_save_keeps_the_old_file_and_leaves_no_temporary_files(tmp_path
     save_model(path, model(seed=1), {"v": "1"})
     before = path.read_bytes()
 
-    def broken(state, filename, metadata=None):
-        with open(filename, "wb") as f:
-            f.write(b"half a file")
-        raise OSError("disk full")
+    def full_disk(self, data):  # half the file reaches the disk, then the disk is full
+        with open(self, "wb") as f:
+            f.write(data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(checkpoint, "save_file", broken)
-    with pytest.raises(OSError, match="disk full"):
+    monkeypatch.setattr(Path, "write_bytes", full_disk)
+    with pytest.raises(UnlearnkitError, match=f"no space left on device while writing {path}") as info:
         save_model(path, model(seed=3))
+    assert "Free space" in info.value.hint
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]
 

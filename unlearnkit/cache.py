@@ -1,6 +1,10 @@
 """A cache of the expensive models (original and Retrain), keyed by everything that determines them.
 
 Folder: $UNLEARNKIT_CACHE_DIR, else $XDG_CACHE_HOME/unlearnkit, else ~/.cache/unlearnkit.
+
+Entries are written atomically with a checksum of their weights (unlearnkit.checkpoint). An entry that
+cannot be read or fails its checksum is reported (a StorageWarning), set aside as NAME.damaged and
+trained again: a damaged model is never used.
 """
 
 from __future__ import annotations
@@ -8,13 +12,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
-from unlearnkit.checkpoint import load_model, save_model
-from unlearnkit.errors import CheckpointError
+from unlearnkit.checkpoint import load_state, read_checked, save_model
+from unlearnkit.errors import CheckpointError, UnlearnkitError
+from unlearnkit.files import StorageWarning, identity, set_aside
 
 FORMAT = 1  # bump when training code changes what a key's model would be
 
@@ -31,18 +38,37 @@ def cache_key(kind: str, **identity: Any) -> str:
     return f"{kind}-{hashlib.sha256(text.encode()).hexdigest()[:20]}"
 
 
+def entry(key: str) -> Path:
+    return cache_dir() / f"{key}.safetensors"
+
+
 def fetch(key: str, model: nn.Module) -> dict[str, str] | None:
-    """Load a cached model into `model`; None when absent or unreadable (it is then trained again)."""
-    path = cache_dir() / f"{key}.safetensors"
-    if not path.is_file():
+    """Load a cached model into `model`; None when absent, or damaged (then reported, set aside and trained again)."""
+    path = entry(key)
+    seen = identity(path)
+    if seen is None:
         return None
     try:
-        return load_model(path, model)
-    except CheckpointError:
+        state, metadata, checked = read_checked(path)
+        # Entries written before checksums existed have none. They are accepted when every weight is finite,
+        # which catches the damage seen in practice (bytes overwritten with NaN). Bumping FORMAT would have
+        # refused them outright, but it also changes every key and so throws away every cached model.
+        if not checked and not all(torch.isfinite(t).all() for t in state.values() if t.is_floating_point()):
+            raise CheckpointError("NaN or infinite weights in an entry older than checksums")
+        load_state(model, state, str(path), metadata)
+    except CheckpointError as exc:
+        if identity(path) is not None:  # else another process found it damaged first, set it aside and said so
+            set_aside(path, seen, exc.message)
         return None
+    return metadata
 
 
-def store(key: str, model: nn.Module, metadata: dict[str, Any]) -> Path:
-    path = cache_dir() / f"{key}.safetensors"
-    save_model(path, model, {k: json.dumps(v) if not isinstance(v, str) else v for k, v in metadata.items()})
+def store(key: str, model: nn.Module, metadata: dict[str, Any]) -> Path | None:
+    """Write the entry; on a full disk (or an unwritable folder) warn and go on: the model is trained again next time."""
+    path = entry(key)
+    try:
+        save_model(path, model, {k: json.dumps(v) if not isinstance(v, str) else v for k, v in metadata.items()})
+    except UnlearnkitError as exc:
+        warnings.warn(f"{key} is not cached: {exc.message}", StorageWarning, stacklevel=2)
+        return None
     return path

@@ -1,44 +1,44 @@
 """Model weights: written as safetensors with string metadata; read from safetensors or a torch state dict.
 
 Nothing here ever unpickles an arbitrary object: torch files are read only with weights_only=True.
+Every file save_model writes carries a sha256 of its tensors in its metadata, checked whenever it is read,
+so weights damaged on disk (bytes overwritten, shapes intact) are refused instead of used.
 """
 
 from __future__ import annotations
 
-import os
+import hashlib
 import pickle
 import re
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 from torch import nn
 
 from unlearnkit.errors import CheckpointError
+from unlearnkit.files import atomic_write_bytes
+
+#: the metadata key of the tensors' checksum; read_state checks it and leaves it out of the metadata it returns
+CHECKSUM = "unlearnkit.sha256"
 
 
 def save_model(path: Path, model: nn.Module, metadata: dict[str, str] | None = None) -> None:
-    """Write the model's state dict atomically: a reader never sees a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write the model's state dict atomically (see unlearnkit.files): a reader never sees a half-written file."""
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata={k: str(v) for k, v in (metadata or {}).items()})
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes the file private; give it the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    tagged = {**{k: str(v) for k, v in (metadata or {}).items()}, CHECKSUM: checksum(state)}
+    atomic_write_bytes(Path(path), save(state, metadata=tagged))
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def checksum(state: dict[str, torch.Tensor]) -> str:
+    """sha256 over every tensor's name, dtype, shape and bytes, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().contiguous().cpu()
+        digest.update(f"{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def load_model(path: Path, model: nn.Module) -> dict[str, str]:
@@ -53,17 +53,31 @@ def read_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
 
     The format goes by content first: a safetensors file is one whatever its name. Anything else is read
     only if its suffix says torch, and then only with torch.load(weights_only=True), which refuses every
-    pickled object but tensors and plain containers without running its code.
+    pickled object but tensors and plain containers without running its code. A file with a checksum
+    (every file save_model wrote) is refused if its tensors no longer match it.
     """
+    state, metadata, _ = read_checked(path)
+    return state, metadata
+
+
+def read_checked(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str], bool]:
+    """read_state, also saying whether the file carried a checksum (and so was verified against it)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist", "Pass the path of a .safetensors, .pt or .pth file.")
     if _looks_like_safetensors(path) or path.suffix.lower() not in TORCH_SUFFIXES:
         try:
             with safe_open(str(path), framework="pt") as f:
-                return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+                state, metadata = {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
         except Exception as exc:
             raise _invalid(path, exc) from None
+        expected = metadata.pop(CHECKSUM, None)
+        if expected is not None and checksum(state) != expected:
+            raise CheckpointError(
+                f"{path} is damaged: its weights no longer match the checksum written with them",
+                "The file changed on disk after it was saved; save it again, or restore it from a copy.",
+            )
+        return state, metadata, expected is not None
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:  # weights_only met a pickled object (a module, a class instance ...)
@@ -80,7 +94,7 @@ def read_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
             "The file may be truncated or damaged: save it again with torch.save(model.state_dict(), PATH), "
             "or as safetensors.",
         ) from None
-    return _state_dict(path, obj), {}
+    return _state_dict(path, obj), {}, False
 
 
 TORCH_SUFFIXES = {".pt", ".pth", ".bin"}

@@ -40,3 +40,15 @@ class CheckpointError(UnlearnkitError):
 
 class PluginError(UnlearnkitError):
     """A plugin broke a rule of the host (a duplicate name, a malformed entry)."""
+
+
+class PluginFault(UnlearnkitError):
+    """A plugin's own code raised while the core called it: the plugin's fault, not the user's (the CLI exits 1).
+
+    The plugin's exception is the `__cause__`; `plugin` is its entry-point name, `distribution` its package.
+    """
+
+    def __init__(self, message: str, hint: str | None, plugin: str, distribution: str | None):
+        super().__init__(message, hint)
+        self.plugin = plugin
+        self.distribution = distribution

@@ -24,6 +24,7 @@ from unlearnkit.engine.data import Over, StreamedData, dataset_labels
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.evaluation.subject import Subject
 from unlearnkit.models import Classifier, build, user_network
+from unlearnkit.plugins import plugin_code
 from unlearnkit.progress import SILENT, Progress
 from unlearnkit.spec import ForgetSpec, ResolvedRun, RunSpec
 
@@ -251,7 +252,8 @@ class Protocol:
             compute=self.compute,
         )
         start = time.perf_counter()
-        method.unlearn(run)
+        with plugin_code(method):
+            method.unlearn(run)
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         return run.model, {"flops": meter.flops, "seconds": time.perf_counter() - start}
@@ -267,7 +269,8 @@ class Protocol:
                 with_reference: bool = True) -> dict:
         """Run the evaluators in order on `subject`; `reference` is Retrain, already measured (None for Retrain)."""
         for evaluator in self.evaluators(with_reference):
-            subject.metrics.update(evaluator.evaluate(subject, reference))
+            with plugin_code(evaluator):
+                subject.metrics.update(evaluator.evaluate(subject, reference))
             advance()
         return subject.metrics
 

@@ -2,8 +2,10 @@
 
 Every plugin, first-party or not, is a module named by an entry point in the
 group ``unlearnkit``. Entry points are loaded one at a time: a plugin that
-fails to import or to register is recorded as failed and the others load as
-usual. Environment switches:
+fails to import or to register (an exception, sys.exit, any BaseException, or
+Ctrl-C while a third-party plugin imports) is recorded as failed and the others
+load as usual. At run time, `plugin_code` reports what a plugin's code raises as
+a `PluginFault` of that plugin. Environment switches:
 
 - ``UNLEARNKIT_PLUGINS``: comma-separated allow-list (entry-point or distribution names);
 - ``UNLEARNKIT_BLOCK_PLUGINS``: comma-separated block-list, same names;
@@ -15,15 +17,16 @@ from __future__ import annotations
 import difflib
 import os
 import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import pluggy
 
 from unlearnkit import hookspecs
 from unlearnkit.api import Architecture, Augmenter, DataSource, Evaluator, Method, Params, Plugin
-from unlearnkit.errors import PluginError, UnknownPluginError
+from unlearnkit.errors import PluginError, PluginFault, UnknownPluginError, UnlearnkitError
 
 GROUP = hookspecs.PROJECT
 KINDS: dict[str, type[Plugin]] = {
@@ -48,6 +51,10 @@ class Entry:
     version: str | None
 
 
+#: each registered class's entry (the latest discovery's), so that a fault in its code can name its plugin
+_origins: dict[type, Entry] = {}
+
+
 @dataclass
 class PluginRecord:
     """One plugin module and how its loading went."""
@@ -58,6 +65,10 @@ class PluginRecord:
     status: str  # loaded | failed | blocked
     error: str | None = None
     entries: list[Entry] = field(default_factory=list)
+
+    @property
+    def source(self) -> str:
+        return _source(self.name, self.distribution, self.version)
 
 
 class Registry:
@@ -78,9 +89,12 @@ class Registry:
         try:
             return self._entries[kind][name]
         except KeyError:
+            # a plugin that failed to load may be the one that provides the name: say which did, and why
+            failed = [f"{r.source} failed to load, so nothing it provides is available: {r.error}"
+                      for r in self.plugins if r.status == "failed"]
             raise UnknownPluginError(
                 f"unknown {kind} '{name}'" + _close_matches(name, self.names(kind)),
-                "Run `unlearn plugins` to see what is installed (and whether any plugin failed to load).",
+                "\n".join([*failed, "Run `unlearn plugins` to see what is installed (and whether any plugin failed to load)."]),
             ) from None
 
     def get_class(self, kind: str, name: str) -> type[Plugin]:
@@ -98,6 +112,7 @@ class Registry:
     def _add(self, entries: list[Entry]) -> None:
         for entry in entries:
             self._entries[entry.kind][entry.name] = entry
+            _origins[entry.cls] = entry
 
     def owner(self, kind: str, name: str) -> Entry | None:
         return self._entries[kind].get(name)
@@ -115,7 +130,15 @@ def _names_from_env(var: str, env: Mapping[str, str]) -> set[str]:
 
 
 def _describe(exc: BaseException) -> str:
-    return "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    """'Type: message' on one line (SystemExit: 3, RuntimeError: ...), for tables and one-message errors."""
+    message = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+def _source(plugin: str, distribution: str | None, version: str | None) -> str:
+    """plugin 'acme' (acme-unlearn 1.2.0): where a plugin comes from, for messages."""
+    package = " ".join(part for part in (distribution, version) if part)
+    return f"plugin '{plugin}'" + (f" ({package})" if package else "")
 
 
 def discover(
@@ -148,10 +171,20 @@ def discover(
         if (allow and not names & allow) or names & block:
             record.status = "blocked"
             continue
+        phase = "importing"
         try:
-            record.entries = _register(load(), record, registry)
+            module = load()
+            phase = "registering"
+            record.entries = _register(module, record, registry)
             registry._add(record.entries)
-        except Exception as exc:  # any plugin error is recorded; the host keeps going
+        except KeyboardInterrupt:
+            # Ctrl-C while a third-party plugin loads is taken as "it hangs": skip it. First-party plugins
+            # do not hang, and importing them (torch) is where a user who means to stop the command presses it.
+            if strict or dist in FIRST_PARTY:
+                raise
+            record.status, record.entries = "failed", []
+            record.error = f"interrupted while {phase}: it may hang; block it with UNLEARNKIT_BLOCK_PLUGINS={name}"
+        except BaseException as exc:  # an exception, sys.exit or any BaseException: recorded, and the host keeps going
             if strict:
                 raise
             record.status, record.error, record.entries = "failed", _describe(exc), []
@@ -217,6 +250,53 @@ def plugin_rows(registry: Registry) -> list[dict[str, Any]]:
             rows.append({"name": None, "kind": None, "summary": None, **base})
     rows.sort(key=lambda r: (KIND_ORDER[r["kind"]], r["name"] or r["plugin"]))
     return rows
+
+
+def origin(plugin: object) -> Entry | None:
+    """The entry of a plugin instance or class (an Entry is its own); None for what no plugin registered."""
+    if plugin is None or isinstance(plugin, Entry):
+        return plugin
+    return _origins.get(plugin if isinstance(plugin, type) else type(plugin))
+
+
+@contextmanager
+def plugin_code(*plugins: object) -> Iterator[None]:
+    """Report what escapes a call into plugins' code as a `PluginFault` of the plugin whose code raised it.
+
+    `plugins` (instances, classes or entries) are those the call runs: a method, and the augmenters
+    that join its training steps. The innermost frame of the traceback in one of their modules names
+    the culprit; the first of them when none does (an inherited method raised). Any exception or
+    BaseException is caught, sys.exit included. Passed unchanged: the user's errors (UnlearnkitError,
+    so also a PluginFault from a nested call), Ctrl-C, and everything when none of `plugins` came from
+    a plugin (a wrapper such as AugmentedMethod, a user's own class).
+    """
+    try:
+        yield
+    except (UnlearnkitError, KeyboardInterrupt):
+        raise
+    except BaseException as exc:
+        entries = [entry for entry in map(origin, plugins) if entry is not None]
+        if not entries:
+            raise
+        entry = _culprit(exc, entries)
+        raise PluginFault(
+            f"{entry.kind} '{entry.name}' of {_source(entry.plugin, entry.distribution, entry.version)} failed: "
+            + _describe(exc),
+            "Set UNLEARNKIT_DEBUG=1 to see the traceback.",
+            entry.plugin, entry.distribution,
+        ) from exc
+
+
+def _culprit(exc: BaseException, entries: list[Entry]) -> Entry:
+    """The entry whose module holds the innermost frame of the traceback, else the first."""
+    by_module: dict[str, Entry] = {}
+    for entry in entries:
+        by_module.setdefault(entry.cls.__module__, entry)
+    for frame, _ in reversed(list(traceback.walk_tb(exc.__traceback__))):
+        found = by_module.get(frame.f_globals.get("__name__", ""))
+        if found is not None:
+            return found
+    return entries[0]
 
 
 _installed: Registry | None = None

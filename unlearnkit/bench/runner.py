@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 import traceback
 from collections import defaultdict
@@ -15,8 +14,9 @@ from typing import Any, Callable, Iterable, Sequence
 from unlearnkit.api import Plugin
 
 from unlearnkit.bench.grid import Cell, Grid, scenario_label, spec_key, step_scenario
-from unlearnkit.errors import UnlearnkitError
+from unlearnkit.errors import PluginFault, UnlearnkitError
 from unlearnkit.evaluation.subject import Subject
+from unlearnkit.files import atomic_write_json, identity, set_aside
 from unlearnkit.models import Classifier
 from unlearnkit.pipeline import Protocol, environment
 from unlearnkit.progress import SILENT, Progress
@@ -27,7 +27,11 @@ REFERENCES = ("retrain", "original")
 
 
 class CellStore:
-    """Finished cells as `cells/<key>.json`. A record is written whole (temp file + rename) or not at all."""
+    """Finished cells as `cells/<key>.json`, each written whole or not at all (unlearnkit.files).
+
+    A record that does not parse (truncated, overwritten) is reported with its path (a StorageWarning),
+    set aside as NAME.damaged and computed again; one from another RECORD_FORMAT is computed again.
+    """
 
     def __init__(self, folder: Path):
         self.folder = Path(folder) / "cells"
@@ -37,21 +41,42 @@ class CellStore:
         return any(self.get(key) is None for key in keys)
 
     def get(self, key: str) -> dict[str, Any] | None:
+        path = self.folder / f"{key}.json"
+        seen = identity(path)
+        if seen is None:
+            return None
+        problem: str | None
         try:
-            record = json.loads((self.folder / f"{key}.json").read_text())
-        except (OSError, ValueError):
-            return None  # absent (or unreadable): computed again
-        return record if record.get("format") == RECORD_FORMAT else None
+            record = json.loads(path.read_bytes())
+        except FileNotFoundError:  # set aside or replaced meanwhile by another process on the same folder
+            return None
+        except OSError as exc:
+            raise UnlearnkitError(f"cannot read bench cell {path}: {exc.strerror}",
+                                  "Check that the folder is readable, or choose another --out.") from None
+        except ValueError as exc:  # JSON or UTF-8 that does not decode: a truncated or overwritten file
+            problem = f"not valid JSON: {exc}"
+        else:
+            if isinstance(record, dict) and record.get("format") != RECORD_FORMAT:
+                return None  # written by another version: computed again
+            problem = _record_problem(record, key)
+        if problem is None:
+            return record
+        set_aside(path, seen, problem)
+        return None
 
     def put(self, key: str, record: dict[str, Any]) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        fd, temporary = tempfile.mkstemp(dir=self.folder, prefix=f".{key}.", suffix=".tmp")  # one per writer
-        try:
-            with os.fdopen(fd, "w") as handle:
-                handle.write(json.dumps({"format": RECORD_FORMAT, "key": key, **record}, indent=1))
-            os.replace(temporary, self.folder / f"{key}.json")
-        finally:
-            Path(temporary).unlink(missing_ok=True)
+        atomic_write_json(self.folder / f"{key}.json", {"format": RECORD_FORMAT, "key": key, **record})
+
+
+def _record_problem(record: Any, key: str) -> str | None:
+    """What makes a parsed record unusable, or None."""
+    if not isinstance(record, dict):
+        return f"a JSON {type(record).__name__}, not a record"
+    if record.get("key") != key:
+        return f"it holds the record of {record.get('key')!r}"
+    if not isinstance(record.get("metrics"), dict):
+        return "it has no metrics"
+    return None
 
 
 def _identity(resolved: ResolvedRun, *drop: str) -> dict[str, Any]:
@@ -154,13 +179,12 @@ def run_grid(
                 continue
             try:
                 work(cells[0], pending[(scenario, seed)])
-            except UnlearnkitError as exc:  # the same for every group (missing data, say): stop and say it
-                outcome.error = exc
-                return False
             except Exception as exc:  # noqa: BLE001 - Original or Retrain failed: the group's cells cannot run
+                if isinstance(exc, UnlearnkitError) and not isinstance(exc, PluginFault):
+                    outcome.error = exc  # the same for every group (missing data, say): stop and say it
+                    return False
                 broken.add((scenario, seed))
-                outcome.failures.append(f"{scenario_label(scenario)}, seed {seed}: Original or Retrain failed: "
-                                        f"{type(exc).__name__}: {exc}")
+                outcome.failures.append(f"{scenario_label(scenario)}, seed {seed}: Original or Retrain failed: {_reason(exc)}")
                 log(outcome.failures[-1])
                 _debug_traceback()
         return True
@@ -220,6 +244,11 @@ def finished(grid: Grid, keys: Keys, store: CellStore, references_only: bool = F
     return records
 
 
+def _reason(exc: Exception) -> str:
+    """Why a cell or group failed, on one line; a plugin's fault names the plugin and its distribution."""
+    return exc.message if isinstance(exc, PluginFault) else f"{type(exc).__name__}: {exc}"
+
+
 def _debug_traceback() -> None:
     if os.environ.get("UNLEARNKIT_DEBUG", "") not in ("", "0"):
         traceback.print_exc()
@@ -274,8 +303,8 @@ def _run_cells(grid, keys: Keys, protocol: Protocol, original: Classifier, retra
                     "params": plugin_params(resolved), "metrics": metrics,
                 })
                 seconds += cost["seconds"]
-        except Exception as exc:  # noqa: BLE001 - one failing cell must not stop the grid
-            line = f"{cell.label} ({where}) failed: {type(exc).__name__}: {exc}"
+        except Exception as exc:  # noqa: BLE001 - one failing cell must not stop the grid (a plugin's sys.exit arrives as a PluginFault)
+            line = f"{cell.label} ({where}) failed: {_reason(exc)}"
             outcome.failures.append(line)
             log(line)
             _debug_traceback()

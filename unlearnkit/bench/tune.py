@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import random
+import sqlite3
 import statistics
 import warnings
+from contextlib import closing, suppress
 from pathlib import Path
 from typing import Any, Mapping, Sequence, cast
 
@@ -20,6 +23,7 @@ from unlearnkit.api import Augmenter, Choice, Method, Range, SearchRange
 from unlearnkit.bench.grid import BenchSpec, Cell, Grid, merge, method_names, resolve_cells, scenario_overrides
 from unlearnkit.bench.summary import ACCURACIES
 from unlearnkit.errors import UnlearnkitError
+from unlearnkit.files import identity, set_aside
 from unlearnkit.plugins import Registry
 
 
@@ -228,6 +232,7 @@ def load_optuna() -> Any:
 def open_study(folder: Path, name: str, search: str, space: dict[str, SearchRange], points: int, seed: int) -> Any:
     """The study `name` in `folder`/study.db, created or loaded; failed trials are queued again, so a rerun retries them."""
     optuna = load_optuna()
+    _set_aside_if_damaged(folder / "study.db")
     storage = optuna.storages.RDBStorage(
         f"sqlite:///{folder.resolve() / 'study.db'}", heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
         engine_kwargs={"connect_args": {"timeout": 60}})  # workers sharing the file wait for its lock
@@ -241,6 +246,29 @@ def open_study(folder: Path, name: str, search: str, space: dict[str, SearchRang
             study.enqueue_trial(trial.params)
             queued.add(_key(trial))
     return study
+
+
+def _set_aside_if_damaged(path: Path) -> None:
+    """A study file SQLite cannot read (truncated, overwritten) is reported and set aside, and a new study begins:
+    the trials' cells are kept beside it, so the new study's trials reuse them instead of running again."""
+    seen = identity(path)
+    if seen is None:
+        return
+    try:
+        with closing(sqlite3.connect(path, timeout=60)) as db:
+            found = db.execute("PRAGMA quick_check").fetchall()
+    except sqlite3.OperationalError:  # locked or busy, not damaged: Optuna waits for it or says so
+        return
+    except sqlite3.DatabaseError as exc:  # "file is not a database", "database disk image is malformed"
+        problem = f"not a readable SQLite database: {exc}"
+    else:
+        if found == [("ok",)]:
+            return
+        problem = f"SQLite finds it damaged: {'; '.join(str(row[0]) for row in found[:3])}"
+    for suffix in ("-journal", "-wal"):  # SQLite would replay a journal left behind into the new study
+        with suppress(OSError):
+            os.replace(f"{path}{suffix}", f"{path}.damaged{suffix}")
+    set_aside(path, seen, problem, "a new study begins, reusing the finished cells beside it")
 
 
 def _sampler(optuna: Any, search: str, space: dict[str, SearchRange], points: int, seed: int) -> Any:

@@ -93,7 +93,7 @@ def load(
     name: str, root: Path | None, download: bool, image_size: int, registry: Registry | None = None,
 ) -> tuple[ImageSet, Transform] | Datasets:
     """The data of a registered data set name, or the images and transform of an ImageFolder directory path."""
-    from unlearnkit.plugins import installed
+    from unlearnkit.plugins import installed, plugin_code
 
     path = Path(name).expanduser()
     if "/" in name or path.is_dir():
@@ -113,7 +113,9 @@ def load(
             f"Use one of {', '.join(registry.names('dataset'))} (`unlearn plugins` lists them), or a directory "
             "laid out for torchvision's ImageFolder (ROOT/train/CLASS/*.png and ROOT/test/CLASS/*.png).",
         )
-    loaded = cast("type[DataSource]", registry.get_class("dataset", name))().load(root, download, image_size)
+    source = cast("type[DataSource]", registry.get_class("dataset", name))
+    with plugin_code(source):
+        loaded = source().load(root, download, image_size)
     if not (isinstance(loaded, Datasets) or (isinstance(loaded, tuple) and len(loaded) == 2)):
         raise UnlearnkitError(f"data set '{name}' loaded a {type(loaded).__name__}",
                               "Its plugin must return (ImageSet, Transform) or unlearnkit.data.Datasets.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,19 +72,56 @@ def class_split(labels: torch.Tensor, classes: list[int], num_classes: int) -> S
 
 
 def indices_split(n: int, path: Path) -> Split:
-    """Indices read from a file: a JSON list, or integers separated by whitespace or commas."""
+    """Indices read from a file: a JSON list, or integers separated by whitespace or commas.
+
+    Read strictly, since a wrong index silently forgets the wrong samples: a value that is not a plain
+    integer (1.5, "abc", true, a nested list), an index outside the training set and an index named
+    twice are refused, naming the file, the value and where it is (its line, or its index in the list).
+    """
+    what = f"forget index file {path}"
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8-sig")  # -sig: a byte-order mark is not an index
     except OSError as exc:
-        raise UnlearnkitError(f"cannot read forget index file {path}: {exc.strerror}") from None
+        raise UnlearnkitError(f"cannot read {what}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise UnlearnkitError(f"{what} is not text: byte {exc.start} is not UTF-8", _INDEX_FORMAT) from None
+    entries = _json_entries(text, what) if text.lstrip().startswith("[") else _text_entries(text)
+    first: dict[int, str] = {}  # index -> where it was named
+    for value, where, shown in entries:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise UnlearnkitError(f"{what}, {where}: {shown} is not an integer", _INDEX_FORMAT)
+        if not 0 <= value < n:
+            raise UnlearnkitError(f"{what}, {where}: index {value} is outside the training set (0..{n - 1})",
+                                  f"The training set has {n} samples; name indices 0 to {n - 1}.")
+        if value in first:
+            raise UnlearnkitError(f"{what}, {where}: index {value} is named twice (first at {first[value]})",
+                                  "Name each sample once.")
+        first[value] = where
+    if not first:
+        raise UnlearnkitError(f"{what} names no index", _INDEX_FORMAT)
+    return given_split(n, list(first), what)
+
+
+_INDEX_FORMAT = "Give integers only: a JSON list such as [3, 17, 42], or one or more per line separated by spaces or commas."
+
+
+def _json_entries(text: str, what: str) -> list[tuple[object, str, str]]:
+    """(value, where, value as written) of each item of a JSON list."""
     try:
-        values = json.loads(text) if text.lstrip().startswith("[") else text.replace(",", " ").split()
-        indices = [int(v) for v in values]
-    except (ValueError, TypeError):
-        raise UnlearnkitError(
-            f"forget index file {path} must hold integers (a JSON list, or one per line)"
-        ) from None
-    return given_split(n, indices, f"forget index file {path}")
+        values = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UnlearnkitError(f"{what} is not a valid JSON list: {exc.msg} at line {exc.lineno}, column {exc.colno}",
+                              _INDEX_FORMAT) from None
+    return [(value, f"index {i}", json.dumps(value)) for i, value in enumerate(values)]
+
+
+def _text_entries(text: str) -> list[tuple[object, str, str]]:
+    """(value, where, value as written) of each whitespace- or comma-separated word; words that are not integers stay text."""
+    return [
+        (int(word) if re.fullmatch(r"[+-]?[0-9]+", word) else word, f"line {line}", repr(word))
+        for line, content in enumerate(text.splitlines(), start=1)
+        for word in content.replace(",", " ").split()
+    ]
 
 
 def given_split(n: int, indices, what: str = "the forget indices") -> Split:

@@ -16,6 +16,7 @@ from unlearnkit.engine.data import Batch, Over, RunData, Step, shuffled, steps, 
 from unlearnkit.engine.train import LossFn, Trainer
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.models import Classifier
+from unlearnkit.plugins import plugin_code
 from unlearnkit.progress import SILENT, Progress
 
 
@@ -198,4 +199,5 @@ class AugmentedMethod(Method):
 
     def unlearn(self, run: UnlearnRun) -> None:
         run.augmenters.extend(self.augmenters)
-        self.inner.unlearn(run)
+        with plugin_code(self.inner, *self.augmenters):  # the augmenters' hooks run inside the method's training
+            self.inner.unlearn(run)

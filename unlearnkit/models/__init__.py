@@ -26,10 +26,11 @@ def build(
 
     `width` (the first layer's channels; later layers scale with it) defaults to the architecture's own.
     """
-    from unlearnkit.plugins import installed
+    from unlearnkit.plugins import installed, plugin_code
 
     entry, variant = (registry or installed()).get_variant("model", name)
-    network = cast("type[Architecture]", entry.cls)().build(DataShape(in_channels, num_classes, image_size), width, variant)
+    with plugin_code(entry):
+        network = cast("type[Architecture]", entry.cls)().build(DataShape(in_channels, num_classes, image_size), width, variant)
     if network is None:
         raise UnlearnkitError(f"model '{name}' built nothing", f"Its plugin ({entry.plugin}) must return an nn.Module.")
     return as_classifier(network)

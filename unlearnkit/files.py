@@ -1,0 +1,140 @@
+"""Writing files whole or not at all, and setting aside the damaged ones unlearnkit finds among its own.
+
+Every file goes through `atomic_path`: the content is written to a temporary file in the same folder,
+flushed to disk, and only then renamed over the real name. A reader, a process killed mid-write or a
+full disk therefore leaves the old file or the new one, never part of one; two processes writing the
+same name each leave a whole file, and the last rename wins.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from unlearnkit.errors import UnlearnkitError
+
+
+class StorageWarning(UserWarning):
+    """A file unlearnkit keeps for itself (a cached model, a bench cell, a tuning study) was damaged or could
+    not be written: the work goes on without it (it is computed again). The CLI shows it as one line."""
+
+
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# read once: os.umask can only be read by setting it, which would race with other threads creating files
+_UMASK = _read_umask()
+
+
+@contextmanager
+def atomic_path(path: Path | str) -> Iterator[Path]:
+    """A temporary path beside `path` for the caller to write; renamed over `path` once the block succeeds.
+
+    If the block raises, `path` keeps its previous content and the temporary file is removed. A failing
+    write (full disk, read-only folder) is raised as one UnlearnkitError naming `path`.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # unique per writer
+        os.close(fd)
+    except OSError as exc:
+        raise write_error(path, exc) from None
+    temporary = Path(name)
+    try:
+        yield temporary
+        _fsync(temporary)  # on disk before the rename, so a crash cannot leave the new name with old blocks
+        os.chmod(temporary, 0o666 & ~_UMASK)  # mkstemp makes the file private; give it the usual permissions
+        os.replace(temporary, path)
+        _fsync_folder(path.parent)
+    except OSError as exc:
+        if exc.errno is None:  # not a system call's failure: the caller's own error
+            raise
+        raise write_error(path, exc) from None
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def atomic_write_bytes(path: Path | str, data: bytes) -> None:
+    with atomic_path(path) as temporary:
+        temporary.write_bytes(data)
+
+
+def atomic_write_text(path: Path | str, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_json(path: Path | str, value: Any, indent: int | None = 1) -> None:
+    atomic_write_text(path, json.dumps(value, indent=indent) + "\n")
+
+
+def write_error(path: Path, exc: OSError) -> UnlearnkitError:
+    """The one message for a write the system refused."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return UnlearnkitError(f"no space left on device while writing {path}",
+                               "Free space, or choose another folder; the previous file, if any, is unchanged.")
+    reason = exc.strerror or str(exc)
+    if exc.filename and Path(exc.filename) in path.parents:  # making a folder on the way failed: say which
+        reason += f": {exc.filename}"
+    return UnlearnkitError(f"cannot write {path}: {reason}", "Check that the folder is writable, or choose another folder.")
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the rename itself durable; some systems cannot sync a folder, and then the rename is merely atomic."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def identity(path: Path) -> tuple[int, int, int] | None:
+    """What tells one file under `path` from its replacement: inode, size and modification time.
+
+    None when there is none, or it cannot be looked at (the read or write that follows then says why)."""
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found.st_ino, found.st_size, found.st_mtime_ns
+
+
+def set_aside(path: Path, seen: tuple[int, int, int] | None, problem: str, then: str = "it is computed again") -> None:
+    """Rename a damaged file to NAME.damaged (replacing an older one) and warn, naming both and the problem.
+
+    `seen` is the file's `identity` when it was read: if another process has replaced it meanwhile (with a good
+    entry, having found the same damage), the replacement is left where it is.
+    """
+    aside = path.with_name(path.name + ".damaged")
+    where = f"set aside as {aside.name}"
+    try:
+        if seen is not None and identity(path) == seen:
+            os.replace(path, aside)
+        else:
+            where = "already replaced"
+    except OSError as exc:
+        where = f"could not be set aside: {exc.strerror}"
+    warnings.warn(f"{path} is damaged ({problem}); {where}; {then}", StorageWarning, stacklevel=3)
