@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from unlearnkit import cli
 
@@ -200,3 +201,25 @@ def test_interrupted_bundle_never_looks_complete(tmp_path, monkeypatch):
     assert not (tmp_path / "out").exists()
     staged = list(tmp_path.glob(".out.incomplete-*"))
     assert len(staged) == 1 and not (staged[0] / "results.json").exists()
+
+
+def test_the_same_spec_and_seed_repeat_bit_for_bit_and_the_bundle_says_under_what(capsys, tmp_path):
+    from unlearnkit.checkpoint import read_state
+
+    bundles = []
+    for name in ("a", "b"):
+        code, _, err = unlearn(capsys, "run", "--method", "ft", "--augment", "coun-cl", "--no-cache",
+                               "--out", str(tmp_path / name), *FAST)
+        assert code == 0, err
+        bundles.append(tmp_path / name)
+    first, second = (json.loads((b / "results.json").read_text()) for b in bundles)
+    timing = ("seconds",)
+    for kind in ("original", "retrain", "unlearned"):
+        assert {k: v for k, v in first["metrics"][kind].items() if k not in timing} == \
+            {k: v for k, v in second["metrics"][kind].items() if k not in timing}
+    weights = [read_state(b / "unlearned.safetensors")[0] for b in bundles]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    environment = first["environment"]
+    assert {"unlearnkit", "torch", "numpy", "python", "platform", "device", "compute"} <= set(environment)
+    assert environment["determinism"]["torch_threads"] >= 1 and "deterministic_algorithms" in environment["determinism"]

@@ -52,8 +52,15 @@ def test_a_validated_run_spec_resolves_again(registry):
          "evaluate.1.params.feature: Input should be 'confidence', 'correctness', 'entropy', 'm_entropy' or 'prob'"),
         ({"seed": -1}, "seed: Input should be greater than or equal to 0"),
         ({"device": "gpu"}, "device: Value error, use auto, cpu, cuda, cuda:N or mps"),
+        ({"train": {"lr": float("inf")}}, "train.lr: Input should be a finite number"),
+        ({"method": {"name": "neggrad+", "params": {"beta": float("nan")}}}, "method.params.beta: Input should be a finite number"),
+        ({"seed": 2**70}, "seed: Input should be at most 2147483647: integers beyond it overflow torch and numpy"),
+        ({"method": {"name": "ft", "params": {"batch_size": 10**30}}},
+         "method.params.batch_size: Input should be at most 2147483647: integers beyond it overflow torch and numpy"),
+        ({"forget": {"kind": "class", "classes": [-1]}}, "forget.classes.0: Input should be greater than or equal to 0"),
     ],
-    ids=["top-level", "section", "plugin-param", "plugin-spec", "augmenter-param", "evaluator-param", "range", "device"],
+    ids=["top-level", "section", "plugin-param", "plugin-spec", "augmenter-param", "evaluator-param", "range", "device",
+         "inf", "plugin-nan", "huge-seed", "huge-plugin-count", "negative-class"],
 )
 def test_a_bad_field_is_one_line_naming_it(registry, raw, line):
     assert spec_errors(raw, registry) == [line]

@@ -10,9 +10,10 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Mapping, Union
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Literal, Mapping, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 if TYPE_CHECKING:  # pragma: no cover
     from pathlib import Path
@@ -29,10 +30,41 @@ if TYPE_CHECKING:  # pragma: no cover
 SCENARIOS = ("random", "class", "indices", "sequential")
 
 
-class Params(BaseModel):
-    """Base for plugin parameters: unknown keys are an error, not a silent no-op."""
+#: the largest integer a field takes: C ints (sizes, counts) stop here, numpy's and scikit-learn's seeds at 2**32 - 1
+INT_LIMIT = 2**31 - 1
 
-    model_config = ConfigDict(extra="forbid")
+
+def _ints(value: Any) -> Iterator[int]:
+    """The integers in a field's value, inside lists and tuples too (a dict holds another model's input)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        yield value
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        for item in value:
+            yield from _ints(item)
+
+
+class Checked(BaseModel):
+    """Base of every model a user fills in (run spec sections, plugin params): a value that validates can run.
+
+    Unknown keys are errors, not silent no-ops; floats must be finite (no inf or nan); integers must fit
+    what torch, numpy and scikit-learn take. Subclasses, a third party's plugin Params included, inherit all three.
+    """
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @field_validator("*")
+    @classmethod
+    def _int_in_range(cls, value: Any) -> Any:
+        for n in _ints(value):
+            if abs(n) > INT_LIMIT:
+                bound = f"at most {INT_LIMIT}" if n > 0 else f"at least {-INT_LIMIT}"
+                raise PydanticCustomError("int_range", "Input should be {bound}: integers beyond it overflow torch and numpy",
+                                          {"bound": bound})
+        return value
+
+
+class Params(Checked):
+    """Base for plugin parameters, checked as every spec field is (see `Checked`)."""
 
 
 #: `Params` under another name, for annotations inside `Plugin`, where `Params` names the class attribute

@@ -11,10 +11,12 @@ an existing bundle is replaced (with overwrite) only by a complete one.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import uuid
 from pathlib import Path
 
+from unlearnkit.cache import cache_dir
 from unlearnkit.checkpoint import save_model
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.models import user_network
@@ -25,15 +27,76 @@ RESULTS = "results.json"
 WEIGHTS = "unlearned.safetensors"
 FORGET = "forget_indices.txt"
 REQUESTS = "forget_requests.json"
+SUMMARY = "results.md"
+#: what a bundle folder holds: the files write_bundle writes, and the pictures `unlearn plot` adds by default
+CONTENTS = {RESULTS, WEIGHTS, FORGET, REQUESTS, SUMMARY, "plots"}
+
+
+def check_writable(folder: Path, target: str, hint: str) -> None:
+    """Refuse, before any training, a folder that cannot be created or written into.
+
+    `target` names what would be written there, for the message; `hint` says what to do instead.
+    """
+    folder = Path(folder).expanduser()
+    try:
+        place = next(p for p in (folder, *folder.parents) if p.exists())  # what a mkdir would start from
+    except OSError as exc:  # an ancestor we may not look into
+        raise UnlearnkitError(f"cannot write {target}: {exc.strerror} ({exc.filename})", hint) from None
+    if not place.is_dir():
+        raise UnlearnkitError(f"cannot write {target}: {place} is a file, not a folder", hint)
+    if not os.access(place, os.W_OK | os.X_OK):
+        raise UnlearnkitError(f"cannot write {target}: you have no permission to write in {place}", hint)
+
+
+def check_cache() -> None:
+    """Refuse, before any training, a model cache the trained Original and Retrain could not be stored in."""
+    folder = cache_dir()
+    check_writable(folder, f"the model cache {folder}",
+                   "Set UNLEARNKIT_CACHE_DIR to a folder you can write, or turn the cache off "
+                   "(`cache: false` in the spec; unlearn run --no-cache).")
 
 
 def check_destination(out: Path, overwrite: bool) -> None:
-    """Refuse, before any work, to write over an existing folder unless asked to."""
-    if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
-        raise UnlearnkitError(
-            f"output folder {out} already exists and is not empty",
-            "Choose another --out, or pass --overwrite to replace it once the new bundle is complete.",
-        )
+    """Refuse, before any work, a bundle folder that cannot be written, or whose files a bundle would replace.
+
+    An empty folder is written into; an existing bundle is replaced only with `overwrite`; any other
+    folder or file is never replaced, so that --overwrite cannot delete a user's files.
+    """
+    out = Path(out)
+    check_writable(out.parent, f"the result bundle {out}", "Choose another --out.")  # it is staged beside `out`
+    if not (out.exists() or out.is_symlink()):
+        return
+    if not out.is_dir():
+        raise UnlearnkitError(f"output path {out} is a file, not a result bundle folder",
+                              "Choose another --out; --overwrite replaces only a result bundle.")
+    try:
+        entries = sorted(p.name for p in out.iterdir())
+    except OSError as exc:
+        raise UnlearnkitError(f"cannot read output folder {out}: {exc.strerror}", "Choose another --out.") from None
+    if not entries:
+        return
+    reason = _not_a_bundle(out, entries)
+    if reason is not None:
+        raise UnlearnkitError(f"output folder {out} is not a result bundle: {reason}",
+                              "Choose another --out; --overwrite replaces only a bundle that unlearn run wrote, "
+                              "so that no other file is lost.")
+    if not overwrite:
+        raise UnlearnkitError(f"output folder {out} already holds a result bundle",
+                              "Choose another --out, or pass --overwrite to replace it once the new bundle is complete.")
+
+
+def _not_a_bundle(out: Path, entries: list[str]) -> str | None:
+    """Why the folder `out` (holding `entries`) is not a bundle write_bundle wrote; None when it is one."""
+    others = [name for name in entries if name not in CONTENTS]
+    if others:
+        return "it holds " + ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+    try:
+        results = json.loads((out / RESULTS).read_text())
+    except (OSError, ValueError):  # absent, unreadable, not JSON
+        return f"it has no readable {RESULTS}"
+    if not (isinstance(results, dict) and "unlearnkit" in results and results.get("weights") == WEIGHTS):
+        return f"its {RESULTS} was not written by unlearnkit"
+    return None
 
 
 def write_bundle(result: RunResult, out: Path, overwrite: bool = False) -> Path:
@@ -52,7 +115,7 @@ def write_bundle(result: RunResult, out: Path, overwrite: bool = False) -> Path:
         user_network(result.unlearned),  # an adapted model is saved with its own keys (torchvision's, say)
         {"method": result.method, "spec": json.dumps(spec_json), "metrics": json.dumps(result.metrics["unlearned"])},
     )
-    (staging / "results.md").write_text(
+    (staging / SUMMARY).write_text(
         f"# {result.method} on {result.spec.data.name}\n\n"
         + describe_run(
             [

@@ -7,6 +7,7 @@ import os
 import shlex
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Optional
 
@@ -14,10 +15,11 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from unlearnkit.errors import UnlearnkitError
+from unlearnkit.errors import PluginFault, UnlearnkitError
+from unlearnkit.files import atomic_write_json, atomic_write_text
 from unlearnkit.plugins import installed, plugin_rows
 from unlearnkit.progress import Progress
-from unlearnkit.spec import ResolvedRun, build_spec, json_schema, read_spec_file, resolve
+from unlearnkit.spec import ResolvedRun, RunSpec, build_spec, check_inputs, json_schema, read_spec_file, resolve
 
 app = typer.Typer(
     help="Machine unlearning: run a method against the Retrain reference and measure the gap.",
@@ -83,47 +85,92 @@ AugmentOpt = typer.Option(None, "--augment", "-a", help="An augmenter to wrap th
 SetOpt = typer.Option(None, "--set", "-s", help="Override a spec field: method.params.lr=0.02 (repeatable).")
 
 
-@app.command()
-def run(
-    spec_file: Optional[Path] = SpecArg,
-    method: Optional[str] = MethodOpt,
-    augment: Optional[list[str]] = AugmentOpt,
-    overrides: Optional[list[str]] = SetOpt,
-    data: Optional[str] = typer.Option(
-        None, "--data", help="digits, fashion-mnist, mnist, cifar10, cifar100, svhn, a plugin's, or an ImageFolder path."
-    ),
-    data_root: Optional[Path] = typer.Option(None, "--data-root", help="Where the data set's files are."),
-    download: Optional[bool] = typer.Option(None, "--download/--no-download", help="Download missing data with torchvision."),
-    model: Optional[str] = typer.Option(None, "--model", help="small-cnn, resnet18, vgg16-bn, torchvision:NAME, timm:NAME or a plugin's."),
-    forget: Optional[str] = typer.Option(None, "--forget", help="random:0.1, class:3, indices:FILE or sequential:0.1x5."),
-    seed: Optional[int] = typer.Option(None, "--seed"),
-    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps."),
-    original: Optional[Path] = typer.Option(
-        None, "--original", help="Unlearn from this model (.safetensors, or a .pt/.pth state dict) instead of training one."
-    ),
-    out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Result bundle folder (default runs/<time>-<method>)."),
-    overwrite: Optional[bool] = typer.Option(None, "--overwrite", help="Replace an existing bundle once the new one is complete."),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Train original and Retrain even if cached."),
-    no_retrain: bool = typer.Option(False, "--no-retrain", help="Train no Retrain: RA, UA, TA and MIA only, no gap."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
-) -> None:
-    """Run the protocol: original, Retrain, the method (with augmenters), evaluation, result bundle."""
-    from unlearnkit.bundle import check_destination, write_bundle
-    from unlearnkit.pipeline import Protocol
-    from unlearnkit.report import rich_table, run_title
+DataOpt = typer.Option(
+    None, "--data", help="digits, fashion-mnist, mnist, cifar10, cifar100, svhn, a plugin's, or an ImageFolder path."
+)
+DataRootOpt = typer.Option(None, "--data-root", help="Where the data set's files are.")
+DownloadOpt = typer.Option(None, "--download/--no-download", help="Download missing data with torchvision.")
+ModelOpt = typer.Option(None, "--model", help="small-cnn, resnet18, vgg16-bn, torchvision:NAME, timm:NAME or a plugin's.")
+ForgetOpt = typer.Option(None, "--forget", help="random:0.1, class:3, indices:FILE or sequential:0.1x5.")
+SeedOpt = typer.Option(None, "--seed")
+DeviceOpt = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps.")
+OriginalOpt = typer.Option(
+    None, "--original", help="Unlearn from this model (.safetensors, or a .pt/.pth state dict) instead of training one."
+)
+OutOpt = typer.Option(None, "--out", "-o", help="Result bundle folder (default runs/<time>-<method>).")
+OverwriteOpt = typer.Option(None, "--overwrite", help="Replace an existing result bundle once the new one is complete.")
+NoCacheOpt = typer.Option(False, "--no-cache", help="Train original and Retrain even if cached.")
+NoRetrainOpt = typer.Option(False, "--no-retrain", help="Train no Retrain: RA, UA, TA and MIA only, no gap.")
 
-    spec, source = _spec_from_cli(
+
+def _run_spec_from_cli(spec_file, method, augment, overrides, data, data_root, download, model, forget, seed, device,
+                       original, out_dir, overwrite, no_cache, no_retrain) -> tuple[dict, str]:
+    """The run spec `unlearn run` (and `unlearn validate`, with the same flags) reads."""
+    return _spec_from_cli(
         spec_file, method, augment, overrides,
         **{"data.name": data, "data.root": data_root, "data.download": download, "model.name": model,
            "forget": forget, "seed": seed, "device": device, "original": original,
            "output.dir": out_dir, "output.overwrite": overwrite, "cache": False if no_cache else None,
            "retrain": False if no_retrain else None},
     )
+
+
+def _check_run_inputs(spec: RunSpec) -> None:
+    """Before any training: the names and files a run reads, its device, and a model cache it can write."""
+    from unlearnkit.bundle import check_cache
+    from unlearnkit.pipeline import select_device
+
+    check_inputs(spec, installed())
+    select_device(spec.device)
+    if spec.cache:
+        check_cache()
+
+
+def _preflight(resolved: ResolvedRun) -> Path:
+    """Everything `unlearn run` checks before it trains, without loading data; `unlearn validate` runs the same.
+
+    Returns the result bundle's folder.
+    """
+    from unlearnkit.bundle import check_destination
+
+    spec = resolved.spec
+    _check_run_inputs(spec)
+    destination = spec.output.dir or Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{resolved.name}"
+    check_destination(destination, spec.output.overwrite)
+    return destination
+
+
+@app.command()
+def run(
+    spec_file: Optional[Path] = SpecArg,
+    method: Optional[str] = MethodOpt,
+    augment: Optional[list[str]] = AugmentOpt,
+    overrides: Optional[list[str]] = SetOpt,
+    data: Optional[str] = DataOpt,
+    data_root: Optional[Path] = DataRootOpt,
+    download: Optional[bool] = DownloadOpt,
+    model: Optional[str] = ModelOpt,
+    forget: Optional[str] = ForgetOpt,
+    seed: Optional[int] = SeedOpt,
+    device: Optional[str] = DeviceOpt,
+    original: Optional[Path] = OriginalOpt,
+    out_dir: Optional[Path] = OutOpt,
+    overwrite: Optional[bool] = OverwriteOpt,
+    no_cache: bool = NoCacheOpt,
+    no_retrain: bool = NoRetrainOpt,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Run the protocol: original, Retrain, the method (with augmenters), evaluation, result bundle."""
+    from unlearnkit.bundle import write_bundle
+    from unlearnkit.pipeline import Protocol
+    from unlearnkit.report import rich_table, run_title
+
+    spec, source = _run_spec_from_cli(spec_file, method, augment, overrides, data, data_root, download, model, forget,
+                                      seed, device, original, out_dir, overwrite, no_cache, no_retrain)
     resolved = _resolve(spec, source)
     run_spec = resolved.spec
     name = resolved.name
-    destination = run_spec.output.dir or Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{name}"
-    check_destination(destination, run_spec.output.overwrite)
+    destination = _preflight(resolved)
     started = time.perf_counter()
     try:
         with Progress(console=err, enabled=not quiet and err.is_terminal) as progress:
@@ -147,10 +194,24 @@ def validate(
     method: Optional[str] = MethodOpt,
     augment: Optional[list[str]] = AugmentOpt,
     overrides: Optional[list[str]] = SetOpt,
+    data: Optional[str] = DataOpt,
+    data_root: Optional[Path] = DataRootOpt,
+    download: Optional[bool] = DownloadOpt,
+    model: Optional[str] = ModelOpt,
+    forget: Optional[str] = ForgetOpt,
+    seed: Optional[int] = SeedOpt,
+    device: Optional[str] = DeviceOpt,
+    original: Optional[Path] = OriginalOpt,
+    out_dir: Optional[Path] = OutOpt,
+    overwrite: Optional[bool] = OverwriteOpt,
+    no_cache: bool = NoCacheOpt,
+    no_retrain: bool = NoRetrainOpt,
 ) -> None:
-    """Check a spec (and flags) against the installed plugins without running anything."""
-    spec, source = _spec_from_cli(spec_file, method, augment, overrides)
+    """Check a spec and `unlearn run`'s flags as run does before training (plugins, names, files, folders), running nothing."""
+    spec, source = _run_spec_from_cli(spec_file, method, augment, overrides, data, data_root, download, model, forget,
+                                      seed, device, original, out_dir, overwrite, no_cache, no_retrain)
     resolved = _resolve(spec, source)
+    _preflight(resolved)
     s = resolved.spec
     wrappers = "".join(f" + {a.name}" for a in s.augment)
     out.print(f"valid: {s.method.name}{wrappers} on {s.data.name} ({s.model.name}), {s.forget.kind} forgetting, seed {s.seed}")
@@ -176,12 +237,31 @@ def _command_line() -> str:
 def _record_invocation(folder: Path, outcome) -> list[dict]:
     """Append this command's run to the folder's invocations.json (resumed grids add up); returns them all."""
     history_file = folder / "invocations.json"
-    history = json.loads(history_file.read_text()) if history_file.is_file() else []
+    try:
+        history = json.loads(history_file.read_text()) if history_file.is_file() else []
+    except (OSError, ValueError):
+        history = []  # a damaged history is started afresh: it only lists past invocations
+    if not isinstance(history, list):
+        history = []
     history.append({"command": _command_line(), "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
                     "seconds": round(outcome.seconds, 1), "cells_computed": outcome.computed,
                     "interrupted": outcome.interrupted})
-    history_file.write_text(json.dumps(history, indent=1) + "\n")
+    atomic_write_json(history_file, history)
     return history
+
+
+def _check_grid(specs: list[RunSpec], folder: Path) -> None:
+    """Before a bench or tune trains anything: each cell's inputs, as `unlearn run` checks them, and its results folder."""
+    from unlearnkit.bundle import check_writable
+
+    check_writable(folder, f"results in {folder}", "Choose another --out.")
+    checked = set()
+    for spec in specs:
+        # cells differ most in fields no check reads
+        inputs = spec.model_dump_json(exclude={"method", "augment", "evaluate", "seed"})
+        if inputs not in checked:
+            checked.add(inputs)
+            _check_run_inputs(spec)
 
 
 def _run_and_report(grid, folder: Path, quiet: bool, header: str, meta: dict) -> tuple:
@@ -284,8 +364,9 @@ def bench(
     identity = spec.model_dump(mode="json", exclude={"out"})
     where_run = {k: v for k, v in identity["base"].items() if k != "device"}  # the same grid on another device
     folder = spec.out or Path("bench") / spec_key({**identity, "base": where_run})[:10]
+    _check_grid([r.spec for r in grid.resolved.values()], folder)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "bench.json").write_text(json.dumps({**identity, "out": str(folder)}, indent=1) + "\n")
+    atomic_write_json(folder / "bench.json", {**identity, "out": str(folder)})
     for line in grid.skipped:
         err.print(f"[yellow]skipped[/] {line}", highlight=False)
     variants = len({c.variant for c in grid.cells})
@@ -361,6 +442,7 @@ def tune(
                 "search": search, "space": {k: str(v) for k, v in space.items()}, **({"points": points} if search == "grid" else {})}
     key = spec_key(identity)[:8]
     folder = out_dir or Path("tune") / f"{name}-{key}"
+    _check_grid([resolved.spec], folder)  # every trial's cells share its inputs
     folder.mkdir(parents=True, exist_ok=True)
     study = tuning.open_study(folder, f"{name}-{key}", search, space, points, seed=resolved.spec.seed)
     target = len(tuning.trials(space, "grid", points, 0, 0)) if search == "grid" else trials_count
@@ -434,7 +516,7 @@ def tune(
                      "tuned_on": {"scenario": scenario, "seeds": seed_list}}
             note = (f"# unlearn tune: best of {len(ranked)} trials for {name} on {scenario}, seeds {seed_list}: "
                     f"Avg Gap {best['avg_gap']:.2f}\n# use with: unlearn bench --params {folder / 'tuned.yaml'}\n")
-            (folder / "tuned.yaml").write_text(note + yaml.safe_dump(tuned, sort_keys=False))
+            atomic_write_text(folder / "tuned.yaml", note + yaml.safe_dump(tuned, sort_keys=False))
         with (folder / "results.md").open("a") as handle:
             handle.write("\n### Trials, best first\n\n" + trials_markdown + "\n\nChosen: "
                          + ", ".join(f"{k}={v}" for k, v in best["assignment"].items()) + "\n")
@@ -466,6 +548,7 @@ def _tune_bench(path: Path, overrides: list[str], scenario: str, seeds: list[int
     identity = {"bench": spec.model_dump(mode="json", exclude={"out"}), "scenario": scenario, "seeds": seeds,
                 "points": points}
     folder = out_dir or Path("tune") / f"bench-{spec_key(identity)[:8]}"
+    _check_grid([], folder)  # each phase's cells are checked before it runs
     folder.mkdir(parents=True, exist_ok=True)
     chosen: dict[str, Any] = {}
     best: dict[str, dict[str, Any]] = {}  # each variant's best trial, for the table
@@ -477,8 +560,9 @@ def _tune_bench(path: Path, overrides: list[str], scenario: str, seeds: list[int
         err.print(f"tuning {'wrapped variants' if wrapped else 'methods'}: {', '.join(names)}; "
                   f"{len(grid.cells)} cells on {scenario}, seeds {seeds}; results in {folder}")
         header = f"# unlearn tune --bench {path}\n\nCommand: `{_command_line()}`\n"
-        outcome, files = _run_and_report(grid, folder / ("wrapped" if wrapped else "methods"), quiet, header,
-                                         {"tune": identity})
+        phase = folder / ("wrapped" if wrapped else "methods")
+        _check_grid([r.spec for r in grid.resolved.values()], phase)
+        outcome, files = _run_and_report(grid, phase, quiet, header, {"tune": identity})
         if outcome.interrupted or outcome.failures:
             _finish(outcome, files, folder, len(grid.cells))
         for variant in names:
@@ -489,7 +573,7 @@ def _tune_bench(path: Path, overrides: list[str], scenario: str, seeds: list[int
     tuned = {"params": chosen, "tuned_on": {"scenario": scenario, "seeds": seeds}}
     note = (f"# unlearn tune --bench {path}: each variant's best trial on {scenario}, seeds {seeds}\n"
             f"# use with: unlearn bench {path} --params {folder / 'tuned.yaml'}\n")
-    (folder / "tuned.yaml").write_text(note + yaml.safe_dump(tuned, sort_keys=False))
+    atomic_write_text(folder / "tuned.yaml", note + yaml.safe_dump(tuned, sort_keys=False))
     (folder / "results.md").write_text(f"# Tuned on {scenario}, seeds {seeds}\n\nCommand: `{_command_line()}`\n\n"
                                        + tuned_markdown(chosen, best) + "\n")
     out.print((folder / "results.md").read_text(), markup=False, highlight=False, soft_wrap=True)
@@ -534,15 +618,23 @@ def plugins(as_json: bool = typer.Option(False, "--json", help="Machine-readable
     out.print(plugins_table(rows, out.width))
     failed = [r for r in registry.plugins if r.status == "failed"]
     for record in failed:
-        err.print(f"[red]plugin '{record.name}' ({record.distribution or 'unknown distribution'}) failed:[/] {record.error}")
+        err.print(Text.assemble((f"{record.source} failed:", "red"), f" {record.error}"), highlight=False, soft_wrap=True)
     if failed:
-        err.print("Set UNLEARNKIT_STRICT_PLUGINS=1 to see the full traceback of a failing plugin.")
+        err.print("UNLEARNKIT_STRICT_PLUGINS=1 shows a failing plugin's traceback; "
+                  "UNLEARNKIT_BLOCK_PLUGINS=NAME skips a plugin.", highlight=False)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings (a damaged cache entry set aside, say) as one line, without the code location."""
+    err.print(Text.assemble(("warning:", "bold yellow"), " ", str(message)), highlight=False, soft_wrap=True)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: user errors print one message (no traceback) and exit 2; UNLEARNKIT_DEBUG=1 shows tracebacks."""
+    """Entry point: errors print one message (no traceback) and exit 2 for the user's, 1 for a plugin's fault
+    (its code raised); UNLEARNKIT_DEBUG=1 shows tracebacks."""
     global _invocation
     _invocation = list(sys.argv[1:] if argv is None else argv)
+    warnings.showwarning = _show_warning
     try:
         app(args=argv)
     except UnlearnkitError as exc:
@@ -552,4 +644,4 @@ def main(argv: list[str] | None = None) -> None:
         err.print(Text.assemble(("error:", "bold red"), " ", exc.message), highlight=False, soft_wrap=True)
         if exc.hint:
             err.print(exc.hint, markup=False, highlight=False, soft_wrap=True)
-        sys.exit(2)
+        sys.exit(1 if isinstance(exc, PluginFault) else 2)

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, NamedTuple
 
+import numpy as np
 import torch
 
 from unlearnkit import __version__, cache
@@ -19,7 +20,7 @@ from unlearnkit.data.forget import Split, class_split, given_split, indices_spli
 from unlearnkit.data.streamed import Datasets
 from unlearnkit.api import Method
 from unlearnkit.engine import CostMeter, RunData, UnlearnRun, fit, forward_flops, retain_cross_entropy
-from unlearnkit.engine.compute import Compute
+from unlearnkit.engine.compute import Compute, kernel_settings, repeatable_kernels
 from unlearnkit.engine.data import Over, StreamedData, dataset_labels
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.evaluation.subject import Subject
@@ -159,6 +160,7 @@ class Protocol:
         self.log = log
         self.device = select_device(spec.device)
         self.compute = Compute.choose(self.device, spec.compute.precision, spec.compute.channels_last, spec.compute.compile)
+        repeatable_kernels(self.device)
         self.workload = workload or spec_workload(spec, self.device)
         self.data = self.workload.data
         self.split = self.data.split
@@ -322,4 +324,6 @@ def environment(device: torch.device, compute: Compute | None = None) -> dict[st
         env["gpu"] = torch.cuda.get_device_name(device)
     if compute is not None:
         env["compute"] = {"precision": compute.precision, "channels_last": compute.channels_last, "compile": compute.compile}
+    env["numpy"] = np.__version__
+    env["determinism"] = kernel_settings(device)
     return env

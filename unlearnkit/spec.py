@@ -11,18 +11,18 @@ import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Annotated, Any, Literal, Sequence
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from unlearnkit.api import Augmenter, Evaluator, Method, TrainParams
-from unlearnkit.errors import SpecError, UnlearnkitError
-from unlearnkit.plugins import Registry
+from unlearnkit.api import Augmenter, Checked, Evaluator, Method, TrainParams
+from unlearnkit.errors import SpecError, UnknownPluginError, UnlearnkitError
+from unlearnkit.plugins import Registry, plugin_code
 
 
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class Section(Checked):
+    """A part of the run spec: unknown keys, non-finite floats and out-of-range integers are errors."""
 
 
 class PluginSpec(Section):
@@ -76,9 +76,11 @@ class ForgetSpec(Section):
     fraction: float = Field(
         0.1, gt=0, lt=1, description="random: share of the training set to forget; sequential: share per request"
     )
-    classes: list[int] = Field(default_factory=list, description="class: the classes to forget")
+    classes: list[Annotated[int, Field(ge=0)]] = Field(default_factory=list, description="class: the classes to forget")
     file: Path | None = Field(None, description="indices: a file of training indices (JSON list or one per line)")
-    indices: list[int] | None = Field(None, description="indices: the training indices themselves, instead of a file")
+    indices: list[Annotated[int, Field(ge=0)]] | None = Field(
+        None, description="indices: the training indices themselves, instead of a file"
+    )
     steps: int = Field(5, ge=2, description="sequential: forget requests in a row, each unlearned from the last model")
 
     @model_validator(mode="after")
@@ -314,7 +316,9 @@ def resolve(raw: dict[str, Any] | RunSpec, registry: Registry, source: str = "sp
             cls = registry.get_class(kind, ref.name)  # an unknown name stops here, with close matches
             where = section if section == "method" else f"{section}.{i}"
             try:
-                plugins[section].append(cls(cls.Params.model_validate(ref.params)))
+                params = cls.Params.model_validate(ref.params)
+                with plugin_code(cls):  # a constructor that raises or exits is its plugin's fault
+                    plugins[section].append(cls(params))
             except ValidationError as exc:
                 errors += _error_lines(exc, f"{where}.params")
     if errors or spec is None:
@@ -325,7 +329,8 @@ def resolve(raw: dict[str, Any] | RunSpec, registry: Registry, source: str = "sp
         names = [p.name for p in chosen]
         errors += [f"{section}: '{n}' is listed twice" for n in sorted(set(names)) if names.count(n) > 1]
     for i, augmenter in enumerate(augmenters):
-        reason = augmenter.cannot_wrap(type(method))
+        with plugin_code(augmenter):
+            reason = augmenter.cannot_wrap(type(method))
         if reason:
             errors.append(f"augment.{i}: {reason}")
     if spec.forget.kind not in method.scenarios:
@@ -344,6 +349,45 @@ def resolve(raw: dict[str, Any] | RunSpec, registry: Registry, source: str = "sp
     return ResolvedRun(spec, method, augmenters, evaluators)
 
 
+def check_inputs(spec: RunSpec, registry: Registry) -> None:
+    """What a run reads before it trains, checked without loading it: the data set and the model exist,
+    and the files the spec names can be read. Their contents are read (and checked) by the run itself."""
+    image_folder = "a directory laid out for torchvision's ImageFolder: ROOT/train/CLASS/*.png and ROOT/test/CLASS/*.png"
+    data = Path(spec.data.name).expanduser()
+    if "/" in spec.data.name or data.is_dir():  # a directory, as unlearnkit.data.catalog tells one from a name
+        if not data.is_dir():
+            raise UnlearnkitError(f"data directory {data} does not exist", f"Give {image_folder}.")
+        for split in ("train", "test"):  # the layout unlearnkit.data.sources.image_folder reads
+            if not (data / split).is_dir():
+                raise UnlearnkitError(f"data directory {data} has no '{split}' folder", f"Give {image_folder}.")
+    else:
+        try:
+            registry.get("dataset", spec.data.name)
+        except UnknownPluginError as exc:  # with close matches
+            raise UnknownPluginError(exc.message, f"Use a data set `unlearn plugins` lists, or {image_folder}.") from None
+        root = spec.data.root
+        if root is not None and not spec.data.download and not Path(root).expanduser().exists():
+            # a source that reads `root` fails at once, as in the run, with its own hint; one that ignores it loads
+            from unlearnkit.data import catalog
+
+            catalog.load(spec.data.name, root, False, spec.data.image_size, registry)
+    registry.get_variant("model", spec.model.name)
+    if spec.original is not None:
+        _check_readable(spec.original, "the original model's weights",
+                        "Pass --original the path of a .safetensors, .pt or .pth file.")
+    if spec.forget.kind == "indices" and spec.forget.file is not None:
+        _check_readable(spec.forget.file, "the forget index file",
+                        "Give a file of training indices: a JSON list, or integers one per line.")
+
+
+def _check_readable(path: Path, what: str, hint: str) -> None:
+    try:
+        with open(path, "rb"):  # as the run opens it: a literal ~ is not expanded there either
+            pass
+    except OSError as exc:
+        raise UnlearnkitError(f"cannot read {what} {path}: {exc.strerror}", hint) from None
+
+
 def json_schema(registry: Registry) -> dict[str, Any]:
     """The run spec's JSON schema, with every installed plugin's params schema beside it."""
     schema = RunSpec.model_json_schema()
@@ -356,5 +400,5 @@ def json_schema(registry: Registry) -> dict[str, Any]:
 
 __all__ = [
     "DataSpec", "ForgetSpec", "ModelSpec", "OutputSpec", "PluginSpec", "Recipe", "ResolvedRun", "RunSpec",
-    "build_spec", "json_schema", "read_spec_file", "resolve", "set_path",
+    "build_spec", "check_inputs", "json_schema", "read_spec_file", "resolve", "set_path",
 ]

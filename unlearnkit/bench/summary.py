@@ -19,6 +19,7 @@ from typing import Any, Iterable
 
 from rich.table import Table
 
+from unlearnkit.files import atomic_write_json, atomic_write_text
 from unlearnkit.bench.grid import scenario_label
 
 ACCURACIES = ("RA", "UA", "TA", "MIA")
@@ -415,13 +416,13 @@ def write_reports(folder: Path, records: list[dict[str, Any]], header: str, meta
                  "Retrain), mean [95% CI]\n\n" + effects_markdown(effects))
     written = [folder / "results.md", folder / "results.csv", folder / "results.json"]
     folder.mkdir(parents=True, exist_ok=True)
-    written[0].write_text(text)
-    written[1].write_text(csv_text(tables))
+    atomic_write_text(written[0], text)
+    atomic_write_text(written[1], csv_text(tables))
     payload = {**meta, "regime": [r.as_dict() for r in found],
                "tables": {s: {n: r.as_dict() for n, r in rows.items()} for s, rows in tables.items()},
                "cl_effects": {s: {m: e.as_dict() for m, e in per.items()} for s, per in effects.items()},
                "cells": records}
-    written[2].write_text(json.dumps(payload, indent=1) + "\n")
+    atomic_write_json(written[2], payload)
     if effects:
         from unlearnkit.figures import cl_integration
 

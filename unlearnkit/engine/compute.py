@@ -10,6 +10,8 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
+import os
+
 import torch
 from torch import nn
 
@@ -62,3 +64,26 @@ class Compute:
 
 
 FP32 = Compute()
+
+
+def repeatable_kernels(device: torch.device) -> None:
+    """Choose deterministic kernels where the device has a choice, so a seed repeats a run bit for bit.
+
+    On CUDA: cuDNN's deterministic algorithms without autotuning, and torch's deterministic
+    implementations where they exist (a warning names an operation without one). On CPU torch's
+    kernels are deterministic for a fixed thread count.
+    """
+    if device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS repeats its reductions only with this
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def kernel_settings(device: torch.device) -> dict[str, object]:
+    """What decides whether a run repeats bit for bit, for the record."""
+    settings: dict[str, object] = {"torch_threads": torch.get_num_threads(),
+                                   "deterministic_algorithms": torch.are_deterministic_algorithms_enabled()}
+    if device.type == "cuda":
+        settings["cudnn"] = {"deterministic": torch.backends.cudnn.deterministic, "benchmark": torch.backends.cudnn.benchmark}
+    return settings
