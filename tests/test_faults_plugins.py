@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from tests.test_cli import unlearn
 from tests.test_plugins import entry_points_in, record, write_distribution
 from unlearnkit import cli, plugins
 from unlearnkit.errors import PluginFault, UnlearnkitError
@@ -168,14 +169,6 @@ def site(tmp_path, monkeypatch, shared_cache) -> Path:
     for name, module in list(sys.modules.items()):
         if str(getattr(module, "__file__", None) or "").startswith(str(folder)):
             del sys.modules[name]
-
-
-def unlearn(capsys, *argv: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main(list(argv))
-    captured = capsys.readouterr()
-    code = exit_info.value.code
-    return (code if isinstance(code, int) else 0), captured.out, captured.err
 
 
 # --------------------------------------------------------------------------- at import and registration

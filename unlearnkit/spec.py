@@ -17,7 +17,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from unlearnkit.api import Augmenter, Checked, Evaluator, Method, TrainParams
-from unlearnkit.errors import SpecError, UnknownPluginError, UnlearnkitError
+from unlearnkit.errors import SpecError, UnlearnkitError
 from unlearnkit.plugins import Registry, plugin_code
 
 
@@ -352,25 +352,14 @@ def resolve(raw: dict[str, Any] | RunSpec, registry: Registry, source: str = "sp
 def check_inputs(spec: RunSpec, registry: Registry) -> None:
     """What a run reads before it trains, checked without loading it: the data set and the model exist,
     and the files the spec names can be read. Their contents are read (and checked) by the run itself."""
-    image_folder = "a directory laid out for torchvision's ImageFolder: ROOT/train/CLASS/*.png and ROOT/test/CLASS/*.png"
-    data = Path(spec.data.name).expanduser()
-    if "/" in spec.data.name or data.is_dir():  # a directory, as unlearnkit.data.catalog tells one from a name
-        if not data.is_dir():
-            raise UnlearnkitError(f"data directory {data} does not exist", f"Give {image_folder}.")
-        for split in ("train", "test"):  # the layout unlearnkit.data.sources.image_folder reads
-            if not (data / split).is_dir():
-                raise UnlearnkitError(f"data directory {data} has no '{split}' folder", f"Give {image_folder}.")
-    else:
-        try:
-            registry.get("dataset", spec.data.name)
-        except UnknownPluginError as exc:  # with close matches
-            raise UnknownPluginError(exc.message, f"Use a data set `unlearn plugins` lists, or {image_folder}.") from None
-        root = spec.data.root
-        if root is not None and not spec.data.download and not Path(root).expanduser().exists():
-            # a source that reads `root` fails at once, as in the run, with its own hint; one that ignores it loads
-            from unlearnkit.data import catalog
+    from unlearnkit.data import catalog
 
-            catalog.load(spec.data.name, root, False, spec.data.image_size, registry)
+    catalog.check(spec.data.name, registry)
+    root = spec.data.root
+    if not catalog.names_a_folder(spec.data.name) and root is not None and not spec.data.download \
+            and not Path(root).expanduser().exists():
+        # a source that reads `root` fails at once, as in the run, with its own hint; one that ignores it loads
+        catalog.load(spec.data.name, root, False, spec.data.image_size, registry)
     registry.get_variant("model", spec.model.name)
     if spec.original is not None:
         _check_readable(spec.original, "the original model's weights",

@@ -12,7 +12,7 @@ from unlearnkit.api import DataSource
 from unlearnkit.data import sources
 from unlearnkit.data.images import ImageSet, Transform
 from unlearnkit.data.streamed import Datasets
-from unlearnkit.errors import UnlearnkitError
+from unlearnkit.errors import UnknownPluginError, UnlearnkitError
 from unlearnkit.hookspecs import hookimpl
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -89,30 +89,38 @@ def register_datasets(register: Callable[[type], None]) -> None:
         register(_source(name, info))
 
 
+def names_a_folder(name: str) -> bool:
+    """Whether a data-set name is an ImageFolder directory's path rather than a registered name."""
+    return "/" in name or Path(name).expanduser().is_dir()
+
+
+def check(name: str, registry: Registry | None = None) -> None:
+    """What `load` refuses before it reads an image: an ImageFolder directory that is missing or laid out
+    otherwise, or a name no plugin registers (with close matches, and any plugin that failed to load)."""
+    from unlearnkit.plugins import installed
+
+    if names_a_folder(name):
+        sources.check_layout(Path(name).expanduser())
+        return
+    try:
+        (registry or installed()).get("dataset", name)
+    except UnknownPluginError as exc:
+        raise UnknownPluginError(exc.message, f"{exc.hint}\nOr give a directory laid out for torchvision's ImageFolder "
+                                              "(ROOT/train/CLASS/*.png and ROOT/test/CLASS/*.png).") from None
+
+
 def load(
     name: str, root: Path | None, download: bool, image_size: int, registry: Registry | None = None,
 ) -> tuple[ImageSet, Transform] | Datasets:
     """The data of a registered data set name, or the images and transform of an ImageFolder directory path."""
     from unlearnkit.plugins import installed, plugin_code
 
-    path = Path(name).expanduser()
-    if "/" in name or path.is_dir():
-        if not path.is_dir():
-            raise UnlearnkitError(f"data directory {path} does not exist",
-                                  "Lay it out for torchvision's ImageFolder: ROOT/train/CLASS/*.png and ROOT/test/CLASS/*.png.")
-        images = sources.image_folder(path, image_size)
+    registry = registry or installed()
+    check(name, registry)
+    if names_a_folder(name):
+        images = sources.image_folder(Path(name).expanduser(), image_size)
         gray = images.in_channels == 1
         return images, Transform((0.5,), (0.5,), 4, True) if gray else IMAGE_FOLDER
-    registry = registry or installed()
-    if name not in registry.names("dataset"):
-        import difflib
-
-        close = difflib.get_close_matches(name, registry.names("dataset"), n=2)
-        raise UnlearnkitError(
-            f"unknown data set '{name}'" + (f"; did you mean {' or '.join(close)}?" if close else ""),
-            f"Use one of {', '.join(registry.names('dataset'))} (`unlearn plugins` lists them), or a directory "
-            "laid out for torchvision's ImageFolder (ROOT/train/CLASS/*.png and ROOT/test/CLASS/*.png).",
-        )
     source = cast("type[DataSource]", registry.get_class("dataset", name))
     with plugin_code(source):
         loaded = source().load(root, download, image_size)

@@ -508,14 +508,21 @@ def _stack(arrays: list[np.ndarray], rgb: bool) -> torch.Tensor:
     return torch.from_numpy(np.stack(arrays)).unsqueeze(1)
 
 
+def check_layout(path: Path) -> None:
+    """The directory exists and has the train and test folders `image_folder` reads (without listing images)."""
+    if not path.is_dir():
+        raise DataNotFoundError(f"data directory {path} does not exist", _LAYOUT_HINT)
+    for split in ("train", "test"):
+        if not (path / split).is_dir():
+            raise DataNotFoundError(f"{path} has no '{split}' folder", _LAYOUT_HINT)
+
+
 def image_folder(path: Path, image_size: int) -> ImageSet:
     """A directory of images in ImageFolder layout (path/train/CLASS/*, path/test/CLASS/*), resized square."""
     path = Path(path).expanduser()
     if not isinstance(image_size, int) or image_size < 1:
         raise UnlearnkitError(f"image size must be a positive integer, got {image_size!r}")
-    for split in ("train", "test"):
-        if not (path / split).is_dir():
-            raise DataNotFoundError(f"{path} has no '{split}' folder", _LAYOUT_HINT)
+    check_layout(path)
     classes, train = _list_images(path / "train")
     test_classes, test = _list_images(path / "test")
     if test_classes != classes:

@@ -9,12 +9,12 @@ saliency, evaluation) sees whole batches. Methods need no change: their losses s
 smaller batch. BatchNorm buffers are taken from rank 0 after every step, as
 DistributedDataParallel does before every forward.
 
-Outside torchrun (or with one process) every function here is a no-op.
+With one process (no process group set up) the Trainer calls none of this, and `gather_rows`
+returns its tensor as it is.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -29,11 +29,6 @@ class World:
 
     rank: int = 0
     size: int = 1
-
-    @property
-    def main(self) -> bool:
-        """Rank 0: the one that evaluates, writes the cache and the bundle, and prints."""
-        return self.rank == 0
 
     def rows(self, n: int) -> slice | None:
         """This rank's contiguous rows of an n-row batch; None (all rows, every rank) when n is too small
@@ -52,31 +47,6 @@ def world() -> World:
     if dist.is_available() and dist.is_initialized():
         return World(dist.get_rank(), dist.get_world_size())
     return SINGLE
-
-
-def launched() -> bool:
-    """Whether torchrun (or another launcher setting its variables) started this process as one of several."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
-
-
-def start(device: str) -> str:
-    """Join the launcher's process group (NCCL for CUDA, gloo otherwise); returns this rank's device.
-
-    Under torchrun each rank takes the GPU numbered by its LOCAL_RANK.
-    """
-    cuda = device in ("auto", "cuda") and torch.cuda.is_available() or device.startswith("cuda")
-    if cuda:
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local)
-        device = f"cuda:{local}"
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if cuda else "gloo")
-    return device
-
-
-def stop() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
 
 
 def average_gradients(parameters: Iterable[nn.Parameter], size: int) -> None:
