@@ -367,7 +367,7 @@ def test_a_reused_cell_takes_the_trial_number_of_the_grid_reading_it(registry, t
 
 
 def test_a_param_written_at_its_default_names_the_same_cell(registry):
-    from unlearnkit.bench.runner import cell_key
+    from unlearnkit.bench.keys import cell_key
 
     def key(params, base=TINY):
         spec = BenchSpec(base=base, methods=["ft"], augment=["coun-cl"], scenarios=["random:0.1"], seeds=1,

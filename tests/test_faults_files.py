@@ -14,9 +14,11 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
@@ -26,9 +28,9 @@ from torch import nn
 from unlearnkit import cache, cli
 from unlearnkit.bench.runner import RECORD_FORMAT, CellStore
 from unlearnkit.checkpoint import CHECKSUM, load_model, save_model
-from unlearnkit.data.forget import indices_split
+from unlearnkit.data.forget import given_split, indices_split
 from unlearnkit.errors import CheckpointError, UnlearnkitError
-from unlearnkit.files import StorageWarning, atomic_path, atomic_write_json, atomic_write_text, identity, set_aside
+from unlearnkit.files import STALE_SECONDS, StorageWarning, atomic_path, atomic_write_json, atomic_write_text, identity, set_aside
 
 ROOT = Path(__file__).parents[1]
 
@@ -155,6 +157,18 @@ def test_a_writer_killed_midway_leaves_the_previous_file(tmp_path):
     assert json.loads(path.read_text()) == {"v": 1}
     # SIGKILL leaves its temporary file; it is hidden and never read as the real one
     assert [p.name.startswith(".cell.json.") for p in tmp_path.iterdir() if p != path] == [True]
+
+    # the next write of the same file removes it once it is older than any real write, and not before
+    (left,) = [p for p in tmp_path.iterdir() if p != path]
+    atomic_write_json(path, {"v": 3})
+    assert left.exists()
+    busy = tmp_path / ".cell.json.busy.tmp"  # a slow writer's, 59 minutes old: may still be at work, kept
+    busy.write_text("{")
+    old_enough = time.time() - STALE_SECONDS - 1
+    os.utime(left, (old_enough, old_enough))
+    os.utime(busy, (old_enough + 60, old_enough + 60))
+    atomic_write_json(path, {"v": 4})
+    assert not left.exists() and busy.exists() and json.loads(path.read_text()) == {"v": 4}
 
 
 def test_a_checkpoint_writer_killed_in_a_loop_leaves_a_whole_verified_file(tmp_path):
@@ -395,6 +409,19 @@ def test_good_forget_index_files_name_exactly_their_samples(tmp_path, content):
     split = indices_split(20, path)
     assert split.forget.tolist() == [2, 7, 11]
     assert len(split.retain) == 17 and not set(split.retain.tolist()) & {2, 7, 11}
+
+
+@pytest.mark.parametrize("given, error", [
+    ([4, 9, 4], "index 4 is named twice (positions 0 and 2)"),
+    (torch.tensor([True, False, True]), "must be integers, not bool"),
+    (np.array([1.0, 2.5]), "must be integers, not float64"),
+    ([0, 20], "must name indices in 0..19"),
+])
+def test_forget_indices_given_in_code_are_read_as_strictly_as_a_file(given, error):
+    with pytest.raises(UnlearnkitError) as caught:
+        given_split(20, given)
+    assert error in caught.value.message
+    assert given_split(20, np.array([7, 2, 11], dtype=np.int32)).forget.tolist() == [2, 7, 11]
 
 
 def test_the_cli_refuses_a_bad_forget_file_in_one_message(tmp_path, capsys):

@@ -300,6 +300,24 @@ def test_a_seed_flag_beyond_what_torch_takes_is_refused(tmp_path, private_cache,
     assert not (tmp_path / "out").exists() and nothing_trained(private_cache)
 
 
+@FAST
+@given(st.sampled_from(["inf", "-inf", "nan", "1e400"]), st.sampled_from(["{}:1", "0.001:{}", "{},0.01"]))
+def test_a_tuning_range_with_a_bound_that_is_not_finite_is_refused(tmp_path, private_cache, bound, shape):
+    text = "ft.lr=" + shape.format(bound)
+    code, _, err = unlearn("tune", "--method", "ft", "--range", text, "--out", str(tmp_path / "t"), "--quiet")
+    assert "finite" in refused(code, err) and text in err
+    assert not (tmp_path / "t").exists() and nothing_trained(private_cache)
+
+
+@FAST
+@given(st.integers(min_value=1001, max_value=2**63))
+def test_a_seed_count_no_grid_could_hold_is_refused(tmp_path, private_cache, count):
+    code, _, err = unlearn("bench", *GRID[:-1], str(count), "--out", str(tmp_path / "b"))
+    refused(code, err)
+    assert "seeds: " in err and "up to 1000" in err
+    assert not (tmp_path / "b").exists() and nothing_trained(private_cache)
+
+
 # --------------------------------------------------------------------------- output and cache paths
 
 GRID = ["--methods", "ft", "--augment", "none", "--scenarios", "random:0.1", "--seeds", "1"]

@@ -8,8 +8,9 @@ import shlex
 import sys
 import time
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import typer
 from rich.console import Console
@@ -17,7 +18,7 @@ from rich.text import Text
 
 from unlearnkit.errors import PluginFault, UnlearnkitError
 from unlearnkit.files import atomic_write_json, atomic_write_text
-from unlearnkit.plugins import installed, plugin_rows
+from unlearnkit.plugins import installed, installed_listing
 from unlearnkit.progress import Progress
 from unlearnkit.spec import ResolvedRun, RunSpec, build_spec, check_inputs, json_schema, read_spec_file, resolve
 
@@ -160,9 +161,14 @@ def run(
     no_retrain: bool = NoRetrainOpt,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
-    """Run the protocol: original, Retrain, the method (with augmenters), evaluation, result bundle."""
+    """Run the protocol: original, Retrain, the method (with augmenters), evaluation, result bundle.
+
+    Under torchrun (WORLD_SIZE > 1) every rank trains its share of each batch; rank 0 alone evaluates,
+    prints and writes the bundle (docs/distributed.md).
+    """
     from unlearnkit.bundle import write_bundle
-    from unlearnkit.pipeline import Protocol
+    from unlearnkit.engine.distributed import launched, launcher
+    from unlearnkit.pipeline import Protocol, select_device
     from unlearnkit.report import rich_table, run_title
 
     spec, source = _run_spec_from_cli(spec_file, method, augment, overrides, data, data_root, download, model, forget,
@@ -170,12 +176,17 @@ def run(
     resolved = _resolve(spec, source)
     run_spec = resolved.spec
     name = resolved.name
-    destination = _preflight(resolved)
+    destination = _preflight(resolved)  # before any process group: a usage error ends every rank alike
+    main_rank = launcher().rank == 0
+    quiet = quiet or not main_rank
     started = time.perf_counter()
     try:
-        with Progress(console=err, enabled=not quiet and err.is_terminal) as progress:
-            protocol = Protocol(resolved, progress=progress, log=lambda line: None if quiet else err.print(f"[dim]{line}[/]"))
+        with launched(run_spec.device) as rank_device, Progress(console=err, enabled=not quiet and err.is_terminal) as progress:
+            protocol = Protocol(resolved, progress=progress, log=lambda line: None if quiet else err.print(f"[dim]{line}[/]"),
+                                device=select_device(rank_device))
             result = protocol.run()
+        if not main_rank:
+            return  # the other ranks trained alongside; they have no metrics and write nothing
         bundle = write_bundle(result, destination, run_spec.output.overwrite)
     except KeyboardInterrupt:
         err.print(f"interrupted: no result bundle was written to {destination} "
@@ -226,6 +237,30 @@ def schema() -> None:
 
 # --- grids: bench and tune ------------------------------------------------------------------------
 
+ExecutorOpt = typer.Option("local", "--executor", help="Where cells run: local (this machine) or ray (a Ray cluster).")
+WorkersOpt = typer.Option(1, "--workers", "-w", min=1,
+                          help="local: cells computed at once, each worker a process with cores/N torch threads.")
+AddressOpt = typer.Option(None, "--address", help="ray: the cluster's address (default: start a local Ray).")
+CellCpusOpt = typer.Option(1.0, "--cell-cpus", min=0.1, help="ray: CPUs each cell asks for (its torch threads).")
+CellGpusOpt = typer.Option(0.0, "--cell-gpus", min=0.0, help="ray: GPUs each cell asks for (1 to train on GPUs).")
+
+
+def _executor(kind: str, workers: int, address: Optional[str], cpus: float, gpus: float) -> Any:
+    """The executor the flags choose: checked now, started (worker processes, a local Ray) when cells first run."""
+    from unlearnkit.bench.executors import make_executor
+
+    return make_executor(kind, workers, address, cpus, gpus)
+
+
+@contextmanager
+def _stopped_after(executor: Any) -> Iterator[Any]:
+    """Stop the executor's workers (and a Ray it started) when the grid is done, interrupted or failed."""
+    try:
+        yield executor
+    finally:
+        executor.close()
+
+
 _invocation: list[str] = []
 
 
@@ -264,7 +299,7 @@ def _check_grid(specs: list[RunSpec], folder: Path) -> None:
             _check_run_inputs(spec)
 
 
-def _run_and_report(grid, folder: Path, quiet: bool, header: str, meta: dict) -> tuple:
+def _run_and_report(grid, folder: Path, quiet: bool, header: str, meta: dict, executor) -> tuple:
     """Run a grid's missing cells with progress, then write the reports (also after Ctrl-C)."""
     from unlearnkit.bench.runner import CellStore, run_grid
     from unlearnkit.bench.summary import write_reports
@@ -272,7 +307,7 @@ def _run_and_report(grid, folder: Path, quiet: bool, header: str, meta: dict) ->
     log = (lambda line: None) if quiet else (lambda line: err.print(f"[dim]{line}[/]", highlight=False))
     partial = header + "\nPartial: the grid is still running.\n"
     with Progress(console=err, enabled=not quiet and err.is_terminal) as progress:
-        outcome = run_grid(grid, CellStore(folder), progress=progress, log=log,
+        outcome = run_grid(grid, CellStore(folder), progress=progress, log=log, executor=executor,
                            after_references=_report_regime,
                            after_group=lambda records: write_reports(folder, records, partial, meta))
     history = _record_invocation(folder, outcome)
@@ -328,11 +363,18 @@ def bench(
         None, "--set", "-s", help="Override a bench spec field: base.train.epochs=12 (repeatable)."
     ),
     out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Results folder (default bench/<hash of the grid>)."),
+    executor: str = ExecutorOpt,
+    workers: int = WorkersOpt,
+    address: Optional[str] = AddressOpt,
+    cell_cpus: float = CellCpusOpt,
+    cell_gpus: float = CellGpusOpt,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or per-cell lines."),
 ) -> None:
     """Run a grid (methods x augmenters x scenarios x seeds), resumable; write the paper's tables and figure."""
     from unlearnkit.bench.grid import expand, merge, read_bench_spec, spec_key
     from unlearnkit.spec import set_path
+
+    running = _executor(executor, workers, address, cell_cpus, cell_gpus)
 
     raw = read_spec_file(spec_file) if spec_file else {}
     flags = {"methods": methods, "exclude": exclude, "augment": augment, "scenarios": scenarios, "seeds": seeds,
@@ -381,7 +423,8 @@ def bench(
               f"Avg Gap: the mean of the bracketed gaps (the paper's); Per-seed Gap: mean ± std over seeds of each "
               f"seed's gap to its Retrain; CL effect: paired per-seed gap difference to the unwrapped method, "
               f"mean [95% CI], * where the interval excludes 0.\n")
-    outcome, files = _run_and_report(grid, folder, quiet, header, {"bench": identity})
+    with _stopped_after(running):
+        outcome, files = _run_and_report(grid, folder, quiet, header, {"bench": identity}, running)
     out.print((folder / "results.md").read_text(), markup=False, highlight=False, soft_wrap=True)
     _finish(outcome, files, folder, len(grid.cells))
 
@@ -408,25 +451,33 @@ def tune(
     out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Results folder (default tune/<variant>-<hash>)."),
     bench_file: Optional[Path] = typer.Option(None, "--bench", help="Tune every variant of this bench spec instead "
                                               "(--set then edits the bench spec); one tuned.yaml for all."),
+    executor: str = ExecutorOpt,
+    workers: int = WorkersOpt,
+    address: Optional[str] = AddressOpt,
+    cell_cpus: float = CellCpusOpt,
+    cell_gpus: float = CellGpusOpt,
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Search a method's params for the lowest Avg Gap to Retrain; write tuned.yaml for unlearn bench --params."""
     import yaml
 
     from unlearnkit.bench.grid import merge, parse_seeds, spec_key
-    from unlearnkit.bench.runner import CellStore, Keys, Outcome, finished, run_grid
+    from unlearnkit.bench.keys import Keys
+    from unlearnkit.bench.runner import CellStore, Outcome, finished, run_grid
     from unlearnkit.bench.summary import trial_tables, write_reports
     from unlearnkit.bench import tune as tuning
 
     if search not in ("tpe", "grid", "random"):
         raise UnlearnkitError(f"--search '{search}' is not one of tpe, grid, random")
+    running = _executor(executor, workers, address, cell_cpus, cell_gpus)
     parsed = parse_seeds(seeds)
     seed_list = list(range(TUNING_SEEDS, TUNING_SEEDS + parsed)) if isinstance(parsed, int) else parsed
     if bench_file is not None:
         if spec_file or method or augment or ranges:
             raise UnlearnkitError("--bench tunes the variants a bench spec names, with their declared ranges",
                                   "Leave out the run spec, --method, --augment and --range.")
-        _tune_bench(bench_file, overrides or [], scenario, seed_list, points, out_dir, quiet)
+        with _stopped_after(running):
+            _tune_bench(bench_file, overrides or [], scenario, seed_list, points, out_dir, quiet, running)
         return
     base, source = _spec_from_cli(spec_file, method, augment, overrides,
                                   **{"data.name": data, "model.name": model, "device": device})
@@ -464,7 +515,7 @@ def tune(
         """One trial: its cells (those already on disk are reused), scored by Avg Gap over the tuning seeds."""
         assignment = {trial.number: tuning.suggest(trial, space, search, points)}
         grid = tuning.tuning_grid(base, chosen_method, chosen_augment, scenario, seed_list, assignment, registry)
-        outcome = run_grid(grid, store, progress=progress, log=log, after_references=regime_once)
+        outcome = run_grid(grid, store, progress=progress, log=log, after_references=regime_once, executor=running)
         total.computed += outcome.computed
         total.failures += outcome.failures
         if outcome.error is not None:
@@ -476,7 +527,7 @@ def tune(
             raise tuning.TrialFailed()
         return ranked[0]["avg_gap"]
 
-    with Progress(console=err, enabled=not quiet and err.is_terminal) as progress:
+    with _stopped_after(running), Progress(console=err, enabled=not quiet and err.is_terminal) as progress:
         # one trial per call: other workers may finish the study meanwhile, and GridSampler's stop ends a call only
         for _ in range(target - len(tuning.finished_trials(study))):
             try:
@@ -531,7 +582,7 @@ def tune(
 
 
 def _tune_bench(path: Path, overrides: list[str], scenario: str, seeds: list[int], points: int,
-                out_dir: Optional[Path], quiet: bool) -> None:
+                out_dir: Optional[Path], quiet: bool, executor) -> None:
     """Tune every variant of a bench spec: methods first, then wrapped variants with their methods' choices."""
     import yaml
 
@@ -562,7 +613,7 @@ def _tune_bench(path: Path, overrides: list[str], scenario: str, seeds: list[int
         header = f"# unlearn tune --bench {path}\n\nCommand: `{_command_line()}`\n"
         phase = folder / ("wrapped" if wrapped else "methods")
         _check_grid([r.spec for r in grid.resolved.values()], phase)
-        outcome, files = _run_and_report(grid, phase, quiet, header, {"tune": identity})
+        outcome, files = _run_and_report(grid, phase, quiet, header, {"tune": identity}, executor)
         if outcome.interrupted or outcome.failures:
             _finish(outcome, files, folder, len(grid.cells))
         for variant in names:
@@ -610,13 +661,11 @@ def plugins(as_json: bool = typer.Option(False, "--json", help="Machine-readable
     """List installed plugins: name, kind, version, distribution, and whether they loaded."""
     from unlearnkit.report import plugins_table
 
-    registry = installed()
-    rows = plugin_rows(registry)
+    rows, failed = installed_listing()  # from the plugin index when it is current: no plugin (nor torch) imported
     if as_json:
         out.print_json(json.dumps(rows))
         return
     out.print(plugins_table(rows, out.width))
-    failed = [r for r in registry.plugins if r.status == "failed"]
     for record in failed:
         err.print(Text.assemble((f"{record.source} failed:", "red"), f" {record.error}"), highlight=False, soft_wrap=True)
     if failed:
@@ -629,13 +678,34 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     err.print(Text.assemble(("warning:", "bold yellow"), " ", str(message)), highlight=False, soft_wrap=True)
 
 
+#: commands each of torchrun's processes would run whole (only `run` shares its work among them), and why
+_ONE_PROCESS = {"bench": "runs a grid of runs", "tune": "runs a grid of runs", "plot": "draws a finished bundle"}
+
+
+def _under_torchrun(args: list[str]) -> None:
+    """When torchrun started several processes: silence all but rank 0, and refuse the commands that are not for torchrun."""
+    if os.environ.get("WORLD_SIZE", "1") in ("", "1"):
+        return  # not launched: nothing to do, and torch is not loaded for it
+    from unlearnkit.engine.distributed import launcher
+
+    here = launcher()
+    if here.rank != 0:  # rank 0 speaks for the run: the others print nothing, errors included
+        out.quiet = err.quiet = True
+    command = next((a for a in args if not a.startswith("-")), "")
+    if command in _ONE_PROCESS:
+        raise UnlearnkitError(f"unlearn {command} {_ONE_PROCESS[command]} and is not for torchrun (WORLD_SIZE={here.size})",
+                              f"Run unlearn {command} without torchrun; only unlearn run shares its work among torchrun's processes.")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: errors print one message (no traceback) and exit 2 for the user's, 1 for a plugin's fault
-    (its code raised); UNLEARNKIT_DEBUG=1 shows tracebacks."""
+    (its code raised); UNLEARNKIT_DEBUG=1 shows tracebacks. Under torchrun only rank 0 prints."""
     global _invocation
     _invocation = list(sys.argv[1:] if argv is None else argv)
     warnings.showwarning = _show_warning
+    loud = out.quiet, err.quiet
     try:
+        _under_torchrun(_invocation)
         app(args=argv)
     except UnlearnkitError as exc:
         if os.environ.get("UNLEARNKIT_DEBUG", "") not in ("", "0"):
@@ -645,3 +715,5 @@ def main(argv: list[str] | None = None) -> None:
         if exc.hint:
             err.print(exc.hint, markup=False, highlight=False, soft_wrap=True)
         sys.exit(1 if isinstance(exc, PluginFault) else 2)
+    finally:
+        out.quiet, err.quiet = loud  # in-process callers (tests) get their consoles back

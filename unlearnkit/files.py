@@ -9,9 +9,11 @@ same name each leave a whole file, and the last rename wins.
 from __future__ import annotations
 
 import errno
+import glob
 import json
 import os
 import tempfile
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -57,6 +59,7 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
         os.chmod(temporary, 0o666 & ~_UMASK)  # mkstemp makes the file private; give it the usual permissions
         os.replace(temporary, path)
         _fsync_folder(path.parent)
+        _remove_stale_temporaries(path)
     except OSError as exc:
         if exc.errno is None:  # not a system call's failure: the caller's own error
             raise
@@ -87,6 +90,21 @@ def write_error(path: Path, exc: OSError) -> UnlearnkitError:
     if exc.filename and Path(exc.filename) in path.parents:  # making a folder on the way failed: say which
         reason += f": {exc.filename}"
     return UnlearnkitError(f"cannot write {path}: {reason}", "Check that the folder is writable, or choose another folder.")
+
+
+#: a temporary file this old was left by a writer that was killed (writes take seconds, not hours)
+STALE_SECONDS = 3600
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Remove what killed writers of `path` left beside it; a writer still at work is much younger."""
+    limit = time.time() - STALE_SECONDS
+    for left in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        try:
+            if left.stat().st_mtime < limit:
+                left.unlink()
+        except OSError:  # removed meanwhile by another writer, or not ours to remove: harmless either way
+            pass
 
 
 def _fsync(path: Path) -> None:

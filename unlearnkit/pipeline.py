@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterator, NamedTuple
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from unlearnkit import __version__, cache
 from unlearnkit.checkpoint import load_model
@@ -22,6 +23,7 @@ from unlearnkit.api import Method
 from unlearnkit.engine import CostMeter, RunData, UnlearnRun, fit, forward_flops, retain_cross_entropy
 from unlearnkit.engine.compute import Compute, kernel_settings, repeatable_kernels
 from unlearnkit.engine.data import Over, StreamedData, dataset_labels
+from unlearnkit.engine.distributed import agreed, broadcast_state, main_first, world
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.evaluation.subject import Subject
 from unlearnkit.models import Classifier, build, user_network
@@ -145,6 +147,9 @@ class Protocol:
 
     Sequential forgetting is a chain of steps, one per request: `steps()` gives the protocol at
     each (its split, data and Retrain are those after that request), `unlearn_in_turn` the chain.
+
+    Under torchrun every rank runs it and trains together; rank 0 alone reads and writes the model
+    cache and evaluates (the other ranks' results have no metrics).
     """
 
     def __init__(
@@ -153,15 +158,20 @@ class Protocol:
         progress: Progress = SILENT,
         log: Callable[[str], None] = lambda s: None,
         workload: Workload | None = None,
+        device: torch.device | None = None,
     ):
+        """`device` replaces the spec's (under torchrun: this rank's GPU)."""
         self.resolved = resolved
         self.spec = spec = resolved.spec
         self.progress = progress
         self.log = log
-        self.device = select_device(spec.device)
+        self.device = device or select_device(spec.device)
         self.compute = Compute.choose(self.device, spec.compute.precision, spec.compute.channels_last, spec.compute.compile)
         repeatable_kernels(self.device)
-        self.workload = workload or spec_workload(spec, self.device)
+        if workload is None:
+            with main_first():  # a download is made once, by rank 0
+                workload = spec_workload(spec, self.device)
+        self.workload = workload
         self.data = self.workload.data
         self.split = self.data.split
         self.classes = self.workload.classes
@@ -185,7 +195,13 @@ class Protocol:
         if self.compute.precision != "fp32" or self.compute.channels_last or self.compute.compile:
             identity["compute"] = {"precision": self.compute.precision, "channels_last": self.compute.channels_last,
                                    "compile": self.compute.compile}  # fp32 models keep the keys they always had
+        if world().size > 1:  # each rank's BatchNorm normalises its own rows: not the model one process trains
+            identity["world_size"] = world().size
         return identity
+
+    def cache_key(self, kind: str) -> str:
+        """The model cache's name for this run's original or Retrain model."""
+        return cache.cache_key(kind, **self._identity(kind))
 
     def reference_model(self, kind: str) -> tuple[Classifier, dict[str, Any], str]:
         """The original (trained on D) or Retrain (trained on D_r) model: from --original, the cache, or training.
@@ -199,12 +215,17 @@ class Protocol:
             meta = load_model(self.spec.original, user_network(model))  # a torchvision model's file has its own keys
             cost = {"flops": _float(meta.get("flops")), "seconds": _float(meta.get("seconds"))}
             return model, cost, str(self.spec.original)
-        key = cache.cache_key(kind, **self._identity(kind))
+        key = self.cache_key(kind)
+        main = world().rank == 0
         if self.spec.cache:
-            cached = cache.fetch(key, model)
-            if cached is not None:
+            # rank 0 alone reads the cache; the other ranks take its answer (so all train, or none) and its weights
+            cached = cache.fetch(key, model) if main else None
+            if agreed(cached is not None):
+                if world().size > 1:
+                    broadcast_state(model)
                 self.log(f"{kind}: cached ({key})")
-                return model, {"flops": _float(cached.get("flops")), "seconds": _float(cached.get("seconds"))}, "cache"
+                meta = cached or {}  # the other ranks have no cost: they compute no metrics
+                return model, {"flops": _float(meta.get("flops")), "seconds": _float(meta.get("seconds"))}, "cache"
         torch.manual_seed(self.spec.seed)
         model = self.compute.prepare(self.new_model())
         meter = CostMeter(self.flops_per_forward)
@@ -214,7 +235,7 @@ class Protocol:
         fit(model, self.data, over, retain_cross_entropy, self.spec.train, generator=generator, cost=meter,
             progress=self.progress, label=kind, compute=self.compute)
         cost = {"flops": meter.flops, "seconds": time.perf_counter() - start}
-        if self.spec.cache:
+        if self.spec.cache and main:
             cache.store(key, model, {**cost, "identity": self._identity(kind)})
         return model, cost, "trained"
 
@@ -296,7 +317,8 @@ class Protocol:
             if self.spec.retrain:
                 retrain, retrain_cost, sources["retrain"] = step.reference_model("retrain")
                 models["retrain"] = (retrain, retrain_cost)
-            metrics = step.evaluate({**models, "unlearned": (unlearned, unlearned_cost)})
+            # metrics once, on rank 0: evaluation uses no collectives, and the other ranks report nothing
+            metrics = step.evaluate({**models, "unlearned": (unlearned, unlearned_cost)}) if world().rank == 0 else {}
             results.append(StepResult(step.step, step.split, metrics, sources))
         last = results[-1]
         return RunResult(
@@ -326,4 +348,7 @@ def environment(device: torch.device, compute: Compute | None = None) -> dict[st
         env["compute"] = {"precision": compute.precision, "channels_last": compute.channels_last, "compile": compute.compile}
     env["numpy"] = np.__version__
     env["determinism"] = kernel_settings(device)
+    here = world()
+    if here.size > 1:  # `device` is rank 0's; rank r ran on cuda:r (one machine) or the CPU
+        env["distributed"] = {"world_size": here.size, "backend": dist.get_backend()}
     return env

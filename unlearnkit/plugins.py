@@ -10,6 +10,8 @@ a `PluginFault` of that plugin. Environment switches:
 - ``UNLEARNKIT_PLUGINS``: comma-separated allow-list (entry-point or distribution names);
 - ``UNLEARNKIT_BLOCK_PLUGINS``: comma-separated block-list, same names;
 - ``UNLEARNKIT_STRICT_PLUGINS=1``: re-raise a plugin's error (for plugin authors).
+
+`unlearn plugins` lists them from an index (unlearnkit.plugin_index) while nothing installed has changed.
 """
 
 from __future__ import annotations
@@ -308,3 +310,28 @@ def installed() -> Registry:
     if _installed is None:
         _installed = discover()
     return _installed
+
+
+def installed_listing() -> tuple[list[dict[str, Any]], list[PluginRecord]]:
+    """`plugin_rows` of the installed plugins, and those that failed to load, for `unlearn plugins`.
+
+    From the plugin index (unlearnkit.plugin_index) when it matches what is installed, importing no plugin;
+    otherwise from `installed()`, whose rows are then indexed unless a plugin failed. A registry this process
+    has already discovered is used as it is (it may be older than the files: it is not indexed).
+    """
+    from unlearnkit import plugin_index
+
+    key = None
+    if _installed is None:
+        settings = {var: sorted(_names_from_env(var, os.environ)) for var in ("UNLEARNKIT_PLUGINS", "UNLEARNKIT_BLOCK_PLUGINS")}
+        # taken before discovering: code changed meanwhile is indexed under the old key, never the reverse
+        key = plugin_index.fingerprint(entry_points(group=GROUP), settings)
+        rows = plugin_index.read(key)
+        if rows is not None:
+            return rows, []
+    registry = installed()
+    rows = plugin_rows(registry)
+    failed = [record for record in registry.plugins if record.status == "failed"]
+    if key is not None and not failed:
+        plugin_index.write(key, rows)
+    return rows, failed

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Sequence
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, StrictInt, ValidationError, field_validator, model_validator
 
 from unlearnkit.api import Augmenter, Checked, Evaluator, Method, TrainParams
 from unlearnkit.errors import SpecError, UnlearnkitError
@@ -78,7 +78,7 @@ class ForgetSpec(Section):
     )
     classes: list[Annotated[int, Field(ge=0)]] = Field(default_factory=list, description="class: the classes to forget")
     file: Path | None = Field(None, description="indices: a file of training indices (JSON list or one per line)")
-    indices: list[Annotated[int, Field(ge=0)]] | None = Field(
+    indices: list[Annotated[StrictInt, Field(ge=0)]] | None = Field(  # strict: true or 2.0 names no sample
         None, description="indices: the training indices themselves, instead of a file"
     )
     steps: int = Field(5, ge=2, description="sequential: forget requests in a row, each unlearned from the last model")

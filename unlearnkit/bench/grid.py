@@ -41,6 +41,10 @@ def scenario_overrides(scenario: str) -> list[str]:
                           "or sequential:FRACTIONxSTEPS with 2 or more steps (sequential:0.1x5).")
 
 
+#: a larger seed count is a typo, not a grid: its cells alone would not fit in memory
+MAX_SEEDS = 1000
+
+
 def parse_seeds(value: Any) -> int | list[int]:
     """3 -> 3 (seeds 0, 1, 2); '0,4' -> [0, 4]."""
     try:
@@ -49,11 +53,12 @@ def parse_seeds(value: Any) -> int | list[int]:
             value = parts[0] if len(parts) == 1 else parts
         if isinstance(value, bool):
             raise ValueError
-        if (isinstance(value, int) and value >= 1) or (isinstance(value, list) and value and min(value) >= 0):
+        if (isinstance(value, int) and 1 <= value <= MAX_SEEDS) or (isinstance(value, list) and value and min(value) >= 0):
             return value
     except (TypeError, ValueError):
         pass
-    raise UnlearnkitError(f"seeds '{value}' is not understood", "Give a count (3 = seeds 0, 1, 2) or a list (0,4,7).")
+    raise UnlearnkitError(f"seeds '{value}' is not understood",
+                          f"Give a count up to {MAX_SEEDS} (3 = seeds 0, 1, 2) or a list (0,4,7).")
 
 
 def scenario_label(scenario: str) -> str:
@@ -194,6 +199,7 @@ class Grid:
     cells: list[Cell]
     resolved: dict[Cell, ResolvedRun] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
+    base: dict[str, Any] = field(default_factory=dict)  # the run spec each cell's own completes (Cell.run_spec)
 
 
 def method_names(spec: BenchSpec, registry: Registry) -> list[str]:
@@ -235,5 +241,6 @@ def expand(spec: BenchSpec, registry: Registry) -> Grid:
 
 
 def resolve_cells(grid: Grid, base: dict[str, Any], registry: Registry) -> None:
+    grid.base = base
     for cell in grid.cells:
         grid.resolved[cell] = resolve(cell.run_spec(base), registry, f"{cell.variant} ({scenario_label(cell.scenario)})")

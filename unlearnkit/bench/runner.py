@@ -1,29 +1,27 @@
-"""Running a grid: one Protocol per (scenario, seed), cached references, one JSON record per finished cell."""
+"""Running a grid: each (scenario, seed) group's references first, then its cells, one JSON record per finished cell.
+
+The driver here hands the work out as Tasks to an executor (this process, worker processes, Ray) and
+is the only writer of the result store, so a grid resumes the same way whichever executor ran it.
+"""
 
 from __future__ import annotations
 
 import json
-import os
 import time
-import traceback
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator
 
-from unlearnkit.api import Plugin
-
-from unlearnkit.bench.grid import Cell, Grid, scenario_label, spec_key, step_scenario
-from unlearnkit.errors import PluginFault, UnlearnkitError
-from unlearnkit.evaluation.subject import Subject
+from unlearnkit.bench.executors import Executor, Serial
+from unlearnkit.bench.grid import Cell, Grid
+from unlearnkit.bench.keys import Keys
+from unlearnkit.bench.work import Done, Task
+from unlearnkit.errors import UnlearnkitError
 from unlearnkit.files import atomic_write_json, identity, set_aside
-from unlearnkit.models import Classifier
-from unlearnkit.pipeline import Protocol, environment
 from unlearnkit.progress import SILENT, Progress
-from unlearnkit.spec import ComputeSpec, ResolvedRun
 
 RECORD_FORMAT = 1
-REFERENCES = ("retrain", "original")
 
 
 class CellStore:
@@ -79,56 +77,6 @@ def _record_problem(record: Any, key: str) -> str | None:
     return None
 
 
-def _identity(resolved: ResolvedRun, *drop: str) -> dict[str, Any]:
-    """What determines a cell's numbers: the spec, less where it runs and where it writes.
-
-    Plugin params count as validated, defaults left out, so a param written out at its
-    default value (a tuning that chose the default, say) names the same cell as one left unset.
-    """
-    # Neither how many processes read the data nor the Retrain switch (a bench always trains Retrain) changes a number.
-    exclude: dict[str, Any] = {key: True for key in ("device", "cache", "output", "retrain", *drop)}
-    identity = resolved.spec.model_dump(mode="json", exclude={**exclude, "data": {"workers"}})
-    if identity["forget"].get("indices") is None:  # absent unless given, so that other scenarios keep their keys
-        identity["forget"].pop("indices", None)
-    if identity.get("compute") == ComputeSpec().model_dump(mode="json"):  # absent unless set: older cells keep their keys
-        identity.pop("compute")
-    plugins: dict[str, Sequence[Plugin]] = {
-        "method": [resolved.method], "augment": resolved.augmenters, "evaluate": resolved.evaluators,
-    }
-    for section, chosen in plugins.items():
-        if section in identity:
-            entries = identity[section] if isinstance(identity[section], list) else [identity[section]]
-            for entry, plugin in zip(entries, chosen):
-                entry["params"] = plugin.params.model_dump(mode="json", by_alias=True, exclude_defaults=True)
-    return identity
-
-
-def forget_steps(resolved: ResolvedRun) -> list[int | None]:
-    """The steps a cell writes a record for: 1..k in sequential forgetting, else one (None)."""
-    forget = resolved.spec.forget
-    return list(range(1, forget.steps + 1)) if forget.kind == "sequential" else [None]
-
-
-def _key(kind: str, identity: dict[str, Any], step: int | None) -> str:
-    return spec_key(kind, identity) if step is None else spec_key(kind, identity, {"step": step})
-
-
-def cell_key(resolved: ResolvedRun, step: int | None = None) -> str:
-    return _key("unlearned", _identity(resolved), step)
-
-
-def reference_key(resolved: ResolvedRun, kind: str, step: int | None = None) -> str:
-    return _key(kind, _identity(resolved, "method", "augment"), step)
-
-
-def plugin_params(resolved: ResolvedRun) -> dict[str, Any]:
-    """The params the method and each augmenter ran with: recorded beside the metrics."""
-    return {
-        "method": resolved.method.params.model_dump(mode="json", by_alias=True),
-        "augment": {a.name: a.params.model_dump(mode="json", by_alias=True) for a in resolved.augmenters},
-    }
-
-
 @dataclass
 class Outcome:
     records: list[dict[str, Any]] = field(default_factory=list)  # every cell and reference of the grid that is done
@@ -147,6 +95,7 @@ def run_grid(
     log: Callable[[str], None] = lambda line: None,
     after_group: Callable[[list[dict[str, Any]]], object] = lambda records: None,
     after_references: Callable[[list[dict[str, Any]]], object] = lambda records: None,
+    executor: Executor | None = None,
 ) -> Outcome:
     """Run every cell not yet on disk, in two phases.
 
@@ -154,73 +103,93 @@ def run_grid(
        sequential forgetting) are trained (or taken from the model cache) and measured;
        `after_references` then receives their records, so the regime can be checked before
        any method runs.
-    2. Cells, group by group; `after_group` receives the records finished so far after each.
-       A sequential cell runs its whole chain and writes a record per step.
+    2. Cells; `after_group` receives the records finished so far each time a group's cells are
+       all done. A sequential cell runs its whole chain and writes a record per step.
 
     A cell that raises is reported and skipped, so one broken method does not stop a grid;
     KeyboardInterrupt stops it, with the finished cells kept (`Outcome.interrupted`).
+    `executor` runs the tasks (default: one after another in this process).
     """
     started = time.perf_counter()
+    executor = executor or Serial()
     outcome = Outcome()
     keys = Keys(grid)
-    groups: dict[tuple[str, int], list[Cell]] = defaultdict(list)
+    groups: dict[Cell, list[Cell]] = defaultdict(list)  # by each (scenario, seed) group's first cell
+    first: dict[tuple[str, int], Cell] = {}
     for cell in grid.cells:
-        groups[(cell.scenario, cell.seed)].append(cell)
+        groups[first.setdefault((cell.scenario, cell.seed), cell)].append(cell)
     pending = {group: [c for c in cells if store.missing(keys.cell[c])] for group, cells in groups.items()}
     total = sum(len(p) for p in pending.values())
     if total < len(grid.cells):
         log(f"{len(grid.cells) - total} of {len(grid.cells)} cells already finished: resuming")
-    broken: set[tuple[str, int]] = set()  # groups whose Original or Retrain failed
+    broken: set[Cell] = set()  # groups whose Original or Retrain failed
+    files: dict[Cell, dict[str, bytes]] = {}  # references shipped to workers that do not share the cache
 
-    def each_group(work: Callable[[Cell, list[Cell]], object], wanted: Callable[[tuple[str, int]], bool]) -> bool:
-        """Apply `work` to the groups that want it; False when a user error stopped the grid."""
-        for (scenario, seed), cells in groups.items():
-            if (scenario, seed) in broken or not wanted((scenario, seed)):
-                continue
-            try:
-                work(cells[0], pending[(scenario, seed)])
-            except Exception as exc:  # noqa: BLE001 - Original or Retrain failed: the group's cells cannot run
-                if isinstance(exc, UnlearnkitError) and not isinstance(exc, PluginFault):
-                    outcome.error = exc  # the same for every group (missing data, say): stop and say it
-                    return False
-                broken.add((scenario, seed))
-                outcome.failures.append(f"{scenario_label(scenario)}, seed {seed}: Original or Retrain failed: {_reason(exc)}")
-                log(outcome.failures[-1])
-                _debug_traceback()
-        return True
+    def absorb(done: Done) -> None:
+        for line in done.lines:
+            log(line)
+        for key, record in done.records:
+            if done.task.cell is not None or store.get(key) is None:
+                store.put(key, record)
+        if done.error is not None:
+            raise UnlearnkitError(*done.error)
+        if done.failure is not None:
+            outcome.failures.append(done.failure)
+            if done.task.cell is None:
+                broken.add(done.task.group)
+        elif done.task.cell is not None:
+            outcome.computed += 1
+        if done.files:
+            files[done.task.group] = done.files
 
-    def references_missing(group: tuple[str, int]) -> bool:
-        return any(store.missing(step.values()) for step in keys.references[groups[group][0]])
+    def reference_tasks() -> Iterator[Task]:
+        for group in groups:
+            missing = tuple(k for step in keys.references[group] for k in step.values() if store.get(k) is None)
+            # workers elsewhere need the models of every group with cells to run, measured or not
+            if missing or (executor.ships and pending[group]):
+                yield Task(grid.base, group, wanted=missing, ship=executor.ships)
+
+    left = {group: len(cells) for group, cells in pending.items() if cells}  # cells each group still has to run
+
+    def cell_finished(group: Cell, advance: Callable[[], None]) -> None:
+        advance()
+        left[group] -= 1
+        if not left[group]:
+            after_group(finished(grid, keys, store))
+
+    def cell_tasks(advance: Callable[[], None]) -> Iterator[Task]:
+        for group, cells in pending.items():
+            for cell in cells if group not in broken else []:
+                # run one at a time, a cell may have been finished meanwhile by another process on the same folder
+                if executor.parallel or store.missing(keys.cell[cell]):
+                    yield Task(grid.base, group, cell)
+                else:
+                    cell_finished(group, advance)
 
     try:
-        if each_group(lambda first, _: _group_protocol(grid, keys, first, store, progress, log), references_missing):
-            after_references(finished(grid, keys, store, references_only=True))
-            with progress.task("grid: cells", total) as advance:
-                def run_cells(first: Cell, cells: list[Cell]) -> None:
-                    protocol, original, retrains = _group_protocol(grid, keys, first, store, progress, log)
-                    _run_cells(grid, keys, protocol, original, retrains, cells, store, log, advance, outcome)
-                    after_group(finished(grid, keys, store))
-
-                each_group(run_cells, lambda group: bool(pending[group]))
+        if executor.parallel and not all(resolved.spec.cache for resolved in grid.resolved.values()):
+            raise UnlearnkitError("cells running at once share their group's Original and Retrain through the model "
+                                  "cache, which this grid turns off (cache: false)",
+                                  "Remove cache: false from the base spec, or run the cells one at a time.")
+        tasks = list(reference_tasks())
+        with progress.task("grid: references", len(tasks)) as advance:
+            for done in executor.run(grid, tasks, progress, log, files):
+                absorb(done)
+                advance()
+        after_references(finished(grid, keys, store, references_only=True))
+        with progress.task("grid: cells", sum(n for group, n in left.items() if group not in broken)) as advance:
+            for done in executor.run(grid, cell_tasks(advance), progress, log, files):
+                absorb(done)
+                cell_finished(done.task.group, advance)
+    except UnlearnkitError as exc:
+        outcome.error = exc  # the same for every group (missing data, say): stop and say it
     except KeyboardInterrupt:
         outcome.interrupted = True
+        executor.close()  # cells in progress in worker processes stop too
     outcome.seconds = time.perf_counter() - started
     outcome.records = finished(grid, keys, store)
     outcome.done = sum(not store.missing(keys.cell[c]) for c in grid.cells)
     return outcome
-
-
-class Keys:
-    """Each cell's record keys and its group's reference keys, one per forget step, hashed once per grid."""
-
-    def __init__(self, grid: Grid):
-        self.cell: dict[Cell, list[str]] = {}
-        self.references: dict[Cell, list[dict[str, str]]] = {}
-        for cell in grid.cells:
-            resolved = grid.resolved[cell]
-            steps = forget_steps(resolved)
-            self.cell[cell] = [cell_key(resolved, step) for step in steps]
-            self.references[cell] = [{kind: reference_key(resolved, kind, step) for kind in REFERENCES} for step in steps]
 
 
 def finished(grid: Grid, keys: Keys, store: CellStore, references_only: bool = False) -> list[dict[str, Any]]:
@@ -242,77 +211,3 @@ def finished(grid: Grid, keys: Keys, store: CellStore, references_only: bool = F
                 records.append({**record, "trial": cell.trial, "variant": cell.label})
             seen.add(key)
     return records
-
-
-def _reason(exc: Exception) -> str:
-    """Why a cell or group failed, on one line; a plugin's fault names the plugin and its distribution."""
-    return exc.message if isinstance(exc, PluginFault) else f"{type(exc).__name__}: {exc}"
-
-
-def _debug_traceback() -> None:
-    if os.environ.get("UNLEARNKIT_DEBUG", "") not in ("", "0"):
-        traceback.print_exc()
-
-
-def _group_protocol(grid, keys: Keys, first: Cell, store, progress, log) -> tuple[Protocol, Classifier, list[Subject]]:
-    """The group's Protocol, Original and the measured Retrain of each forget step (one, except in sequential
-    forgetting); their records are stored if missing. The Original is measured against each step's Retrain."""
-    where = f"{scenario_label(first.scenario)}, seed {first.seed}"
-    protocol = Protocol(grid.resolved[first], progress=progress, log=lambda line: log(f"{where}: {line}"))
-    original, original_cost, _ = protocol.reference_model("original")
-    retrains = []
-    for step, references in zip(protocol.steps(), keys.references[first]):
-        retrain_model, retrain_cost, _ = step.reference_model("retrain")
-        retrain = step.subject("retrain", retrain_model, retrain_cost)
-        step.measure(retrain, None)
-        base = _record_base(step, first)
-        if store.get(references["retrain"]) is None:
-            store.put(references["retrain"], {**base, "kind": "retrain", "variant": "Retrain", "metrics": retrain.metrics})
-        if store.get(references["original"]) is None:
-            subject = step.subject("original", original, original_cost)
-            step.measure(subject, retrain)
-            store.put(references["original"],
-                      {**base, "kind": "original", "variant": "Original", "metrics": subject.metrics})
-        retrains.append(retrain)
-    return protocol, original, retrains
-
-
-def _record_base(protocol: Protocol, cell: Cell) -> dict[str, Any]:
-    """What every record of a (scenario, seed) step shares; `protocol` is the protocol at that step."""
-    base = {"scenario": step_scenario(cell.scenario, protocol.step), "seed": cell.seed,
-            "forget_count": len(protocol.split.forget), "retain_count": len(protocol.split.retain),
-            "environment": environment(protocol.device, protocol.compute)}
-    return base if protocol.step is None else {**base, "step": protocol.step}
-
-
-def _run_cells(grid, keys: Keys, protocol: Protocol, original: Classifier, retrains: list[Subject], pending: list[Cell],
-               store, log, advance, outcome) -> None:
-    for cell in pending:
-        where = f"{scenario_label(cell.scenario)}, seed {cell.seed}"
-        resolved = grid.resolved[cell]
-        if not store.missing(keys.cell[cell]):  # finished meanwhile by another process on the same folder
-            advance()
-            continue
-        records, seconds = [], 0.0
-        try:  # every step, each from the model the step before left; stored only once all are done
-            for (step, model, cost), retrain in zip(protocol.unlearn_in_turn(original, resolved.wrapped_method()), retrains):
-                metrics = step.measure(step.subject("unlearned", model, cost), retrain)
-                records.append({
-                    **_record_base(step, cell), "kind": "unlearned", "variant": cell.label, "method": cell.method,
-                    "augment": list(cell.augment), "trial": cell.trial, "overlay": json.loads(cell.overlay),
-                    "params": plugin_params(resolved), "metrics": metrics,
-                })
-                seconds += cost["seconds"]
-        except Exception as exc:  # noqa: BLE001 - one failing cell must not stop the grid (a plugin's sys.exit arrives as a PluginFault)
-            line = f"{cell.label} ({where}) failed: {_reason(exc)}"
-            outcome.failures.append(line)
-            log(line)
-            _debug_traceback()
-            advance()
-            continue
-        for key, record in zip(keys.cell[cell], records):
-            store.put(key, record)
-        outcome.computed += 1
-        gaps = ", ".join(f"{r['metrics'].get('avg_gap', float('nan')):.2f}" for r in records)
-        log(f"{where}: {cell.label}: Avg Gap {gaps} in {seconds:.1f} s")
-        advance()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
 import random
 import sqlite3
@@ -41,10 +42,15 @@ def parse_range(text: str) -> tuple[str, SearchRange]:
             if len(parts) not in (2, 3) or (len(parts) == 3 and not log):
                 raise ValueError
             low, high = float(parts[0]), float(parts[1])
+            if not (math.isfinite(low) and math.isfinite(high)):
+                raise UnlearnkitError(f"--range '{text}': bounds must be finite numbers, e.g. ft.lr=0.01:0.1:log")
             if log and low <= 0:
                 raise UnlearnkitError(f"--range '{text}': a log range needs LOW > 0")
             return key.strip(), Range(low, high, log)
-        return key.strip(), Choice(tuple(_number(v) for v in value.split(",")))
+        values = tuple(_number(v) for v in value.split(","))
+        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+            raise UnlearnkitError(f"--range '{text}': values must be finite numbers")
+        return key.strip(), Choice(values)
     except ValueError:
         raise UnlearnkitError(f"--range '{text}': bounds must be numbers, e.g. ft.lr=0.01:0.1:log") from None
 

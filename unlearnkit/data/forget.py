@@ -125,11 +125,23 @@ def _text_entries(text: str) -> list[tuple[object, str, str]]:
 
 
 def given_split(n: int, indices, what: str = "the forget indices") -> Split:
-    """The training samples at the given indices (any integer sequence, tensor or array)."""
-    indices = torch.as_tensor(indices, dtype=torch.long).flatten()
+    """The training samples at the given indices (any integer sequence, tensor or array), each named once.
+
+    As strict as the index files: a mask or fractional values would silently forget other samples.
+    """
+    values = torch.as_tensor(indices)
+    if values.dtype == torch.bool or values.is_floating_point() or values.is_complex():
+        raise UnlearnkitError(f"{what} must be integers, not {str(values.dtype).removeprefix('torch.')}",
+                              "Give training indices; for a boolean mask over the training set, mask.nonzero().flatten().")
+    indices = values.long().flatten()
     if len(indices) == 0 or indices.min() < 0 or indices.max() >= n:
         raise UnlearnkitError(f"{what} must name indices in 0..{n - 1}, at least one")
-    indices = indices.unique()
+    named, counts = indices.unique(return_counts=True)
+    if (counts > 1).any():
+        twice = int(named[counts > 1][0])
+        at = [int(i) for i in (indices == twice).nonzero().flatten()[:2]]
+        raise UnlearnkitError(f"{what}: index {twice} is named twice (positions {at[0]} and {at[1]})", "Name each sample once.")
+    indices = named
     if len(indices) == n:
         raise UnlearnkitError(f"{what} names every training sample; nothing would be retained")
     return _split(n, indices)

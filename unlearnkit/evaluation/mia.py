@@ -12,7 +12,6 @@ non-member).
 from __future__ import annotations
 
 import torch
-from sklearn.svm import SVC
 
 FEATURES = ("confidence", "correctness", "entropy", "m_entropy", "prob")
 
@@ -47,6 +46,8 @@ def mia_efficacy(
     kind: str = "confidence",
 ) -> float:
     """Percentage of forget samples predicted non-member. Each argument is (logits, labels)."""
+    from sklearn.svm import SVC  # here, not at the top: scikit-learn takes about a second to import
+
     n = min(len(test[1]), len(retain[1]))
     members = attack_features(retain[0][:n], retain[1][:n], kind)
     non_members = attack_features(test[0][:n], test[1][:n], kind)

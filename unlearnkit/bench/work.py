@@ -1,0 +1,207 @@
+"""What a bench worker does: a (scenario, seed) group's references, or one cell, given as a picklable Task.
+
+Workers compute and return records; only the driver (runner.run_grid) writes the result store. A
+worker may therefore be this process, another process on this machine or a Ray task on another
+machine, and a killed worker loses at most the cell it was computing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from unlearnkit.bench.grid import Cell, scenario_label, step_scenario
+from unlearnkit.bench.keys import REFERENCES, cell_key, forget_steps, reference_key
+from unlearnkit.errors import PluginFault, UnlearnkitError
+from unlearnkit.evaluation.subject import Subject
+from unlearnkit.models import Classifier
+from unlearnkit.pipeline import Protocol, environment
+from unlearnkit.progress import SILENT, Progress
+from unlearnkit.spec import ResolvedRun
+
+
+@dataclass(frozen=True)
+class Task:
+    """One unit of a grid: the references of `group`'s (scenario, seed), or one cell of that group."""
+
+    base: dict[str, Any]  # the grid's base run spec; a cell's run spec is Cell.run_spec(base)
+    group: Cell  # the group's first cell: its spec names the group's Original and Retrain
+    cell: Cell | None = None  # None: the references only
+    wanted: tuple[str, ...] = ()  # reference records the store lacks (others are not measured again)
+    ship: bool = False  # return the references' model-cache files, for workers that do not share the cache
+
+    @property
+    def where(self) -> str:
+        return f"{scenario_label(self.group.scenario)}, seed {self.group.seed}"
+
+
+@dataclass
+class Done:
+    """What a task produced: records for the store, log lines, and what failed."""
+
+    task: Task
+    records: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (key, record)
+    lines: list[str] = field(default_factory=list)  # log lines of a worker that cannot print to the driver's console
+    failure: str | None = None  # why the cell, or the group's references, failed
+    error: tuple[str, str | None] | None = None  # a user error (message, hint) that is the same for every cell: stop
+    files: dict[str, bytes] = field(default_factory=dict)  # shipped references: cache key -> entry file
+
+
+Resolver = Callable[[Task, Cell], ResolvedRun]
+
+
+class Worker:
+    """Performs tasks, keeping the last group's Protocol, Original and measured Retrains for its next cell."""
+
+    def __init__(self, resolve: Resolver, progress: Progress = SILENT, log: Callable[[str], None] | None = None):
+        self.resolve = resolve
+        self.progress = progress
+        self.log = log  # None: lines are returned in Done.lines
+        self._group: tuple[tuple[str, ...], tuple[Protocol, Classifier, list[Subject]]] | None = None
+
+    def perform(self, task: Task, files: Mapping[str, bytes] | None = None) -> Done:
+        done = Done(task)
+        say = self.log or done.lines.append
+        try:
+            _install(files or {})
+            protocol, original, retrains = self._references(task, done, say)
+        except Exception as exc:  # noqa: BLE001 - reported for the group; the grid goes on with the others
+            if isinstance(exc, UnlearnkitError) and not isinstance(exc, PluginFault):
+                done.error = (exc.message, exc.hint)  # missing data, say: the same for every group
+            else:
+                done.failure = f"{task.where}: Original or Retrain failed: {_reason(exc)}"
+                say(done.failure)
+                _debug_traceback()
+            return done
+        if task.ship and protocol.spec.cache:
+            done.files = _cached_references(protocol)
+        if task.cell is not None:
+            self._cell(task, task.cell, protocol, original, retrains, done, say)
+        return done
+
+    def _references(self, task: Task, done: Done, say: Callable[[str], None]) -> tuple[Protocol, Classifier, list[Subject]]:
+        """The group's Protocol, Original and measured Retrain of each forget step; records for the wanted keys."""
+        resolved = self.resolve(task, task.group)
+        keys = [{kind: reference_key(resolved, kind, step) for kind in REFERENCES} for step in forget_steps(resolved)]
+        name = tuple(k for step in keys for k in step.values())
+        if self._group is not None and self._group[0] == name and not task.wanted:
+            return self._group[1]
+        self._group = None  # freed before the next group's models are loaded
+        protocol = Protocol(resolved, progress=self.progress, log=lambda line: say(f"{task.where}: {line}"))
+        original, original_cost, _ = protocol.reference_model("original")
+        retrains = []
+        for step, references in zip(protocol.steps(), keys):
+            retrain_model, retrain_cost, _ = step.reference_model("retrain")
+            retrain = step.subject("retrain", retrain_model, retrain_cost)
+            step.measure(retrain, None)
+            base = record_base(step, task.group)
+            if references["retrain"] in task.wanted:
+                done.records.append((references["retrain"],
+                                     {**base, "kind": "retrain", "variant": "Retrain", "metrics": retrain.metrics}))
+            if references["original"] in task.wanted:
+                subject = step.subject("original", original, original_cost)
+                step.measure(subject, retrain)
+                done.records.append((references["original"],
+                                     {**base, "kind": "original", "variant": "Original", "metrics": subject.metrics}))
+            retrains.append(retrain)
+        self._group = (name, (protocol, original, retrains))
+        return protocol, original, retrains
+
+    def _cell(self, task: Task, cell: Cell, protocol: Protocol, original: Classifier, retrains: list[Subject],
+              done: Done, say: Callable[[str], None]) -> None:
+        """Every forget step of the cell, each from the model the step before left; records only once all are done."""
+        resolved = self.resolve(task, cell)
+        records, seconds = [], 0.0
+        try:
+            for (step, model, cost), retrain in zip(protocol.unlearn_in_turn(original, resolved.wrapped_method()), retrains):
+                metrics = step.measure(step.subject("unlearned", model, cost), retrain)
+                records.append({
+                    **record_base(step, cell), "kind": "unlearned", "variant": cell.label, "method": cell.method,
+                    "augment": list(cell.augment), "trial": cell.trial, "overlay": json.loads(cell.overlay),
+                    "params": plugin_params(resolved), "metrics": metrics,
+                })
+                seconds += cost["seconds"]
+        except Exception as exc:  # noqa: BLE001 - one failing cell must not stop the grid (a plugin's sys.exit arrives as a PluginFault)
+            done.failure = f"{cell.label} ({task.where}) failed: {_reason(exc)}"
+            say(done.failure)
+            _debug_traceback()
+            return
+        done.records += [(cell_key(resolved, step), record) for step, record in zip(forget_steps(resolved), records)]
+        gaps = ", ".join(f"{r['metrics'].get('avg_gap', float('nan')):.2f}" for r in records)
+        say(f"{task.where}: {cell.label}: Avg Gap {gaps} in {seconds:.1f} s")
+
+
+def record_base(protocol: Protocol, cell: Cell) -> dict[str, Any]:
+    """What every record of a (scenario, seed) step shares; `protocol` is the protocol at that step."""
+    base = {"scenario": step_scenario(cell.scenario, protocol.step), "seed": cell.seed,
+            "forget_count": len(protocol.split.forget), "retain_count": len(protocol.split.retain),
+            "environment": environment(protocol.device, protocol.compute)}
+    return base if protocol.step is None else {**base, "step": protocol.step}
+
+
+def plugin_params(resolved: ResolvedRun) -> dict[str, Any]:
+    """The params the method and each augmenter ran with: recorded beside the metrics."""
+    return {
+        "method": resolved.method.params.model_dump(mode="json", by_alias=True),
+        "augment": {a.name: a.params.model_dump(mode="json", by_alias=True) for a in resolved.augmenters},
+    }
+
+
+def _cached_references(protocol: Protocol) -> dict[str, bytes]:
+    """The group's Original and Retrains as model-cache files (cache key -> bytes), for another machine's cache."""
+    from unlearnkit import cache
+
+    keys = [step.cache_key("retrain") for step in protocol.steps()]
+    if protocol.spec.original is None:  # a given --original file is read where the cell runs
+        keys.append(protocol.cache_key("original"))
+    return {key: cache.entry(key).read_bytes() for key in keys if cache.entry(key).exists()}
+
+
+def _install(files: Mapping[str, bytes]) -> None:
+    """Shipped references into this machine's model cache (entries carry checksums, checked when read)."""
+    from unlearnkit import cache
+    from unlearnkit.files import atomic_write_bytes
+
+    for key, data in files.items():
+        if not cache.entry(key).exists():
+            atomic_write_bytes(cache.entry(key), data)
+
+
+def _reason(exc: Exception) -> str:
+    """Why a cell or group failed, on one line; a plugin's fault names the plugin and its distribution."""
+    return exc.message if isinstance(exc, PluginFault) else f"{type(exc).__name__}: {exc}"
+
+
+def _debug_traceback() -> None:
+    if os.environ.get("UNLEARNKIT_DEBUG", "") not in ("", "0"):
+        traceback.print_exc()
+
+
+# --- in a worker process ------------------------------------------------------------------------
+
+_process_worker: Worker | None = None
+
+
+def perform(task: Task, files: Mapping[str, bytes] | None = None) -> Done:
+    """Perform a task in a worker process: its cells resolved against the plugins installed here."""
+    global _process_worker
+    if _process_worker is None:
+        _process_worker = Worker(_resolve_installed)
+    return _process_worker.perform(task, files)
+
+
+def _resolve_installed(task: Task, cell: Cell) -> ResolvedRun:
+    from unlearnkit.plugins import installed
+    from unlearnkit.spec import resolve
+
+    return resolve(cell.run_spec(task.base), installed(), f"{cell.variant} ({scenario_label(cell.scenario)})")
+
+
+def start_process(threads: int) -> None:
+    """A worker process's start: the torch threads its share of the cores allows."""
+    import torch
+
+    torch.set_num_threads(threads)
