@@ -11,6 +11,7 @@ import torch
 from tests.test_cli import unlearn
 from unlearnkit.bench.executors import LocalWorkers, cores
 from unlearnkit.bench.grid import BenchSpec, expand
+from unlearnkit.bench.keys import Keys
 from unlearnkit.bench.runner import CellStore, run_grid
 from unlearnkit.bench.work import Task, Worker
 
@@ -72,18 +73,32 @@ def test_a_cell_runs_from_references_shipped_to_a_machine_without_them(registry,
     """What Ray does across machines: the references' cache files travel with the cell, nothing is retrained."""
     grid = expand(SPEC, registry)
     group = grid.cells[0]
+    keys = Keys(grid)
+    references = Task(grid.base, group, keys.references[group], ship=True)
+    cell = Task(grid.base, group, keys.references[group], group, keys.cell[group])
     home = Worker(lambda task, cell: grid.resolved[cell])
-    done = home.perform(Task(grid.base, group, wanted=("any",), ship=True))
+    done = home.perform(references)
     assert done.failure is None and sorted(k.split("-")[0] for k in done.files) == ["original", "retrain"]
-    here = home.perform(Task(grid.base, group, group))
+    here = home.perform(cell)
 
     monkeypatch.setenv("UNLEARNKIT_CACHE_DIR", str(tmp_path / "elsewhere"))
     lines: list[str] = []
-    away = Worker(lambda task, cell: grid.resolved[cell], log=lines.append).perform(Task(grid.base, group, group), done.files)
+    away = Worker(lambda task, cell: grid.resolved[cell], log=lines.append).perform(cell, done.files)
     assert [line.split(": ")[1] for line in lines[:2]] == ["original", "retrain"]
     assert all("cached" in line for line in lines[:2])  # installed from the shipped files, not trained
     assert away.failure is None and [key for key, _ in away.records] == [key for key, _ in here.records]
     assert _metrics(r for _, r in away.records) == _metrics(r for _, r in here.records)
+
+
+def test_a_worker_that_resolves_a_cell_differently_computes_nothing(registry):
+    """Another plugin version on a worker would file records under keys the grid never reads: refused, named."""
+    grid = expand(SPEC, registry)
+    group, keys = grid.cells[0], Keys(grid)
+    worker = Worker(lambda task, cell: grid.resolved[cell])
+    done = worker.perform(Task(grid.base, group, keys.references[group], group, ("0123456789abcdef",)))
+    assert done.records == [] and "resolves the cell differently" in str(done.failure)
+    done = worker.perform(Task(grid.base, group, ({"retrain": "x", "original": "y"},)))
+    assert done.error is not None and "Install the same unlearnkit and plugin versions" in str(done.error[1])
 
 
 def test_parallel_cells_need_the_model_cache(registry, tmp_path):
@@ -95,6 +110,8 @@ def test_parallel_cells_need_the_model_cache(registry, tmp_path):
 
 @pytest.mark.parametrize("flags, message", [
     (["--address", "127.0.0.1:6379"], "--address is for --executor ray"),
+    (["--cell-gpus", "1"], "--cell-gpus is for --executor ray"),
+    (["--workers", str(cores() + 1)], f"--workers {cores() + 1} is more than the {cores()} cores"),
     (["--executor", "ray", "--workers", "2"], "--workers is for the local executor"),
     (["--executor", "dask"], "--executor 'dask' is not one of local, ray"),
 ])

@@ -25,7 +25,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from unlearnkit import cache, cli
+from unlearnkit import cache, cli, files
 from unlearnkit.bench.runner import RECORD_FORMAT, CellStore
 from unlearnkit.checkpoint import CHECKSUM, load_model, save_model
 from unlearnkit.data.forget import given_split, indices_split
@@ -158,17 +158,19 @@ def test_a_writer_killed_midway_leaves_the_previous_file(tmp_path):
     # SIGKILL leaves its temporary file; it is hidden and never read as the real one
     assert [p.name.startswith(".cell.json.") for p in tmp_path.iterdir() if p != path] == [True]
 
-    # the next write of the same file removes it once it is older than any real write, and not before
+    # a later process's first write into the folder removes it once it is older than any real write, and not before
     (left,) = [p for p in tmp_path.iterdir() if p != path]
+    files._swept.clear()
     atomic_write_json(path, {"v": 3})
     assert left.exists()
-    busy = tmp_path / ".cell.json.busy.tmp"  # a slow writer's, 59 minutes old: may still be at work, kept
+    busy = tmp_path / ".other.json.busy.tmp"  # a slow writer's, 59 minutes old: may still be at work, kept
     busy.write_text("{")
     old_enough = time.time() - STALE_SECONDS - 1
     os.utime(left, (old_enough, old_enough))
     os.utime(busy, (old_enough + 60, old_enough + 60))
-    atomic_write_json(path, {"v": 4})
-    assert not left.exists() and busy.exists() and json.loads(path.read_text()) == {"v": 4}
+    files._swept.clear()
+    atomic_write_json(tmp_path / "another.json", {"v": 4})
+    assert not left.exists() and busy.exists() and json.loads(path.read_text()) == {"v": 3}
 
 
 def test_a_checkpoint_writer_killed_in_a_loop_leaves_a_whole_verified_file(tmp_path):

@@ -241,11 +241,11 @@ ExecutorOpt = typer.Option("local", "--executor", help="Where cells run: local (
 WorkersOpt = typer.Option(1, "--workers", "-w", min=1,
                           help="local: cells computed at once, each worker a process with cores/N torch threads.")
 AddressOpt = typer.Option(None, "--address", help="ray: the cluster's address (default: start a local Ray).")
-CellCpusOpt = typer.Option(1.0, "--cell-cpus", min=0.1, help="ray: CPUs each cell asks for (its torch threads).")
-CellGpusOpt = typer.Option(0.0, "--cell-gpus", min=0.0, help="ray: GPUs each cell asks for (1 to train on GPUs).")
+CellCpusOpt = typer.Option(None, "--cell-cpus", min=0.1, help="ray: CPUs each cell asks for, and its torch threads [default: 1].")
+CellGpusOpt = typer.Option(None, "--cell-gpus", min=0.0, help="ray: GPUs each cell asks for (1 to train on GPUs) [default: 0].")
 
 
-def _executor(kind: str, workers: int, address: Optional[str], cpus: float, gpus: float) -> Any:
+def _executor(kind: str, workers: int, address: Optional[str], cpus: Optional[float], gpus: Optional[float]) -> Any:
     """The executor the flags choose: checked now, started (worker processes, a local Ray) when cells first run."""
     from unlearnkit.bench.executors import make_executor
 
@@ -366,8 +366,8 @@ def bench(
     executor: str = ExecutorOpt,
     workers: int = WorkersOpt,
     address: Optional[str] = AddressOpt,
-    cell_cpus: float = CellCpusOpt,
-    cell_gpus: float = CellGpusOpt,
+    cell_cpus: Optional[float] = CellCpusOpt,
+    cell_gpus: Optional[float] = CellGpusOpt,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or per-cell lines."),
 ) -> None:
     """Run a grid (methods x augmenters x scenarios x seeds), resumable; write the paper's tables and figure."""
@@ -454,8 +454,8 @@ def tune(
     executor: str = ExecutorOpt,
     workers: int = WorkersOpt,
     address: Optional[str] = AddressOpt,
-    cell_cpus: float = CellCpusOpt,
-    cell_gpus: float = CellGpusOpt,
+    cell_cpus: Optional[float] = CellCpusOpt,
+    cell_gpus: Optional[float] = CellGpusOpt,
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Search a method's params for the lowest Avg Gap to Retrain; write tuned.yaml for unlearn bench --params."""

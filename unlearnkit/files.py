@@ -9,7 +9,6 @@ same name each leave a whole file, and the last rename wins.
 from __future__ import annotations
 
 import errno
-import glob
 import json
 import os
 import tempfile
@@ -96,10 +95,17 @@ def write_error(path: Path, exc: OSError) -> UnlearnkitError:
 STALE_SECONDS = 3600
 
 
+_swept: set[Path] = set()  # folders already swept by this process: once each, or a folder of many files costs a listing per write
+
+
 def _remove_stale_temporaries(path: Path) -> None:
-    """Remove what killed writers of `path` left beside it; a writer still at work is much younger."""
+    """Remove what killed writers left in `path`'s folder, once per folder and process; a writer still at
+    work is much younger than STALE_SECONDS."""
+    if path.parent in _swept:
+        return
+    _swept.add(path.parent)
     limit = time.time() - STALE_SECONDS
-    for left in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+    for left in path.parent.glob(".*.tmp"):
         try:
             if left.stat().st_mtime < limit:
                 left.unlink()

@@ -41,7 +41,7 @@ def scenario_overrides(scenario: str) -> list[str]:
                           "or sequential:FRACTIONxSTEPS with 2 or more steps (sequential:0.1x5).")
 
 
-#: a larger seed count is a typo, not a grid: its cells alone would not fit in memory
+#: a larger seed count is taken for a typo: such a grid would train two models per seed before any cell runs
 MAX_SEEDS = 1000
 
 

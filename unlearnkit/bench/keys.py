@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from unlearnkit.api import Plugin
-from unlearnkit.bench.grid import Cell, Grid, spec_key
+from unlearnkit.bench.grid import Grid, spec_key
 from unlearnkit.spec import ComputeSpec, ResolvedRun
 
 REFERENCES = ("retrain", "original")
@@ -53,23 +53,19 @@ def reference_key(resolved: ResolvedRun, kind: str, step: int | None = None) -> 
     return _key(kind, _identity(resolved, "method", "augment"), step)
 
 
-def plugin_params(resolved: ResolvedRun) -> dict[str, Any]:
-    """The params the method and each augmenter ran with: recorded beside the metrics."""
-    return {
-        "method": resolved.method.params.model_dump(mode="json", by_alias=True),
-        "augment": {a.name: a.params.model_dump(mode="json", by_alias=True) for a in resolved.augmenters},
-    }
+def cell_keys(resolved: ResolvedRun) -> tuple[str, ...]:
+    """A cell's record keys, one per forget step."""
+    return tuple(cell_key(resolved, step) for step in forget_steps(resolved))
 
+
+def reference_keys(resolved: ResolvedRun) -> tuple[dict[str, str], ...]:
+    """Its group's Retrain and Original record keys, one pair per forget step."""
+    return tuple({kind: reference_key(resolved, kind, step) for kind in REFERENCES} for step in forget_steps(resolved))
 
 
 class Keys:
     """Each cell's record keys and its group's reference keys, one per forget step, hashed once per grid."""
 
     def __init__(self, grid: Grid):
-        self.cell: dict[Cell, list[str]] = {}
-        self.references: dict[Cell, list[dict[str, str]]] = {}
-        for cell in grid.cells:
-            resolved = grid.resolved[cell]
-            steps = forget_steps(resolved)
-            self.cell[cell] = [cell_key(resolved, step) for step in steps]
-            self.references[cell] = [{kind: reference_key(resolved, kind, step) for kind in REFERENCES} for step in steps]
+        self.cell = {cell: cell_keys(grid.resolved[cell]) for cell in grid.cells}
+        self.references = {cell: reference_keys(grid.resolved[cell]) for cell in grid.cells}

@@ -123,7 +123,7 @@ def run_grid(
     if total < len(grid.cells):
         log(f"{len(grid.cells) - total} of {len(grid.cells)} cells already finished: resuming")
     broken: set[Cell] = set()  # groups whose Original or Retrain failed
-    files: dict[Cell, dict[str, bytes]] = {}  # references shipped to workers that do not share the cache
+    files: dict[Cell, Any] = {}  # references shipped to workers that do not share the cache (executor.share's)
 
     def absorb(done: Done) -> None:
         for line in done.lines:
@@ -140,14 +140,21 @@ def run_grid(
         elif done.task.cell is not None:
             outcome.computed += 1
         if done.files:
-            files[done.task.group] = done.files
+            files[done.task.group] = executor.share(done.files)
 
-    def reference_tasks() -> Iterator[Task]:
+    def reference_tasks() -> list[list[Task]]:
+        """The groups' reference tasks, in two waves when they run at once: groups sharing an Original
+        (same seed, other scenario) would otherwise all train it together."""
+        waves: list[list[Task]] = [[], []]
+        seeds: set[int] = set()
         for group in groups:
             missing = tuple(k for step in keys.references[group] for k in step.values() if store.get(k) is None)
-            # workers elsewhere need the models of every group with cells to run, measured or not
-            if missing or (executor.ships and pending[group]):
-                yield Task(grid.base, group, wanted=missing, ship=executor.ships)
+            # cells running at once must find their models cached (or shipped), measured or not
+            if missing or (executor.parallel and pending[group]):
+                waves[executor.parallel and group.seed in seeds].append(
+                    Task(grid.base, group, keys.references[group], wanted=missing, ship=executor.ships))
+                seeds.add(group.seed)
+        return waves
 
     left = {group: len(cells) for group, cells in pending.items() if cells}  # cells each group still has to run
 
@@ -158,11 +165,12 @@ def run_grid(
             after_group(finished(grid, keys, store))
 
     def cell_tasks(advance: Callable[[], None]) -> Iterator[Task]:
+        """Taken one at a time as the executor has room: a cell another process sharing the folder has
+        finished meanwhile is skipped."""
         for group, cells in pending.items():
             for cell in cells if group not in broken else []:
-                # run one at a time, a cell may have been finished meanwhile by another process on the same folder
-                if executor.parallel or store.missing(keys.cell[cell]):
-                    yield Task(grid.base, group, cell)
+                if store.missing(keys.cell[cell]):
+                    yield Task(grid.base, group, keys.references[group], cell, keys.cell[cell])
                 else:
                     cell_finished(group, advance)
 
@@ -171,11 +179,12 @@ def run_grid(
             raise UnlearnkitError("cells running at once share their group's Original and Retrain through the model "
                                   "cache, which this grid turns off (cache: false)",
                                   "Remove cache: false from the base spec, or run the cells one at a time.")
-        tasks = list(reference_tasks())
-        with progress.task("grid: references", len(tasks)) as advance:
-            for done in executor.run(grid, tasks, progress, log, files):
-                absorb(done)
-                advance()
+        waves = reference_tasks()
+        with progress.task("grid: references", sum(len(wave) for wave in waves)) as advance:
+            for wave in waves:
+                for done in executor.run(grid, wave, progress, log, files):
+                    absorb(done)
+                    advance()
         after_references(finished(grid, keys, store, references_only=True))
         with progress.task("grid: cells", sum(n for group, n in left.items() if group not in broken)) as advance:
             for done in executor.run(grid, cell_tasks(advance), progress, log, files):
@@ -184,8 +193,7 @@ def run_grid(
     except UnlearnkitError as exc:
         outcome.error = exc  # the same for every group (missing data, say): stop and say it
     except KeyboardInterrupt:
-        outcome.interrupted = True
-        executor.close()  # cells in progress in worker processes stop too
+        outcome.interrupted = True  # whoever made the executor stops its workers
     outcome.seconds = time.perf_counter() - started
     outcome.records = finished(grid, keys, store)
     outcome.done = sum(not store.missing(keys.cell[c]) for c in grid.cells)

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from unlearnkit.bench.grid import Cell, scenario_label, step_scenario
-from unlearnkit.bench.keys import REFERENCES, cell_key, forget_steps, reference_key
+from unlearnkit.bench.keys import cell_keys, reference_keys
 from unlearnkit.errors import PluginFault, UnlearnkitError
 from unlearnkit.evaluation.subject import Subject
 from unlearnkit.models import Classifier
@@ -29,7 +30,9 @@ class Task:
 
     base: dict[str, Any]  # the grid's base run spec; a cell's run spec is Cell.run_spec(base)
     group: Cell  # the group's first cell: its spec names the group's Original and Retrain
+    references: tuple[dict[str, str], ...]  # the driver's keys of the group's records, a {retrain, original} per step
     cell: Cell | None = None  # None: the references only
+    cell_keys: tuple[str, ...] = ()  # the driver's keys of the cell's records, one per step
     wanted: tuple[str, ...] = ()  # reference records the store lacks (others are not measured again)
     ship: bool = False  # return the references' model-cache files, for workers that do not share the cache
 
@@ -60,7 +63,7 @@ class Worker:
         self.resolve = resolve
         self.progress = progress
         self.log = log  # None: lines are returned in Done.lines
-        self._group: tuple[tuple[str, ...], tuple[Protocol, Classifier, list[Subject]]] | None = None
+        self._group: tuple[tuple[dict[str, str], ...], tuple[Protocol, Classifier, list[Subject]]] | None = None
 
     def perform(self, task: Task, files: Mapping[str, bytes] | None = None) -> Done:
         done = Done(task)
@@ -68,6 +71,8 @@ class Worker:
         try:
             _install(files or {})
             protocol, original, retrains = self._references(task, done, say)
+            if task.ship and protocol.spec.cache:
+                done.files = _cached_references(protocol)
         except Exception as exc:  # noqa: BLE001 - reported for the group; the grid goes on with the others
             if isinstance(exc, UnlearnkitError) and not isinstance(exc, PluginFault):
                 done.error = (exc.message, exc.hint)  # missing data, say: the same for every group
@@ -76,8 +81,6 @@ class Worker:
                 say(done.failure)
                 _debug_traceback()
             return done
-        if task.ship and protocol.spec.cache:
-            done.files = _cached_references(protocol)
         if task.cell is not None:
             self._cell(task, task.cell, protocol, original, retrains, done, say)
         return done
@@ -85,15 +88,17 @@ class Worker:
     def _references(self, task: Task, done: Done, say: Callable[[str], None]) -> tuple[Protocol, Classifier, list[Subject]]:
         """The group's Protocol, Original and measured Retrain of each forget step; records for the wanted keys."""
         resolved = self.resolve(task, task.group)
-        keys = [{kind: reference_key(resolved, kind, step) for kind in REFERENCES} for step in forget_steps(resolved)]
-        name = tuple(k for step in keys for k in step.values())
-        if self._group is not None and self._group[0] == name and not task.wanted:
+        _same_keys(reference_keys(resolved), task.references, task.where)
+        log = lambda line: say(f"{task.where}: {line}")  # noqa: E731
+        if self._group is not None and self._group[0] == task.references and not task.wanted:
+            protocol = self._group[1][0]
+            protocol.progress, protocol.log = self.progress, log  # this task's, not the one that built it
             return self._group[1]
         self._group = None  # freed before the next group's models are loaded
-        protocol = Protocol(resolved, progress=self.progress, log=lambda line: say(f"{task.where}: {line}"))
+        protocol = Protocol(resolved, progress=self.progress, log=log)
         original, original_cost, _ = protocol.reference_model("original")
         retrains = []
-        for step, references in zip(protocol.steps(), keys):
+        for step, references in zip(protocol.steps(), task.references):
             retrain_model, retrain_cost, _ = step.reference_model("retrain")
             retrain = step.subject("retrain", retrain_model, retrain_cost)
             step.measure(retrain, None)
@@ -107,15 +112,16 @@ class Worker:
                 done.records.append((references["original"],
                                      {**base, "kind": "original", "variant": "Original", "metrics": subject.metrics}))
             retrains.append(retrain)
-        self._group = (name, (protocol, original, retrains))
+        self._group = (task.references, (protocol, original, retrains))
         return protocol, original, retrains
 
     def _cell(self, task: Task, cell: Cell, protocol: Protocol, original: Classifier, retrains: list[Subject],
               done: Done, say: Callable[[str], None]) -> None:
         """Every forget step of the cell, each from the model the step before left; records only once all are done."""
-        resolved = self.resolve(task, cell)
         records, seconds = [], 0.0
         try:
+            resolved = self.resolve(task, cell)
+            _same_keys(cell_keys(resolved), task.cell_keys, f"{cell.label} ({task.where})")
             for (step, model, cost), retrain in zip(protocol.unlearn_in_turn(original, resolved.wrapped_method()), retrains):
                 metrics = step.measure(step.subject("unlearned", model, cost), retrain)
                 records.append({
@@ -129,7 +135,7 @@ class Worker:
             say(done.failure)
             _debug_traceback()
             return
-        done.records += [(cell_key(resolved, step), record) for step, record in zip(forget_steps(resolved), records)]
+        done.records += list(zip(task.cell_keys, records))
         gaps = ", ".join(f"{r['metrics'].get('avg_gap', float('nan')):.2f}" for r in records)
         say(f"{task.where}: {cell.label}: Avg Gap {gaps} in {seconds:.1f} s")
 
@@ -148,6 +154,13 @@ def plugin_params(resolved: ResolvedRun) -> dict[str, Any]:
         "method": resolved.method.params.model_dump(mode="json", by_alias=True),
         "augment": {a.name: a.params.model_dump(mode="json", by_alias=True) for a in resolved.augmenters},
     }
+
+
+def _same_keys(here: Any, driver: Any, what: str) -> None:
+    """Refuse to compute records the driver would file under other keys (the two resolve the cell differently)."""
+    if here != driver:
+        raise UnlearnkitError(f"{what}: this worker resolves the cell differently from the command that started the grid",
+                              "Install the same unlearnkit and plugin versions on every machine of the cluster.")
 
 
 def _cached_references(protocol: Protocol) -> dict[str, bytes]:
@@ -186,11 +199,17 @@ _process_worker: Worker | None = None
 
 
 def perform(task: Task, files: Mapping[str, bytes] | None = None) -> Done:
-    """Perform a task in a worker process: its cells resolved against the plugins installed here."""
+    """Perform a task in a worker process: its cells resolved against the plugins installed here.
+
+    Whatever goes wrong comes back as the task's failure, never as an exception the driver would have to read.
+    """
     global _process_worker
-    if _process_worker is None:
-        _process_worker = Worker(_resolve_installed)
-    return _process_worker.perform(task, files)
+    try:
+        if _process_worker is None:
+            _process_worker = Worker(_resolve_installed)
+        return _process_worker.perform(task, files)
+    except Exception as exc:  # noqa: BLE001 - a fault outside a cell's and a group's own (the plugins failed to load, say)
+        return Done(task, failure=f"{task.where}: the worker failed: {_reason(exc)}")
 
 
 def _resolve_installed(task: Task, cell: Cell) -> ResolvedRun:
@@ -200,8 +219,11 @@ def _resolve_installed(task: Task, cell: Cell) -> ResolvedRun:
     return resolve(cell.run_spec(task.base), installed(), f"{cell.variant} ({scenario_label(cell.scenario)})")
 
 
-def start_process(threads: int) -> None:
-    """A worker process's start: the torch threads its share of the cores allows."""
+def start_process(threads: int, ignore_ctrl_c: bool = False) -> None:
+    """A worker process's start: the torch threads its share of the cores allows. A local worker leaves Ctrl-C
+    to the command that started it, which stops it (the terminal sends Ctrl-C to every process of the command)."""
     import torch
 
+    if ignore_ctrl_c:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
