@@ -119,6 +119,23 @@ def test_a_full_disk_keeps_the_previous_file_and_says_so_naming_it(tmp_path, mon
     assert no_temporary_files(tmp_path)
 
 
+@pytest.mark.parametrize("fill", [full_disk_after_half, full_disk_at_sync], ids=["at-write", "at-sync"])
+def test_a_full_disk_while_writing_a_bundle_keeps_the_previous_one_and_leaves_no_staging(tmp_path, monkeypatch, fill):
+    from tests.test_faults_inputs import _result
+    from unlearnkit.bundle import write_bundle
+
+    out = tmp_path / "bundle"
+    write_bundle(_result(), out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with monkeypatch.context() as patched:
+        fill(patched)
+        with pytest.raises(UnlearnkitError) as info:
+            write_bundle(_result(), out, overwrite=True)
+    assert info.value.message.startswith("no space left on device while writing")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["bundle"]  # no staging folder, no temporary file
+
+
 def test_an_unwritable_folder_is_one_error_naming_the_path(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
@@ -436,6 +453,29 @@ def test_the_cli_refuses_a_bad_forget_file_in_one_message(tmp_path, capsys):
     assert exit_info.value.code not in (0, None)
     assert "index 1: 1.5 is not an integer" in err.replace("\n", " ") and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", ["validate", "run"])
+@pytest.mark.parametrize("damage", ["checksum", "pickled", "truncated"])
+def test_validate_and_run_refuse_a_damaged_original_alike_before_training(tmp_path, capsys, monkeypatch, command, damage):
+    monkeypatch.setenv("UNLEARNKIT_CACHE_DIR", str(tmp_path / "cache"))
+    path = tmp_path / ("original.pt" if damage == "pickled" else "original.safetensors")
+    if damage == "pickled":
+        torch.save(nn.Linear(2, 3), path)  # a whole module: refused, never unpickled
+        expected = "holds pickled objects"
+    else:
+        save_model(path, linear(1), {})
+        if damage == "checksum":
+            overwrite_tensor(path, "bias", torch.zeros(3))
+            expected = "is damaged: its weights no longer match the checksum"
+        else:
+            path.write_bytes(path.read_bytes()[:-7])
+            expected = "is not a valid"
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([command, "--method", "ft", "--original", str(path), "--device", "cpu", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and expected in err.replace("\n", " ") and "Traceback" not in err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
 
 
 # --------------------------------------------------------------------------- bench cells and the tuning study

@@ -19,6 +19,7 @@ from pathlib import Path
 from unlearnkit.cache import cache_dir
 from unlearnkit.checkpoint import save_model
 from unlearnkit.errors import UnlearnkitError
+from unlearnkit.files import atomic_write_text, write_error
 from unlearnkit.models import user_network
 from unlearnkit.pipeline import RunResult
 from unlearnkit.report import describe_run, markdown_table
@@ -100,22 +101,48 @@ def _not_a_bundle(out: Path, entries: list[str]) -> str | None:
 
 
 def write_bundle(result: RunResult, out: Path, overwrite: bool = False) -> Path:
+    """Assemble the bundle in a hidden staging folder and move it into place only when complete.
+
+    A write that fails (a full disk, say) is one error naming the file; the staging folder is
+    removed and an existing bundle at `out` is left as it was.
+    """
     out = Path(out)
     check_destination(out, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.parent / f".{out.name}.incomplete-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = out.parent / f".{out.name}.incomplete-{uuid.uuid4().hex[:8]}"
+        staging.mkdir()
+    except OSError as exc:
+        raise write_error(out, exc) from None
+    try:
+        _stage(result, staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if out.exists():
+        retired = out.parent / f".{out.name}.replaced-{uuid.uuid4().hex[:8]}"
+        out.rename(retired)
+        staging.rename(out)
+        shutil.rmtree(retired, ignore_errors=True)
+    else:
+        staging.rename(out)
+    return out
+
+
+def _stage(result: RunResult, staging: Path) -> None:
+    """Every file of the bundle, each written whole and flushed (unlearnkit.files), results.json last."""
     spec_json = result.spec.model_dump(mode="json")
-    (staging / FORGET).write_text("\n".join(str(int(i)) for i in result.split.forget) + "\n")
+    atomic_write_text(staging / FORGET, "\n".join(str(int(i)) for i in result.split.forget) + "\n")
     sequential = bool(result.split.requests)
     if sequential:
-        (staging / REQUESTS).write_text(json.dumps([r.tolist() for r in result.split.requests]) + "\n")
+        atomic_write_text(staging / REQUESTS, json.dumps([r.tolist() for r in result.split.requests]) + "\n")
     save_model(
         staging / WEIGHTS,
         user_network(result.unlearned),  # an adapted model is saved with its own keys (torchvision's, say)
         {"method": result.method, "spec": json.dumps(spec_json), "metrics": json.dumps(result.metrics["unlearned"])},
     )
-    (staging / SUMMARY).write_text(
+    atomic_write_text(
+        staging / SUMMARY,
         f"# {result.method} on {result.spec.data.name}\n\n"
         + describe_run(
             [
@@ -153,12 +180,4 @@ def write_bundle(result: RunResult, out: Path, overwrite: bool = False) -> Path:
         "weights": WEIGHTS,
     }
     # results.json is written last: its presence marks a finished bundle even inside the staging folder
-    (staging / RESULTS).write_text(json.dumps(results, indent=2) + "\n")
-    if out.exists():
-        retired = out.parent / f".{out.name}.replaced-{uuid.uuid4().hex[:8]}"
-        out.rename(retired)
-        staging.rename(out)
-        shutil.rmtree(retired, ignore_errors=True)
-    else:
-        staging.rename(out)
-    return out
+    atomic_write_text(staging / RESULTS, json.dumps(results, indent=2) + "\n")

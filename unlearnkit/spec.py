@@ -362,8 +362,11 @@ def check_inputs(spec: RunSpec, registry: Registry) -> None:
         catalog.load(spec.data.name, root, False, spec.data.image_size, registry)
     registry.get_variant("model", spec.model.name)
     if spec.original is not None:
+        from unlearnkit.checkpoint import read_checked
+
         _check_readable(spec.original, "the original model's weights",
                         "Pass --original the path of a .safetensors, .pt or .pth file.")
+        read_checked(spec.original)  # its format, checksum and contents; names and shapes need the data's classes
     if spec.forget.kind == "indices" and spec.forget.file is not None:
         _check_readable(spec.forget.file, "the forget index file",
                         "Give a file of training indices: a JSON list, or integers one per line.")
