@@ -16,10 +16,9 @@ import shutil
 import uuid
 from pathlib import Path
 
-from unlearnkit.cache import cache_dir
 from unlearnkit.checkpoint import save_model
 from unlearnkit.errors import UnlearnkitError
-from unlearnkit.files import atomic_write_text, write_error
+from unlearnkit.files import atomic_write_text, cache_dir, write_error
 from unlearnkit.models import user_network
 from unlearnkit.pipeline import RunResult
 from unlearnkit.report import describe_run, markdown_table

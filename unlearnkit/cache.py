@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -21,16 +20,9 @@ from torch import nn
 
 from unlearnkit.checkpoint import load_state, read_checked, save_model
 from unlearnkit.errors import CheckpointError, UnlearnkitError
-from unlearnkit.files import StorageWarning, identity, set_aside
+from unlearnkit.files import StorageWarning, cache_dir, identity, set_aside
 
 FORMAT = 1  # bump when training code changes what a key's model would be
-
-
-def cache_dir() -> Path:
-    if os.environ.get("UNLEARNKIT_CACHE_DIR"):
-        return Path(os.environ["UNLEARNKIT_CACHE_DIR"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "unlearnkit"
 
 
 def cache_key(kind: str, **identity: Any) -> str:

@@ -8,9 +8,9 @@ import shlex
 import sys
 import time
 import warnings
-from contextlib import contextmanager
+from contextlib import closing
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import typer
 from rich.console import Console
@@ -246,19 +246,11 @@ CellGpusOpt = typer.Option(None, "--cell-gpus", min=0.0, help="ray: GPUs each ce
 
 
 def _executor(kind: str, workers: int, address: Optional[str], cpus: Optional[float], gpus: Optional[float]) -> Any:
-    """The executor the flags choose: checked now, started (worker processes, a local Ray) when cells first run."""
+    """The executor the flags choose: checked now, started (worker processes, a local Ray) when cells first run,
+    and stopped by its close() (callers use contextlib.closing) when the grid is done, interrupted or failed."""
     from unlearnkit.bench.executors import make_executor
 
     return make_executor(kind, workers, address, cpus, gpus)
-
-
-@contextmanager
-def _stopped_after(executor: Any) -> Iterator[Any]:
-    """Stop the executor's workers (and a Ray it started) when the grid is done, interrupted or failed."""
-    try:
-        yield executor
-    finally:
-        executor.close()
 
 
 _invocation: list[str] = []
@@ -423,7 +415,7 @@ def bench(
               f"Avg Gap: the mean of the bracketed gaps (the paper's); Per-seed Gap: mean ± std over seeds of each "
               f"seed's gap to its Retrain; CL effect: paired per-seed gap difference to the unwrapped method, "
               f"mean [95% CI], * where the interval excludes 0.\n")
-    with _stopped_after(running):
+    with closing(running):
         outcome, files = _run_and_report(grid, folder, quiet, header, {"bench": identity}, running)
     out.print((folder / "results.md").read_text(), markup=False, highlight=False, soft_wrap=True)
     _finish(outcome, files, folder, len(grid.cells))
@@ -476,7 +468,7 @@ def tune(
         if spec_file or method or augment or ranges:
             raise UnlearnkitError("--bench tunes the variants a bench spec names, with their declared ranges",
                                   "Leave out the run spec, --method, --augment and --range.")
-        with _stopped_after(running):
+        with closing(running):
             _tune_bench(bench_file, overrides or [], scenario, seed_list, points, out_dir, quiet, running)
         return
     base, source = _spec_from_cli(spec_file, method, augment, overrides,
@@ -527,7 +519,7 @@ def tune(
             raise tuning.TrialFailed()
         return ranked[0]["avg_gap"]
 
-    with _stopped_after(running), Progress(console=err, enabled=not quiet and err.is_terminal) as progress:
+    with closing(running), Progress(console=err, enabled=not quiet and err.is_terminal) as progress:
         # one trial per call: other workers may finish the study meanwhile, and GridSampler's stop ends a call only
         for _ in range(target - len(tuning.finished_trials(study))):
             try:

@@ -22,6 +22,15 @@ from typing import Any
 from unlearnkit.errors import UnlearnkitError
 
 
+def cache_dir() -> Path:
+    """The folder of unlearnkit's caches (models, the plugin index): $UNLEARNKIT_CACHE_DIR, else
+    $XDG_CACHE_HOME/unlearnkit, else ~/.cache/unlearnkit."""
+    if os.environ.get("UNLEARNKIT_CACHE_DIR"):
+        return Path(os.environ["UNLEARNKIT_CACHE_DIR"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "unlearnkit"
+
+
 class StorageWarning(UserWarning):
     """A file unlearnkit keeps for itself (a cached model, a bench cell, a tuning study) was damaged or could
     not be written: the work goes on without it (it is computed again). The CLI shows it as one line."""

@@ -30,7 +30,7 @@ from typing import Any, Iterable, Mapping
 
 from unlearnkit import __version__
 from unlearnkit.errors import UnlearnkitError
-from unlearnkit.files import atomic_write_json
+from unlearnkit.files import atomic_write_json, cache_dir
 
 FORMAT = 1  # bump when the index's content or the fingerprint's recipe changes
 ROW_KEYS = {"name", "kind", "summary", "plugin", "distribution", "version", "status", "error"}
@@ -38,12 +38,7 @@ ROW_KEYS = {"name", "kind", "summary", "plugin", "distribution", "version", "sta
 
 def index_path() -> Path:
     """One index per Python executable, so that two environments sharing a cache folder do not overwrite each other's."""
-    # the folder of unlearnkit.cache.cache_dir, which is not imported here because it imports torch
-    if os.environ.get("UNLEARNKIT_CACHE_DIR"):
-        folder = Path(os.environ["UNLEARNKIT_CACHE_DIR"]).expanduser()
-    else:
-        folder = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "unlearnkit"
-    return folder / f"plugin-index-{hashlib.sha256(sys.executable.encode()).hexdigest()[:12]}.json"
+    return cache_dir() / f"plugin-index-{hashlib.sha256(sys.executable.encode()).hexdigest()[:12]}.json"
 
 
 def fingerprint(eps: Iterable[EntryPoint], settings: Mapping[str, Any]) -> str:

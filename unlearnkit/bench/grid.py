@@ -243,4 +243,9 @@ def expand(spec: BenchSpec, registry: Registry) -> Grid:
 def resolve_cells(grid: Grid, base: dict[str, Any], registry: Registry) -> None:
     grid.base = base
     for cell in grid.cells:
-        grid.resolved[cell] = resolve(cell.run_spec(base), registry, f"{cell.variant} ({scenario_label(cell.scenario)})")
+        grid.resolved[cell] = resolve_cell(cell, base, registry)
+
+
+def resolve_cell(cell: Cell, base: dict[str, Any], registry: Registry) -> ResolvedRun:
+    """The cell's run spec, validated against the plugins of `registry`; errors name the variant and scenario."""
+    return resolve(cell.run_spec(base), registry, f"{cell.variant} ({scenario_label(cell.scenario)})")

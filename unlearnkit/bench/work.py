@@ -14,12 +14,15 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from unlearnkit.bench.grid import Cell, scenario_label, step_scenario
+from unlearnkit import cache
+from unlearnkit.bench.grid import Cell, resolve_cell, scenario_label, step_scenario
 from unlearnkit.bench.keys import cell_keys, reference_keys
 from unlearnkit.errors import PluginFault, UnlearnkitError
 from unlearnkit.evaluation.subject import Subject
+from unlearnkit.files import atomic_write_bytes
 from unlearnkit.models import Classifier
 from unlearnkit.pipeline import Protocol, environment
+from unlearnkit.plugins import installed
 from unlearnkit.progress import SILENT, Progress
 from unlearnkit.spec import ResolvedRun
 
@@ -165,8 +168,6 @@ def _same_keys(here: Any, driver: Any, what: str) -> None:
 
 def _cached_references(protocol: Protocol) -> dict[str, bytes]:
     """The group's Original and Retrains as model-cache files (cache key -> bytes), for another machine's cache."""
-    from unlearnkit import cache
-
     keys = [step.cache_key("retrain") for step in protocol.steps()]
     if protocol.spec.original is None:  # a given --original file is read where the cell runs
         keys.append(protocol.cache_key("original"))
@@ -175,9 +176,6 @@ def _cached_references(protocol: Protocol) -> dict[str, bytes]:
 
 def _install(files: Mapping[str, bytes]) -> None:
     """Shipped references into this machine's model cache (entries carry checksums, checked when read)."""
-    from unlearnkit import cache
-    from unlearnkit.files import atomic_write_bytes
-
     for key, data in files.items():
         if not cache.entry(key).exists():
             atomic_write_bytes(cache.entry(key), data)
@@ -213,10 +211,7 @@ def perform(task: Task, files: Mapping[str, bytes] | None = None) -> Done:
 
 
 def _resolve_installed(task: Task, cell: Cell) -> ResolvedRun:
-    from unlearnkit.plugins import installed
-    from unlearnkit.spec import resolve
-
-    return resolve(cell.run_spec(task.base), installed(), f"{cell.variant} ({scenario_label(cell.scenario)})")
+    return resolve_cell(cell, task.base, installed())
 
 
 def start_process(threads: int, ignore_ctrl_c: bool = False) -> None:
