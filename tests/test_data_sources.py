@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from unlearnkit.data import sources
+from unlearnkit import DataOutline, DataShape
+from unlearnkit.data import catalog, sources
 from unlearnkit.errors import DataNotFoundError, UnlearnkitError
 
 IDX_NAMES = {
@@ -355,10 +356,13 @@ def test_image_folder_grey_stays_one_channel_unless_mixed(tmp_path):
         write_png(tmp_path / split / "b" / "0.png", (8, 8), 150, mode="L")
     images = sources.image_folder(tmp_path, 8)
     assert images.train_x.shape == (2, 1, 8, 8) and images.train_x[1].unique().tolist() == [150]
+    assert sources.folder_outline(tmp_path, 8) == DataOutline(DataShape(1, 2, 8), train_size=2)
 
     write_png(tmp_path / "test" / "b" / "1.png", (8, 8), (1, 2, 3))
     images = sources.image_folder(tmp_path, 8)
     assert images.in_channels == 3 and images.train_x[0, :, 0, 0].tolist() == [50, 50, 50]
+    # the outline says what loading found, from the images' headers alone
+    assert sources.folder_outline(tmp_path, 8) == DataOutline(DataShape(3, 2, 8), train_size=2)
 
 
 def test_image_folder_layout_errors(tmp_path):
@@ -383,3 +387,33 @@ def test_image_folder_corrupt_image_names_the_file(tmp_path):
     (tmp_path / "train" / "cat" / "broken.png").write_bytes(b"not a png")
     with pytest.raises(UnlearnkitError, match="broken.png"):
         sources.image_folder(tmp_path, 8)
+    with pytest.raises(UnlearnkitError, match="broken.png"):
+        sources.folder_outline(tmp_path, 8)
+
+
+# --------------------------------------------------------------------------- outlines
+
+
+def _written(name: str, root: Path) -> None:
+    """Small files of the data set `name` in its real format, under `root`."""
+    rng = np.random.default_rng(0)
+    if name in ("mnist", "fashion-mnist"):
+        write_idx(root, tiny_mnist(rng), gz=False)
+    elif name == "cifar10":
+        write_cifar10(root / "cifar-10-batches-bin", rng)
+    elif name == "svhn":
+        for split in ("train", "test"):
+            write_svhn(root / f"{split}_32x32.mat", rng.integers(0, 256, (2, 3, 32, 32), dtype=np.uint8),
+                       np.array([1, 10], dtype=np.uint8))
+
+
+@pytest.mark.parametrize("name", ["digits", "mnist", "fashion-mnist", "cifar10", "svhn"])
+def test_each_catalog_outline_is_what_loading_finds(tmp_path, name):
+    """validate checks specs against these outlines, so each must say what `run` then loads."""
+    _written(name, tmp_path)
+    images, _ = catalog.load(name, tmp_path, False, 32)
+    outline = catalog.outline(name, tmp_path, 32)
+    assert outline is not None
+    assert outline.shape == DataShape(images.in_channels, images.num_classes, min(images.image_size))
+    assert outline.train_size in (None, len(images.train_y))  # only a size that is not the files' own
+    assert (outline.train_size is None) == (name != "digits")

@@ -26,6 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.fields import FieldInfo
+from safetensors.torch import save_file
 
 from unlearnkit import cli
 from unlearnkit.api import INT_LIMIT, Checked, Params
@@ -481,6 +482,8 @@ def _fault(kind: str, name: str, tmp: Path) -> list[str]:
     blocker.write_text("mine")
     (tmp / "user").mkdir(exist_ok=True)
     (tmp / "user" / "keep.txt").write_text("mine")
+    (tmp / "far.txt").write_text("1437\n")  # digits has 1437 training samples: 0..1436
+    save_file({"w": torch.zeros(2)}, tmp / "other-model.safetensors")
     return {
         "model": ["--model", f"zz{name}"],
         "data-name": ["--data", f"zz{name}"],
@@ -495,11 +498,17 @@ def _fault(kind: str, name: str, tmp: Path) -> list[str]:
         "count": ["--set", "train.batch_size=-1"],
         "huge": ["--set", f"method.params.epochs={INT_LIMIT + len(name)}"],
         "device": ["--device", "cuda"],
+        # what needs the data set's classes and size, checked from its outline before the images load
+        "forget-class": ["--forget", f"class:{10 + len(name)}"],
+        "forget-index": ["--forget", f"indices:{tmp / 'far.txt'}"],
+        "forget-fraction": ["--forget", f"random:{1 / (2000 * len(name))}"],
+        "original-shape": ["--original", str(tmp / "other-model.safetensors")],
     }[kind]
 
 
 FAULTS = ["model", "data-name", "data-dir", "data-layout", "data-root", "original", "forget-file",
-          "out-under-file", "out-not-bundle", "number", "count", "huge"]
+          "out-under-file", "out-not-bundle", "number", "count", "huge",
+          "forget-class", "forget-index", "forget-fraction", "original-shape"]
 FAULTS += [] if torch.cuda.is_available() else ["device"]
 # a word YAML reads as a string (yes, on, null are not): as --set train.lr=WORD, never a number
 WORD = st.text(alphabet="abcdefghijklmnopqrstuvwxyz", min_size=1, max_size=8).filter(lambda w: isinstance(yaml.safe_load(w), str))

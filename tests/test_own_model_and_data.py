@@ -17,7 +17,7 @@ from torch.utils.data import Dataset, Subset, TensorDataset
 
 import unlearnkit as uk
 from tests.test_cli import unlearn as unlearn_cli
-from unlearnkit import plugins
+from unlearnkit import DataOutline, DataShape, plugins
 from unlearnkit.checkpoint import save_model
 from unlearnkit.data.forget import random_split
 from unlearnkit.engine.data import StreamedData, dataset_labels
@@ -375,6 +375,24 @@ def test_third_party_model_and_data_set_are_listed_and_run(third_party, capsys, 
     assert "neggrad++coun-cl" in out and "Retrain" in out
     results = json.loads((tmp_path / "b" / "results.json").read_text())
     assert results["metrics"]["unlearned"]["RA"] is not None
+
+
+def test_a_data_set_outline_lets_validate_check_what_needs_its_classes(third_party, capsys, tmp_path):
+    stripes = third_party.get_class("dataset", "stripes")
+    flags = ["--data", "stripes", "--model", "tiny-net", "--forget", "class:5", "--out", str(tmp_path / "b")]
+    # no outline (the default): only loading tells the classes, so validate passes and run refuses once loaded
+    code, out, err = unlearn_cli(capsys, "validate", *flags)
+    assert code == 0, err
+    code, _, err = unlearn_cli(capsys, "run", "--quiet", *flags)
+    assert code == 2 and "forget classes [5] are not in 0..1" in err and "Traceback" not in err
+
+    stripes.outline = lambda self, root, image_size: DataOutline(DataShape(1, 2, 8))
+    code, _, err = unlearn_cli(capsys, "validate", *flags)
+    assert code == 2 and "forget classes [5] are not in 0..1" in err
+    stripes.outline = lambda self, root, image_size: (1, 2, 8)
+    code, _, err = unlearn_cli(capsys, "validate", *flags)
+    assert code == 2 and "data set 'stripes' gave a tuple as its outline" in err and "Traceback" not in err
+    assert not (tmp_path / "b").exists()
 
 
 @pytest.mark.slow

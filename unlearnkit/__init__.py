@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 from unlearnkit.api import (  # noqa: E402
-    Architecture, Augmenter, Choice, DataShape, DataSource, Evaluator, Method, Params, Range, TrainParams,
+    Architecture, Augmenter, Choice, DataOutline, DataShape, DataSource, Evaluator, Method, Params, Range, TrainParams,
 )
 from unlearnkit.errors import UnlearnkitError  # noqa: E402
 from unlearnkit.hookspecs import hookimpl  # noqa: E402
@@ -50,7 +50,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "Architecture", "AugmentedMethod", "Augmenter", "Batch", "Choice", "Classifier", "DataShape", "DataSource",
+    "Architecture", "AugmentedMethod", "Augmenter", "Batch", "Choice", "Classifier", "DataOutline", "DataShape", "DataSource",
     "Evaluator", "LossFn", "Method", "Params", "Range", "RepresentationAugmenter", "Step", "Subject", "TrainParams",
     "UnlearnResult", "UnlearnRun", "UnlearnkitError", "gather_rows", "hookimpl", "retain_cross_entropy", "unlearn",
     "__version__",

@@ -228,6 +228,16 @@ class DataShape:
     image_size: int
 
 
+@dataclass(frozen=True)
+class DataOutline:
+    """A data set as known without loading its images: the shape a model must fit and, when it does not
+    depend on the files found, the training set's size. `unlearn validate` (and `run`, before it loads the
+    data) checks the forget set and an --original checkpoint against it."""
+
+    shape: DataShape
+    train_size: int | None = None
+
+
 class Architecture(Plugin):
     """A model architecture that `--model NAME` builds, fitted to the data set's shape.
 
@@ -257,3 +267,8 @@ class DataSource(Plugin):
 
     def load(self, root: Path | None, download: bool, image_size: int) -> tuple[ImageSet, Transform] | Datasets:
         raise NotImplementedError
+
+    def outline(self, root: Path | None, image_size: int) -> DataOutline | None:
+        """The data's outline, known without loading it; None (the default): known only once loaded, so the
+        checks that need it wait for the run."""
+        return None

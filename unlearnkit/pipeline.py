@@ -15,9 +15,9 @@ import torch
 import torch.distributed as dist
 
 from unlearnkit import __version__, cache
-from unlearnkit.checkpoint import load_model
+from unlearnkit.checkpoint import load_model, read_checked
 from unlearnkit.data import catalog
-from unlearnkit.data.forget import Split, class_split, given_split, indices_split, random_split, sequential_split
+from unlearnkit.data.forget import Split, check_classes, class_split, given_split, indices_split, random_split, sequential_split
 from unlearnkit.data.streamed import Datasets
 from unlearnkit.api import Method
 from unlearnkit.engine import CostMeter, RunData, UnlearnRun, fit, forward_flops, retain_cross_entropy
@@ -27,7 +27,7 @@ from unlearnkit.engine.distributed import agreed, broadcast_state, main_first, w
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.evaluation.subject import Subject
 from unlearnkit.models import Classifier, build, user_network
-from unlearnkit.plugins import plugin_code
+from unlearnkit.plugins import Registry, plugin_code
 from unlearnkit.progress import SILENT, Progress
 from unlearnkit.spec import ForgetSpec, ResolvedRun, RunSpec
 
@@ -111,6 +111,26 @@ def spec_workload(spec: RunSpec, device: torch.device) -> Workload:
         return build(spec.model.name, shape[0], len(classes), shape[1], spec.model.width)
 
     return Workload(data, new_model, data_id, classes)
+
+
+def check_workload(spec: RunSpec, registry: Registry) -> None:
+    """What `spec_workload` and loading --original would refuse, checked from the data set's outline before
+    its images load: the forget set, the model built for the data, and the checkpoint's names and shapes.
+    A data set known only once loaded (a plugin's without an outline) is checked when it loads."""
+    found = catalog.outline(spec.data.name, spec.data.root, spec.data.image_size, registry)
+    if found is None:
+        if spec.original is not None:
+            read_checked(spec.original)  # its format, checksum and contents; names and shapes wait for the data
+        return
+    shape = found.shape
+    if spec.forget.kind == "class":
+        check_classes(spec.forget.classes, shape.num_classes)
+    elif found.train_size is not None:
+        n = min(found.train_size, spec.data.train_subset or found.train_size)
+        make_split(spec.forget, torch.zeros(n, dtype=torch.long), shape.num_classes, spec.seed)  # labels unused here
+    model = build(spec.model.name, shape.in_channels, shape.num_classes, shape.image_size, spec.model.width, registry)
+    if spec.original is not None:
+        load_model(spec.original, user_network(model))
 
 
 def make_split(forget: ForgetSpec, labels: torch.Tensor, num_classes: int, seed: int) -> Split:

@@ -350,8 +350,8 @@ def resolve(raw: dict[str, Any] | RunSpec, registry: Registry, source: str = "sp
 
 
 def check_inputs(spec: RunSpec, registry: Registry) -> None:
-    """What a run reads before it trains, checked without loading it: the data set and the model exist,
-    and the files the spec names can be read. Their contents are read (and checked) by the run itself."""
+    """What a run reads before it trains, checked without loading the data: the data set and the model exist,
+    the files the spec names can be read, and the forget set and --original fit the data set's outline."""
     from unlearnkit.data import catalog
 
     catalog.check(spec.data.name, registry)
@@ -362,14 +362,14 @@ def check_inputs(spec: RunSpec, registry: Registry) -> None:
         catalog.load(spec.data.name, root, False, spec.data.image_size, registry)
     registry.get_variant("model", spec.model.name)
     if spec.original is not None:
-        from unlearnkit.checkpoint import read_checked
-
         _check_readable(spec.original, "the original model's weights",
                         "Pass --original the path of a .safetensors, .pt or .pth file.")
-        read_checked(spec.original)  # its format, checksum and contents; names and shapes need the data's classes
     if spec.forget.kind == "indices" and spec.forget.file is not None:
         _check_readable(spec.forget.file, "the forget index file",
                         "Give a file of training indices: a JSON list, or integers one per line.")
+    from unlearnkit.pipeline import check_workload
+
+    check_workload(spec, registry)
 
 
 def _check_readable(path: Path, what: str, hint: str) -> None:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Callable, cast
 
 import torch
 
-from unlearnkit.api import DataSource
+from unlearnkit.api import DataOutline, DataShape, DataSource
 from unlearnkit.data import sources
 from unlearnkit.data.images import ImageSet, Transform
 from unlearnkit.data.streamed import Datasets
@@ -24,6 +24,7 @@ class DatasetInfo:
     load: Callable[..., ImageSet]  # (root, download) -> ImageSet
     transform: Transform
     about: str
+    outline: DataOutline
 
 
 def _digits(root: Path | None = None, download: bool = False) -> ImageSet:
@@ -39,32 +40,43 @@ def _digits(root: Path | None = None, download: bool = False) -> ImageSet:
     return ImageSet(images[train], labels[train], images[test], labels[test], [str(i) for i in range(10)])
 
 
+def _outline(channels: int, classes: int, side: int, train_size: int | None = None) -> DataOutline:
+    return DataOutline(DataShape(channels, classes, side), train_size)
+
+
+# A set read from files the user may give has its training size from them; digits' is fixed.
 DATASETS: dict[str, DatasetInfo] = {
     "digits": DatasetInfo(
-        _digits, Transform((0.3053,), (0.3759,), crop_padding=1), "scikit-learn's 8x8 digits (bundled, offline)"
+        _digits, Transform((0.3053,), (0.3759,), crop_padding=1), "scikit-learn's 8x8 digits (bundled, offline)",
+        _outline(1, 10, 8, train_size=1437),
     ),
     "fashion-mnist": DatasetInfo(
         sources.fashion_mnist,
         Transform((0.2860,), (0.3530,), crop_padding=2, flip=True),
         "Fashion-MNIST 28x28 (Debian package dataset-fashion-mnist, --data-root, or --download)",
+        _outline(1, 10, 28),
     ),
     "mnist": DatasetInfo(
-        sources.mnist, Transform((0.1307,), (0.3081,), crop_padding=2), "MNIST 28x28 (--data-root or --download)"
+        sources.mnist, Transform((0.1307,), (0.3081,), crop_padding=2), "MNIST 28x28 (--data-root or --download)",
+        _outline(1, 10, 28),
     ),
     "cifar10": DatasetInfo(
         sources.cifar10,
         Transform((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), crop_padding=4, flip=True),
         "CIFAR-10 32x32 (--data-root or --download)",
+        _outline(3, 10, 32),
     ),
     "cifar100": DatasetInfo(
         sources.cifar100,
         Transform((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), crop_padding=4, flip=True),
         "CIFAR-100 32x32 (--data-root or --download)",
+        _outline(3, 100, 32),
     ),
     "svhn": DatasetInfo(
         sources.svhn,
         Transform((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970), crop_padding=4),
         "SVHN 32x32 (--data-root or --download)",
+        _outline(3, 10, 32),
     ),
 }
 IMAGE_FOLDER = Transform((0.5, 0.5, 0.5), (0.5, 0.5, 0.5), crop_padding=4, flip=True)
@@ -77,6 +89,9 @@ class CatalogData(DataSource):
 
     def load(self, root: Path | None, download: bool, image_size: int) -> tuple[ImageSet, Transform]:
         return self.info.load(root, download), self.info.transform
+
+    def outline(self, root: Path | None, image_size: int) -> DataOutline:
+        return self.info.outline
 
 
 def _source(name: str, info: DatasetInfo) -> type[DataSource]:
@@ -107,6 +122,23 @@ def check(name: str, registry: Registry | None = None) -> None:
     except UnknownPluginError as exc:
         raise UnknownPluginError(exc.message, f"{exc.hint}\nOr give a directory laid out for torchvision's ImageFolder "
                                               "(ROOT/train/CLASS/*.png and ROOT/test/CLASS/*.png).") from None
+
+
+def outline(name: str, root: Path | None, image_size: int, registry: Registry | None = None) -> DataOutline | None:
+    """What the data set named is, without loading its images (None when its plugin says only loading tells)."""
+    from unlearnkit.plugins import installed, plugin_code
+
+    registry = registry or installed()
+    check(name, registry)
+    if names_a_folder(name):
+        return sources.folder_outline(Path(name).expanduser(), image_size)
+    source = cast("type[DataSource]", registry.get_class("dataset", name))
+    with plugin_code(source):
+        found = source().outline(root, image_size)
+    if found is not None and not isinstance(found, DataOutline):
+        raise UnlearnkitError(f"data set '{name}' gave a {type(found).__name__} as its outline",
+                              "Its plugin's outline() must return an unlearnkit.DataOutline or None.")
+    return found
 
 
 def load(

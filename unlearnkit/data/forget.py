@@ -62,13 +62,20 @@ def _random_chunks(n: int, fraction: float, steps: int, seed: int) -> list[torch
 
 def class_split(labels: torch.Tensor, classes: list[int], num_classes: int) -> Split:
     """Every training sample of the given classes."""
-    bad = [c for c in classes if not 0 <= c < num_classes]
-    if bad:
-        raise UnlearnkitError(f"forget classes {bad} are not in 0..{num_classes - 1}")
+    check_classes(classes, num_classes)
     mask = torch.isin(labels, torch.tensor(classes))
     if mask.all():
         raise UnlearnkitError("forgetting every class leaves nothing to retain")
     return _split(len(labels), mask.nonzero().flatten(), tuple(sorted(set(classes))))
+
+
+def check_classes(classes: list[int], num_classes: int) -> None:
+    """The classes are the data set's, and some class is left to retain."""
+    bad = [c for c in classes if not 0 <= c < num_classes]
+    if bad:
+        raise UnlearnkitError(f"forget classes {bad} are not in 0..{num_classes - 1}")
+    if len(set(classes)) == num_classes:
+        raise UnlearnkitError("forgetting every class leaves nothing to retain")
 
 
 def indices_split(n: int, path: Path) -> Split:

@@ -28,12 +28,15 @@ import tarfile
 import urllib.parse
 import urllib.request
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Iterator
 
 import numpy as np
 import torch
 
+from unlearnkit.api import DataOutline, DataShape
 from unlearnkit.data.images import ImageSet
 from unlearnkit.errors import DataNotFoundError, UnlearnkitError
 
@@ -488,16 +491,26 @@ def _list_images(folder: Path) -> tuple[list[str], list[tuple[str, int]]]:
     return listing.classes, listing.samples
 
 
-def _load_image(path: str, size: int) -> np.ndarray:
-    """One image resized to size x size: (H, W) if grey, else (H, W, 3) RGB."""
+@contextmanager
+def _opened_image(path: str) -> Iterator[Any]:
+    """An image opened with PIL (which reads its header only, until asked for pixels); any fault reading it
+    is one message naming the file."""
     from PIL import Image
 
     try:
         with Image.open(path) as opened:
-            im = opened.convert("L" if opened.mode in _GRAY_MODES else "RGB")
-            return np.asarray(im.resize((size, size), Image.Resampling.BILINEAR))
+            yield opened
     except (OSError, ValueError, Image.DecompressionBombError) as e:  # UnidentifiedImageError is an OSError
         raise UnlearnkitError(f"cannot read image {path}: {e}", "Remove or replace the file.") from e
+
+
+def _load_image(path: str, size: int) -> np.ndarray:
+    """One image resized to size x size: (H, W) if grey, else (H, W, 3) RGB."""
+    from PIL import Image
+
+    with _opened_image(path) as opened:
+        im = opened.convert("L" if opened.mode in _GRAY_MODES else "RGB")
+        return np.asarray(im.resize((size, size), Image.Resampling.BILINEAR))
 
 
 def _stack(arrays: list[np.ndarray], rgb: bool) -> torch.Tensor:
@@ -517,9 +530,8 @@ def check_layout(path: Path) -> None:
             raise DataNotFoundError(f"{path} has no '{split}' folder", _LAYOUT_HINT)
 
 
-def image_folder(path: Path, image_size: int) -> ImageSet:
-    """A directory of images in ImageFolder layout (path/train/CLASS/*, path/test/CLASS/*), resized square."""
-    path = Path(path).expanduser()
+def _folder_listing(path: Path, image_size: int) -> tuple[list[str], list[tuple[str, int]], list[tuple[str, int]]]:
+    """The class names and the (file, label) pairs of train and test, checked as `image_folder` needs them."""
     if not isinstance(image_size, int) or image_size < 1:
         raise UnlearnkitError(f"image size must be a positive integer, got {image_size!r}")
     check_layout(path)
@@ -533,6 +545,13 @@ def image_folder(path: Path, image_size: int) -> ImageSet:
             + (f"; only in test: {', '.join(extra)}" if extra else ""),
             _LAYOUT_HINT,
         )
+    return classes, train, test
+
+
+def image_folder(path: Path, image_size: int) -> ImageSet:
+    """A directory of images in ImageFolder layout (path/train/CLASS/*, path/test/CLASS/*), resized square."""
+    path = Path(path).expanduser()
+    classes, train, test = _folder_listing(path, image_size)
     train_imgs = [_load_image(f, image_size) for f, _ in train]
     test_imgs = [_load_image(f, image_size) for f, _ in test]
     # Keep one channel only when every image is grey, so a mostly-colour set stays colour.
@@ -544,3 +563,14 @@ def image_folder(path: Path, image_size: int) -> ImageSet:
         torch.tensor([label for _, label in test], dtype=torch.int64),
         list(classes),
     )
+
+
+def folder_outline(path: Path, image_size: int) -> DataOutline:
+    """What `image_folder` would load, from the listing and each image's header: classes, colour, training size.
+    (A file whose header reads but whose pixels do not is found when the images load.)"""
+    classes, train, test = _folder_listing(Path(path).expanduser(), image_size)
+    rgb = False
+    for file, _ in train + test:  # every header: a file that is no image is refused now, not after training
+        with _opened_image(file) as opened:
+            rgb = rgb or opened.mode not in _GRAY_MODES
+    return DataOutline(DataShape(3 if rgb else 1, len(classes), image_size), len(train))
