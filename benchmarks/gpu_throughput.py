@@ -34,11 +34,19 @@ from unlearnkit.models import resnet18
 PEAKS = {"H100 80GB HBM3": (989.4, 494.7), "H100 PCIe": (756.0, 378.0), "H200": (989.4, 494.7), "A100": (312.0, 156.0)}
 
 
-def peaks(device: torch.device, given: str | None) -> tuple[float, float] | None:
+def two_peaks(text: str) -> tuple[float, float]:
+    """--peak-tflops HALF,TF32."""
+    try:
+        half, tf32 = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError("give two numbers, HALF,TF32 (e.g. 989.4,494.7)") from None
+    return half, tf32
+
+
+def peaks(device: torch.device, given: tuple[float, float] | None) -> tuple[float, float] | None:
     """(half-precision, TF32) dense peak TFLOP/s of the device: given, or known by its name; None if unknown."""
     if given:
-        half, tf32 = (float(v) for v in given.split(","))
-        return half, tf32
+        return given
     if device.type != "cuda":
         return None
     name = torch.cuda.get_device_name(device)
@@ -81,8 +89,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--warmup", type=int, default=20, help="untimed steps first (compilation happens here)")
     parser.add_argument("--steps", type=int, default=50, help="timed steps per setting")
-    parser.add_argument("--settings", default="all", help="all, or comma-separated precisions (fp32,bf16,fp16)")
-    parser.add_argument("--peak-tflops", default=None, help="HALF,TF32 dense peaks of the device, for MFU")
+    parser.add_argument("--settings", default="all", help="all (every precision x channels-last x compile), or "
+                        "comma-separated precisions (fp32,bf16,fp16) in a run's default layout, uncompiled")
+    parser.add_argument("--peak-tflops", type=two_peaks, default=None, help="HALF,TF32 dense peaks of the device, for MFU")
     args = parser.parse_args()
 
     device = torch.device(args.device)

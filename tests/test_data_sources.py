@@ -401,13 +401,20 @@ def _written(name: str, root: Path) -> None:
         write_idx(root, tiny_mnist(rng), gz=False)
     elif name == "cifar10":
         write_cifar10(root / "cifar-10-batches-bin", rng)
+    elif name == "cifar100":
+        folder = root / "cifar-100-binary"
+        folder.mkdir()
+        (folder / "train.bin").write_bytes(cifar_records(rng, [[3, 42], [19, 99]])[0])
+        (folder / "test.bin").write_bytes(cifar_records(rng, [[7, 11]])[0])
+        (folder / "fine_label_names.txt").write_text("\n".join(f"fine{i}" for i in range(100)) + "\n")
+        (folder / "coarse_label_names.txt").write_text("\n".join(f"coarse{i}" for i in range(20)) + "\n")
     elif name == "svhn":
         for split in ("train", "test"):
             write_svhn(root / f"{split}_32x32.mat", rng.integers(0, 256, (2, 3, 32, 32), dtype=np.uint8),
                        np.array([1, 10], dtype=np.uint8))
 
 
-@pytest.mark.parametrize("name", ["digits", "mnist", "fashion-mnist", "cifar10", "svhn"])
+@pytest.mark.parametrize("name", ["digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "svhn"])
 def test_each_catalog_outline_is_what_loading_finds(tmp_path, name):
     """validate checks specs against these outlines, so each must say what `run` then loads."""
     _written(name, tmp_path)
@@ -417,3 +424,24 @@ def test_each_catalog_outline_is_what_loading_finds(tmp_path, name):
     assert outline.shape == DataShape(images.in_channels, images.num_classes, min(images.image_size))
     assert outline.train_size in (None, len(images.train_y))  # only a size that is not the files' own
     assert (outline.train_size is None) == (name != "digits")
+
+
+def test_validate_passes_an_image_folder_with_its_own_checkpoint(tmp_path, capsys):
+    """The outline must never refuse what runs: a mixed grey and colour folder is colour, and a checkpoint
+    of the model built for it (3 channels, its 2 classes, the spec's image side) fits."""
+    from safetensors.torch import save_file
+
+    from tests.test_cli import unlearn
+    from unlearnkit.models import build
+
+    for split in ("train", "test"):
+        write_png(tmp_path / "imgs" / split / "a" / "0.png", (8, 8), 50, mode="L")
+        write_png(tmp_path / "imgs" / split / "b" / "0.png", (8, 8), (1, 2, 3))
+    save_file(build("small-cnn", 3, 2, 16).state_dict(), tmp_path / "mine.safetensors")
+    flags = ["--data", str(tmp_path / "imgs"), "--set", "data.image_size=16", "--forget", "class:1",
+             "--original", str(tmp_path / "mine.safetensors"), "--out", str(tmp_path / "out")]
+    code, out, err = unlearn(capsys, "validate", *flags)
+    assert code == 0, err
+    save_file(build("small-cnn", 1, 2, 16).state_dict(), tmp_path / "mine.safetensors")  # as if the folder were grey
+    code, _, err = unlearn(capsys, "validate", *flags)
+    assert code == 2 and "does not fit this model" in err

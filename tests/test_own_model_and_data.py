@@ -389,9 +389,11 @@ def test_a_data_set_outline_lets_validate_check_what_needs_its_classes(third_par
     stripes.outline = lambda self, root, image_size: DataOutline(DataShape(1, 2, 8))
     code, _, err = unlearn_cli(capsys, "validate", *flags)
     assert code == 2 and "forget classes [5] are not in 0..1" in err
-    stripes.outline = lambda self, root, image_size: (1, 2, 8)
-    code, _, err = unlearn_cli(capsys, "validate", *flags)
-    assert code == 2 and "data set 'stripes' gave a tuple as its outline" in err and "Traceback" not in err
+    for wrong in ((1, 2, 8), DataOutline((1, 2, 8)), DataOutline(DataShape(1, 2, 8), train_size=-1),  # type: ignore[arg-type]
+                  DataOutline(DataShape("1", 2, 8))):  # type: ignore[arg-type]
+        stripes.outline = lambda self, root, image_size, wrong=wrong: wrong
+        code, _, err = unlearn_cli(capsys, "validate", *flags)
+        assert code == 2 and "data set 'stripes' gave an outline that is not one" in err and "Traceback" not in err
     assert not (tmp_path / "b").exists()
 
 

@@ -230,8 +230,8 @@ class DataShape:
 
 @dataclass(frozen=True)
 class DataOutline:
-    """A data set as known without loading its images: the shape a model must fit and, when it does not
-    depend on the files found, the training set's size. `unlearn validate` (and `run`, before it loads the
+    """A data set as known without loading its images: the shape a model must fit and, when it is known
+    exactly without loading, the training set's size. `unlearn validate` (and `run`, before it loads the
     data) checks the forget set and an --original checkpoint against it."""
 
     shape: DataShape

@@ -40,7 +40,7 @@ def _digits(root: Path | None = None, download: bool = False) -> ImageSet:
     return ImageSet(images[train], labels[train], images[test], labels[test], [str(i) for i in range(10)])
 
 
-def _outline(channels: int, classes: int, side: int, train_size: int | None = None) -> DataOutline:
+def _fixed(channels: int, classes: int, side: int, train_size: int | None = None) -> DataOutline:
     return DataOutline(DataShape(channels, classes, side), train_size)
 
 
@@ -48,35 +48,35 @@ def _outline(channels: int, classes: int, side: int, train_size: int | None = No
 DATASETS: dict[str, DatasetInfo] = {
     "digits": DatasetInfo(
         _digits, Transform((0.3053,), (0.3759,), crop_padding=1), "scikit-learn's 8x8 digits (bundled, offline)",
-        _outline(1, 10, 8, train_size=1437),
+        _fixed(1, 10, 8, train_size=1437),
     ),
     "fashion-mnist": DatasetInfo(
         sources.fashion_mnist,
         Transform((0.2860,), (0.3530,), crop_padding=2, flip=True),
         "Fashion-MNIST 28x28 (Debian package dataset-fashion-mnist, --data-root, or --download)",
-        _outline(1, 10, 28),
+        _fixed(1, 10, 28),
     ),
     "mnist": DatasetInfo(
         sources.mnist, Transform((0.1307,), (0.3081,), crop_padding=2), "MNIST 28x28 (--data-root or --download)",
-        _outline(1, 10, 28),
+        _fixed(1, 10, 28),
     ),
     "cifar10": DatasetInfo(
         sources.cifar10,
         Transform((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), crop_padding=4, flip=True),
         "CIFAR-10 32x32 (--data-root or --download)",
-        _outline(3, 10, 32),
+        _fixed(3, 10, 32),
     ),
     "cifar100": DatasetInfo(
         sources.cifar100,
         Transform((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), crop_padding=4, flip=True),
         "CIFAR-100 32x32 (--data-root or --download)",
-        _outline(3, 100, 32),
+        _fixed(3, 100, 32),
     ),
     "svhn": DatasetInfo(
         sources.svhn,
         Transform((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970), crop_padding=4),
         "SVHN 32x32 (--data-root or --download)",
-        _outline(3, 10, 32),
+        _fixed(3, 10, 32),
     ),
 }
 IMAGE_FOLDER = Transform((0.5, 0.5, 0.5), (0.5, 0.5, 0.5), crop_padding=4, flip=True)
@@ -135,10 +135,20 @@ def outline(name: str, root: Path | None, image_size: int, registry: Registry | 
     source = cast("type[DataSource]", registry.get_class("dataset", name))
     with plugin_code(source):
         found = source().outline(root, image_size)
-    if found is not None and not isinstance(found, DataOutline):
-        raise UnlearnkitError(f"data set '{name}' gave a {type(found).__name__} as its outline",
-                              "Its plugin's outline() must return an unlearnkit.DataOutline or None.")
+    if found is not None and not _well_formed(found):
+        raise UnlearnkitError(f"data set '{name}' gave an outline that is not one: {found!r}",
+                              "Its plugin's outline() must return None or an unlearnkit.DataOutline of a DataShape "
+                              "(positive integers) and a train_size that is None or a positive integer.")
     return found
+
+
+def _well_formed(outline: object) -> bool:
+    def count(value: object) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+    return (isinstance(outline, DataOutline) and isinstance(outline.shape, DataShape)
+            and all(count(v) for v in (outline.shape.in_channels, outline.shape.num_classes, outline.shape.image_size))
+            and (outline.train_size is None or count(outline.train_size)))
 
 
 def load(
