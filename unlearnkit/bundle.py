@@ -11,14 +11,13 @@ an existing bundle is replaced (with overwrite) only by a complete one.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import uuid
 from pathlib import Path
 
 from unlearnkit.checkpoint import save_model
 from unlearnkit.errors import UnlearnkitError
-from unlearnkit.files import atomic_write_text, cache_dir, write_error
+from unlearnkit.files import atomic_write_text, check_writable, write_error
 from unlearnkit.models import user_network
 from unlearnkit.pipeline import RunResult
 from unlearnkit.report import describe_run, markdown_table
@@ -30,30 +29,6 @@ REQUESTS = "forget_requests.json"
 SUMMARY = "results.md"
 #: what a bundle folder holds: the files write_bundle writes, and the pictures `unlearn plot` adds by default
 CONTENTS = {RESULTS, WEIGHTS, FORGET, REQUESTS, SUMMARY, "plots"}
-
-
-def check_writable(folder: Path, target: str, hint: str) -> None:
-    """Refuse, before any training, a folder that cannot be created or written into.
-
-    `target` names what would be written there, for the message; `hint` says what to do instead.
-    """
-    folder = Path(folder).expanduser()
-    try:
-        place = next(p for p in (folder, *folder.parents) if p.exists())  # what a mkdir would start from
-    except OSError as exc:  # an ancestor we may not look into
-        raise UnlearnkitError(f"cannot write {target}: {exc.strerror} ({exc.filename})", hint) from None
-    if not place.is_dir():
-        raise UnlearnkitError(f"cannot write {target}: {place} is a file, not a folder", hint)
-    if not os.access(place, os.W_OK | os.X_OK):
-        raise UnlearnkitError(f"cannot write {target}: you have no permission to write in {place}", hint)
-
-
-def check_cache() -> None:
-    """Refuse, before any training, a model cache the trained Original and Retrain could not be stored in."""
-    folder = cache_dir()
-    check_writable(folder, f"the model cache {folder}",
-                   "Set UNLEARNKIT_CACHE_DIR to a folder you can write, or turn the cache off "
-                   "(`cache: false` in the spec; unlearn run --no-cache).")
 
 
 def check_destination(out: Path, overwrite: bool) -> None:

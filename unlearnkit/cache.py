@@ -20,7 +20,7 @@ from torch import nn
 
 from unlearnkit.checkpoint import load_state, read_checked, save_model
 from unlearnkit.errors import CheckpointError, UnlearnkitError
-from unlearnkit.files import StorageWarning, cache_dir, identity, set_aside
+from unlearnkit.files import StorageWarning, cache_dir, check_writable, identity, set_aside
 
 FORMAT = 1  # bump when training code changes what a key's model would be
 
@@ -64,3 +64,11 @@ def store(key: str, model: nn.Module, metadata: dict[str, Any]) -> Path | None:
         warnings.warn(f"{key} is not cached: {exc.message}", StorageWarning, stacklevel=2)
         return None
     return path
+
+
+def check_cache() -> None:
+    """Refuse, before any training, a model cache the trained Original and Retrain could not be stored in."""
+    folder = cache_dir()
+    check_writable(folder, f"the model cache {folder}",
+                   "Set UNLEARNKIT_CACHE_DIR to a folder you can write, or turn the cache off "
+                   "(`cache: false` in the spec; unlearn run --no-cache).")

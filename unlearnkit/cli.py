@@ -17,10 +17,10 @@ from rich.console import Console
 from rich.text import Text
 
 from unlearnkit.errors import PluginFault, UnlearnkitError
-from unlearnkit.files import atomic_write_json, atomic_write_text
+from unlearnkit.files import atomic_write_json, atomic_write_text, check_writable
 from unlearnkit.plugins import installed, installed_listing
 from unlearnkit.progress import Progress
-from unlearnkit.spec import ResolvedRun, RunSpec, build_spec, check_inputs, json_schema, read_spec_file, resolve
+from unlearnkit.spec import ResolvedRun, RunSpec, build_spec, json_schema, read_spec_file, resolve
 
 app = typer.Typer(
     help="Machine unlearning: run a method against the Retrain reference and measure the gap.",
@@ -118,8 +118,8 @@ def _run_spec_from_cli(spec_file, method, augment, overrides, data, data_root, d
 
 def _check_run_inputs(spec: RunSpec) -> None:
     """Before any training: the names and files a run reads, its device, and a model cache it can write."""
-    from unlearnkit.bundle import check_cache
-    from unlearnkit.pipeline import select_device
+    from unlearnkit.cache import check_cache
+    from unlearnkit.pipeline import check_inputs, select_device
 
     check_inputs(spec, installed())
     select_device(spec.device)
@@ -245,14 +245,6 @@ CellCpusOpt = typer.Option(None, "--cell-cpus", min=0.1, help="ray: CPUs each ce
 CellGpusOpt = typer.Option(None, "--cell-gpus", min=0.0, help="ray: GPUs each cell asks for (1 to train on GPUs) [default: 0].")
 
 
-def _executor(kind: str, workers: int, address: Optional[str], cpus: Optional[float], gpus: Optional[float]) -> Any:
-    """The executor the flags choose: checked now, started (worker processes, a local Ray) when cells first run,
-    and stopped by its close() (callers use contextlib.closing) when the grid is done, interrupted or failed."""
-    from unlearnkit.bench.executors import make_executor
-
-    return make_executor(kind, workers, address, cpus, gpus)
-
-
 _invocation: list[str] = []
 
 
@@ -279,8 +271,6 @@ def _record_invocation(folder: Path, outcome) -> list[dict]:
 
 def _check_grid(specs: list[RunSpec], folder: Path) -> None:
     """Before a bench or tune trains anything: each cell's inputs, as `unlearn run` checks them, and its results folder."""
-    from unlearnkit.bundle import check_writable
-
     check_writable(folder, f"results in {folder}", "Choose another --out.")
     checked = set()
     for spec in specs:
@@ -363,10 +353,12 @@ def bench(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or per-cell lines."),
 ) -> None:
     """Run a grid (methods x augmenters x scenarios x seeds), resumable; write the paper's tables and figure."""
+    from unlearnkit.bench.executors import make_executor
     from unlearnkit.bench.grid import expand, merge, read_bench_spec, spec_key
     from unlearnkit.spec import set_path
 
-    running = _executor(executor, workers, address, cell_cpus, cell_gpus)
+    # checked now; started (worker processes, a local Ray) when cells first run, stopped by close()
+    running = make_executor(executor, workers, address, cell_cpus, cell_gpus)
 
     raw = read_spec_file(spec_file) if spec_file else {}
     flags = {"methods": methods, "exclude": exclude, "augment": augment, "scenarios": scenarios, "seeds": seeds,
@@ -453,6 +445,7 @@ def tune(
     """Search a method's params for the lowest Avg Gap to Retrain; write tuned.yaml for unlearn bench --params."""
     import yaml
 
+    from unlearnkit.bench.executors import make_executor
     from unlearnkit.bench.grid import merge, parse_seeds, spec_key
     from unlearnkit.bench.keys import Keys
     from unlearnkit.bench.runner import CellStore, Outcome, finished, run_grid
@@ -461,7 +454,8 @@ def tune(
 
     if search not in ("tpe", "grid", "random"):
         raise UnlearnkitError(f"--search '{search}' is not one of tpe, grid, random")
-    running = _executor(executor, workers, address, cell_cpus, cell_gpus)
+    # checked now; started (worker processes, a local Ray) when cells first run, stopped by close()
+    running = make_executor(executor, workers, address, cell_cpus, cell_gpus)
     parsed = parse_seeds(seeds)
     seed_list = list(range(TUNING_SEEDS, TUNING_SEEDS + parsed)) if isinstance(parsed, int) else parsed
     if bench_file is not None:

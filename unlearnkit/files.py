@@ -31,6 +31,22 @@ def cache_dir() -> Path:
     return Path(base) / "unlearnkit"
 
 
+def check_writable(folder: Path, target: str, hint: str) -> None:
+    """Refuse, before any training, a folder that cannot be created or written into.
+
+    `target` names what would be written there, for the message; `hint` says what to do instead.
+    """
+    folder = Path(folder).expanduser()
+    try:
+        place = next(p for p in (folder, *folder.parents) if p.exists())  # what a mkdir would start from
+    except OSError as exc:  # an ancestor we may not look into
+        raise UnlearnkitError(f"cannot write {target}: {exc.strerror} ({exc.filename})", hint) from None
+    if not place.is_dir():
+        raise UnlearnkitError(f"cannot write {target}: {place} is a file, not a folder", hint)
+    if not os.access(place, os.W_OK | os.X_OK):
+        raise UnlearnkitError(f"cannot write {target}: you have no permission to write in {place}", hint)
+
+
 class StorageWarning(UserWarning):
     """A file unlearnkit keeps for itself (a cached model, a bench cell, a tuning study) was damaged or could
     not be written: the work goes on without it (it is computed again). The CLI shows it as one line."""

@@ -8,6 +8,7 @@ import hashlib
 import platform
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple
 
 import numpy as np
@@ -113,10 +114,25 @@ def spec_workload(spec: RunSpec, device: torch.device) -> Workload:
     return Workload(data, new_model, data_id, classes)
 
 
-def check_workload(spec: RunSpec, registry: Registry) -> None:
-    """What `spec_workload` and loading --original would refuse, checked from the data set's outline before
-    its images load: the forget set, the model built for the data, and the checkpoint's names and shapes.
-    A data set known only once loaded (a plugin's without an outline) is checked when it loads."""
+def check_inputs(spec: RunSpec, registry: Registry) -> None:
+    """What a run reads before it trains, checked without loading the data: the data set and the model exist,
+    the files the spec names can be read, and what needs the data (the forget set, the model built for it,
+    --original's names and shapes) fits the data set's outline. A data set known only once loaded (a plugin's
+    without an outline) has that part checked when it loads."""
+    catalog.check(spec.data.name, registry)
+    root = spec.data.root
+    if not catalog.names_a_folder(spec.data.name) and root is not None and not spec.data.download \
+            and not Path(root).expanduser().exists():
+        # a source that reads `root` fails at once, as in the run, with its own hint; one that ignores it loads
+        catalog.load(spec.data.name, root, False, spec.data.image_size, registry)
+    registry.get_variant("model", spec.model.name)
+    if spec.original is not None:
+        _check_readable(spec.original, "the original model's weights",
+                        "Pass --original the path of a .safetensors, .pt or .pth file.")
+    if spec.forget.kind == "indices" and spec.forget.file is not None:
+        _check_readable(spec.forget.file, "the forget index file",
+                        "Give a file of training indices: a JSON list, or integers one per line.")
+
     found = catalog.outline(spec.data.name, spec.data.root, spec.data.image_size, registry)
     if found is None:
         if spec.original is not None:
@@ -131,6 +147,14 @@ def check_workload(spec: RunSpec, registry: Registry) -> None:
     model = build(spec.model.name, shape.in_channels, shape.num_classes, shape.image_size, spec.model.width, registry)
     if spec.original is not None:
         load_model(spec.original, user_network(model))
+
+
+def _check_readable(path: Path, what: str, hint: str) -> None:
+    try:
+        with open(path, "rb"):  # as the run opens it: a literal ~ is not expanded there either
+            pass
+    except OSError as exc:
+        raise UnlearnkitError(f"cannot read {what} {path}: {exc.strerror}", hint) from None
 
 
 def make_split(forget: ForgetSpec, labels: torch.Tensor, num_classes: int, seed: int) -> Split:

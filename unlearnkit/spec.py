@@ -349,37 +349,6 @@ def resolve(raw: dict[str, Any] | RunSpec, registry: Registry, source: str = "sp
     return ResolvedRun(spec, method, augmenters, evaluators)
 
 
-def check_inputs(spec: RunSpec, registry: Registry) -> None:
-    """What a run reads before it trains, checked without loading the data: the data set and the model exist,
-    the files the spec names can be read, and the forget set and --original fit the data set's outline."""
-    from unlearnkit.data import catalog
-
-    catalog.check(spec.data.name, registry)
-    root = spec.data.root
-    if not catalog.names_a_folder(spec.data.name) and root is not None and not spec.data.download \
-            and not Path(root).expanduser().exists():
-        # a source that reads `root` fails at once, as in the run, with its own hint; one that ignores it loads
-        catalog.load(spec.data.name, root, False, spec.data.image_size, registry)
-    registry.get_variant("model", spec.model.name)
-    if spec.original is not None:
-        _check_readable(spec.original, "the original model's weights",
-                        "Pass --original the path of a .safetensors, .pt or .pth file.")
-    if spec.forget.kind == "indices" and spec.forget.file is not None:
-        _check_readable(spec.forget.file, "the forget index file",
-                        "Give a file of training indices: a JSON list, or integers one per line.")
-    from unlearnkit.pipeline import check_workload
-
-    check_workload(spec, registry)
-
-
-def _check_readable(path: Path, what: str, hint: str) -> None:
-    try:
-        with open(path, "rb"):  # as the run opens it: a literal ~ is not expanded there either
-            pass
-    except OSError as exc:
-        raise UnlearnkitError(f"cannot read {what} {path}: {exc.strerror}", hint) from None
-
-
 def json_schema(registry: Registry) -> dict[str, Any]:
     """The run spec's JSON schema, with every installed plugin's params schema beside it."""
     schema = RunSpec.model_json_schema()
@@ -392,5 +361,5 @@ def json_schema(registry: Registry) -> dict[str, Any]:
 
 __all__ = [
     "DataSpec", "ForgetSpec", "ModelSpec", "OutputSpec", "PluginSpec", "Recipe", "ResolvedRun", "RunSpec",
-    "build_spec", "check_inputs", "json_schema", "read_spec_file", "resolve", "set_path",
+    "build_spec", "json_schema", "read_spec_file", "resolve", "set_path",
 ]
