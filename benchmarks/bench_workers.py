@@ -3,10 +3,11 @@
     python benchmarks/bench_workers.py [--rounds 2] [--methods ft,neggrad,rl,l1-sparse] [--seeds 0,1]
 
 The grid is the recommended CPU setting (examples/bench/fashion-mnist-memorising.yaml) at random 10%.
-Its Original and Retrain are trained (or taken from the model cache) before timing starts, so the
-figure is the cells' throughput. Each round runs the grid's cells once in this process (1 worker,
-torch threads = the cores) and once in 2 worker processes (each cores/2 threads), into fresh result
-folders. Run it with nothing else on the machine.
+Its Original and Retrain are trained (or taken from the model cache) before timing starts, so no
+training of them is timed; what is timed is a fresh grid as a user runs it: each group's references
+loaded from the cache and measured, then its cells. Each round runs the grid once in this process
+(1 worker, torch threads = the cores) and once in 2 worker processes (each cores/2 threads, worker
+start-up included), into fresh result folders. Run it with nothing else on the machine.
 """
 
 from __future__ import annotations

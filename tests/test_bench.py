@@ -14,7 +14,7 @@ from unlearnkit.bench.grid import BenchSpec, Cell, expand, merge, scenario_label
 from unlearnkit.bench.runner import CellStore, run_grid
 from unlearnkit.bench.summary import (cl_effects, csv_text, markdown, paired_interval, per_seed_effects, regime_markdown,
                                       regimes, tabulate, welch_interval)
-from unlearnkit.bench.tune import overlay, parse_range, ranking, search_space, trials
+from unlearnkit.bench.tune import grid_trials, overlay, parse_range, ranking, search_space
 from unlearnkit.errors import SpecError, UnlearnkitError
 from unlearnkit.plugins import discover
 
@@ -292,15 +292,12 @@ def test_ranges_parse_as_ranges_or_choices():
             parse_range(bad)
 
 
-def test_grid_and_random_trials_cover_the_space(registry):
+def test_the_grid_covers_the_space(registry):
     space = search_space("ft", ("coun-cl",), registry, ["ft.epochs=1,2"])
     assert set(space) == {"ft.lr", "coun-cl.lambda", "ft.epochs"}
-    grid = trials(space, "grid", 3, 0, seed=0)
+    grid = grid_trials(space, 3)
     assert len(grid) == 3 * 3 * 2
     assert sorted({t["ft.lr"] for t in grid}) == [0.01, 0.03162, 0.1]  # log-spaced, 4 significant digits
-    drawn = trials(space, "random", 0, 5, seed=1)
-    assert drawn == trials(space, "random", 0, 5, seed=1) and len(drawn) == 5
-    assert all(0.01 <= t["ft.lr"] <= 0.1 and 0.1 <= t["coun-cl.lambda"] <= 6 for t in drawn)
     with pytest.raises(UnlearnkitError, match="declares no search space"):
         search_space("scrub", (), registry, [])
     with pytest.raises(UnlearnkitError, match="not part of this run"):

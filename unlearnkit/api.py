@@ -8,7 +8,6 @@ rejected), and the validated instance is handed to the plugin's constructor.
 from __future__ import annotations
 
 import math
-import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Literal, Mapping, Union
 
@@ -102,9 +101,6 @@ class Range:
             return [self._at(0.5)]
         return [self._at(i / (points - 1)) for i in range(points)]
 
-    def sample(self, rng: random.Random) -> float:
-        return self._at(rng.random())
-
     def _at(self, t: float) -> float:
         if self.log:
             return float(math.exp(math.log(self.low) + t * (math.log(self.high) - math.log(self.low))))
@@ -122,9 +118,6 @@ class Choice:
 
     def grid(self, points: int) -> list[Any]:
         return list(self.values)
-
-    def sample(self, rng: random.Random) -> Any:
-        return rng.choice(self.values)
 
     def __str__(self) -> str:
         return ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in self.values)

@@ -482,7 +482,7 @@ def tune(
     _check_grid([resolved.spec], folder)  # every trial's cells share its inputs
     folder.mkdir(parents=True, exist_ok=True)
     study = tuning.open_study(folder, f"{name}-{key}", search, space, points, seed=resolved.spec.seed)
-    target = len(tuning.trials(space, "grid", points, 0, 0)) if search == "grid" else trials_count
+    target = len(tuning.grid_trials(space, points)) if search == "grid" else trials_count
     searched = "; ".join(f"{k} in {v}" for k, v in space.items())
     err.print(f"tuning {name} ({search}): {target} trials x {len(seed_list)} seeds over {searched}; "
               f"{len(tuning.finished_trials(study))} already finished; results and study.db in {folder}")

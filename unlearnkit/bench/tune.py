@@ -12,7 +12,6 @@ import itertools
 import json
 import math
 import os
-import random
 import sqlite3
 import statistics
 import warnings
@@ -84,17 +83,10 @@ def search_space(method: str, augment: tuple[str, ...], registry: Registry, give
     return space
 
 
-def trials(space: dict[str, SearchRange], search: str, points: int, count: int, seed: int) -> list[dict[str, Any]]:
-    """Assignments to try: the full grid (`points` per range, every choice), or `count` random draws."""
-    keys = list(space)
-    if search == "grid":
-        axes = grid_axes(space, points)
-        found = [dict(zip(keys, values)) for values in itertools.product(*axes.values())]
-    else:
-        rng = random.Random(seed)
-        found = [{k: _round(space[k].sample(rng)) for k in keys} for _ in range(count)]
-    unique = {json.dumps(a, sort_keys=True): a for a in found}  # the same params are one cell, however drawn
-    return list(unique.values())
+def grid_trials(space: dict[str, SearchRange], points: int) -> list[dict[str, Any]]:
+    """Every assignment of the full grid: `points` per range, every choice."""
+    axes = grid_axes(space, points)
+    return [dict(zip(axes, values)) for values in itertools.product(*axes.values())]
 
 
 def grid_axes(space: dict[str, SearchRange], points: int) -> dict[str, list[Any]]:
@@ -189,7 +181,7 @@ def bench_tuning_grid(
             variant = "+".join([method, *augment])
             budget = merge(spec.params.get(method, {}), spec.params.get(variant, {}))
             names.append(variant)
-            for i, assignment in enumerate(trials(space, "grid", points, 0, 0)):
+            for i, assignment in enumerate(grid_trials(space, points)):
                 trial = json.dumps(merge(budget, overlay(method, assignment)), sort_keys=True)
                 cells += [Cell(scenario, seed, method, augment, trial, trial=i) for seed in seeds]
     grid = Grid(cells)

@@ -90,14 +90,14 @@ class Worker:
 
     def _references(self, task: Task, done: Done, say: Callable[[str], None]) -> tuple[Protocol, Classifier, list[Subject]]:
         """The group's Protocol, Original and measured Retrain of each forget step; records for the wanted keys."""
-        resolved = self.resolve(task, task.group)
-        _same_keys(reference_keys(resolved), task.references, task.where)
         log = lambda line: say(f"{task.where}: {line}")  # noqa: E731
         if self._group is not None and self._group[0] == task.references and not task.wanted:
-            protocol = self._group[1][0]
+            protocol = self._group[1][0]  # resolved and checked when it was built, for these same references
             protocol.progress, protocol.log = self.progress, log  # this task's, not the one that built it
             return self._group[1]
         self._group = None  # freed before the next group's models are loaded
+        resolved = self.resolve(task, task.group)
+        _same_keys(reference_keys(resolved), task.references, task.where)
         protocol = Protocol(resolved, progress=self.progress, log=log)
         original, original_cost, _ = protocol.reference_model("original")
         retrains = []
