@@ -134,25 +134,34 @@ def average_gradients(parameters: Iterable[nn.Parameter], size: int) -> None:
     A parameter without a gradient on this rank joins as zeros (every rank runs the same code,
     so it has none anywhere, and it is left without one).
     """
-    params = list(parameters)
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in parameters]
     if not grads:
         return
     flat = torch.cat([g.reshape(-1) for g in grads])
     dist.all_reduce(flat)
     flat /= size
-    offset = 0
-    for p, g in zip(params, grads):
-        n = g.numel()
-        if p.grad is not None:
-            p.grad.copy_(flat[offset: offset + n].view_as(g))
-        offset += n
+    _copy_back(flat, grads)
 
 
 def broadcast_buffers(model: nn.Module) -> None:
-    """Rank 0's buffers (BatchNorm's running statistics) on every rank."""
+    """Rank 0's buffers (BatchNorm's running statistics) on every rank: sent after every step, so in one
+    flat broadcast per dtype rather than one per buffer."""
+    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
     for buffer in model.buffers():
-        dist.broadcast(buffer, 0)
+        by_dtype.setdefault(buffer.dtype, []).append(buffer)
+    for buffers in by_dtype.values():
+        flat = torch.cat([b.reshape(-1) for b in buffers])
+        dist.broadcast(flat, 0)
+        _copy_back(flat, buffers)
+
+
+def _copy_back(flat: torch.Tensor, tensors: list[torch.Tensor]) -> None:
+    """Each tensor's values from its slice of `flat`, which holds them end to end in order."""
+    offset = 0
+    for tensor in tensors:
+        n = tensor.numel()
+        tensor.copy_(flat[offset: offset + n].view_as(tensor))
+        offset += n
 
 
 def broadcast_state(model: nn.Module) -> None:
