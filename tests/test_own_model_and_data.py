@@ -449,3 +449,14 @@ def test_the_public_surface_imports_from_unlearnkit_alone():
         code = f"import sys, {module}; print(any(m.startswith(('torch', 'unlearnkit.engine')) for m in sys.modules))"
         found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
         assert found == "False", module
+
+
+def test_the_engine_imports_the_flop_counter_only_to_count():
+    """The FLOP counter imports triton where it is installed (tenths of a second that validate would pay)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch, unlearnkit.engine as e; before = 'torch.utils.flop_counter' in sys.modules; "
+            "e.forward_flops(torch.nn.Linear(2, 1), torch.ones(1, 2)); print(before, 'torch.utils.flop_counter' in sys.modules)")
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert found == "False True"

@@ -8,11 +8,12 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 
 def forward_flops(model: nn.Module, sample: torch.Tensor) -> int:
     """FLOPs of one forward pass on one sample (counter convention: a multiply-add is 2 FLOPs)."""
+    from torch.utils.flop_counter import FlopCounterMode  # imports triton where installed: a second, only when counting
+
     was_training = model.training
     model.eval()
     try:
