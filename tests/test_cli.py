@@ -13,9 +13,7 @@ from unlearnkit import cli
 FAST = ["--set", "train.epochs=2", "--set", "method.params.epochs=1", "--quiet"]
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("UNLEARNKIT_CACHE_DIR", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("private_cache")
 
 
 def unlearn(capsys, *argv: str) -> tuple[int, str, str]:

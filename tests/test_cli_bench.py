@@ -15,10 +15,7 @@ RUN_TINY = ["--set", "data.train_subset=240", "--set", "data.test_subset=80", "-
             "--device", "cpu", "--quiet"]
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("UNLEARNKIT_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("in_tmp_path")
 
 
 @pytest.mark.slow

@@ -20,10 +20,7 @@ SPEC = BenchSpec(base=BASE, methods=["ft", "neggrad"], augment=["none"], scenari
                  params={"ft": {"method": {"params": {"epochs": 1}}}, "neggrad": {"method": {"params": {"epochs": 1}}}})
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("UNLEARNKIT_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("in_tmp_path")
 
 
 @pytest.fixture

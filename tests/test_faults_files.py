@@ -35,9 +35,7 @@ from unlearnkit.files import STALE_SECONDS, StorageWarning, atomic_path, atomic_
 ROOT = Path(__file__).parents[1]
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("UNLEARNKIT_CACHE_DIR", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("private_cache")
 
 
 def linear(seed: int, size: int = 4) -> nn.Linear:
@@ -116,6 +114,19 @@ def test_a_full_disk_keeps_the_previous_file_and_says_so_naming_it(tmp_path, mon
     assert info.value.message == f"no space left on device while writing {path}"
     assert "Free space, or choose another folder" in info.value.hint
     assert path.read_text() == "old: 1\n"
+    assert no_temporary_files(tmp_path)
+
+
+@pytest.mark.parametrize("fill", [full_disk_after_half, full_disk_at_sync], ids=["at-write", "at-sync"])
+def test_a_full_disk_while_saving_weights_keeps_the_old_file(tmp_path, monkeypatch, fill):
+    path = tmp_path / "m.safetensors"
+    save_model(path, linear(1), {"v": "1"})
+    before = path.read_bytes()
+    fill(monkeypatch)
+    with pytest.raises(UnlearnkitError, match=f"no space left on device while writing {path}") as info:
+        save_model(path, linear(3))
+    assert "Free space" in info.value.hint
+    assert path.read_bytes() == before
     assert no_temporary_files(tmp_path)
 
 

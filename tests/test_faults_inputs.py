@@ -42,11 +42,7 @@ REGISTRY = discover(env={})
 NAME = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789_", min_size=1, max_size=10)
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch) -> Path:
-    cache = tmp_path / "cache"
-    monkeypatch.setenv("UNLEARNKIT_CACHE_DIR", str(cache))
-    return cache
+pytestmark = pytest.mark.usefixtures("private_cache")
 
 
 @pytest.fixture(autouse=True)

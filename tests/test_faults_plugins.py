@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 from tests.test_cli import unlearn
-from tests.test_plugins import entry_points_in, record, write_distribution
+from tests.test_plugins import entry_points_in, record, unload, write_distribution
 from unlearnkit import cli, plugins
 from unlearnkit.errors import PluginFault, UnlearnkitError
 from unlearnkit.plugins import discover, plugin_code
@@ -166,9 +166,7 @@ def site(tmp_path, monkeypatch, shared_cache) -> Path:
     monkeypatch.setenv("UNLEARNKIT_CACHE_DIR", str(shared_cache))
     monkeypatch.chdir(tmp_path)
     yield folder
-    for name, module in list(sys.modules.items()):
-        if str(getattr(module, "__file__", None) or "").startswith(str(folder)):
-            del sys.modules[name]
+    unload(folder)
 
 
 # --------------------------------------------------------------------------- at import and registration

@@ -26,9 +26,7 @@ from unlearnkit.models import AdaptedClassifier, as_classifier, build, fresh_cop
 from unlearnkit.plugins import discover
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("UNLEARNKIT_CACHE_DIR", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("private_cache")
 
 
 class Blobs(Dataset):

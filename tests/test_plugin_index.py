@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.test_cli import unlearn
-from tests.test_plugins import IMPORT_FAILS, entry_points_in, write_distribution
+from tests.test_plugins import IMPORT_FAILS, entry_points_in, unload, write_distribution
 from unlearnkit import plugin_index, plugins
 
 PACKAGE = {
@@ -72,12 +72,6 @@ def site(tmp_path, monkeypatch, cache) -> Path:
     monkeypatch.setattr(plugins, "entry_points", lambda group: entry_points_in(folder))
     yield folder
     unload(folder)
-
-
-def unload(folder: Path) -> None:
-    for name, module in list(sys.modules.items()):
-        if str(getattr(module, "__file__", None) or "").startswith(str(folder)):
-            del sys.modules[name]
 
 
 def listing(monkeypatch) -> tuple[list[dict], list[plugins.PluginRecord]]:

@@ -163,6 +163,11 @@ def site(tmp_path, monkeypatch) -> Path:
     folder.mkdir()
     monkeypatch.syspath_prepend(str(folder))
     yield folder
+    unload(folder)
+
+
+def unload(folder: Path) -> None:
+    """Forget the modules imported from `folder`, so that the next import reads its files afresh."""
     for name, module in list(sys.modules.items()):
         if str(getattr(module, "__file__", None) or "").startswith(str(folder)):
             del sys.modules[name]

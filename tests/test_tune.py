@@ -11,8 +11,10 @@ import pytest
 import yaml
 
 from tests.test_cli import unlearn
-from tests.test_cli_bench import RUN_TINY, private_cache  # noqa: F401 - the fixture: a private cache, run in tmp_path
+from tests.test_cli_bench import RUN_TINY
 from unlearnkit.bench import tune
+
+pytestmark = pytest.mark.usefixtures("in_tmp_path")  # a private cache; runs and studies write in the test's folder
 
 FT = ["--method", "ft", "--seeds", "1", "--range", "ft.epochs=1", "--set", "method.params.batch_size=64", *RUN_TINY]
 
