@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -31,3 +32,21 @@ def test_gpu_throughput_script_refuses_without_a_gpu_in_one_line():
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_throughput.py")],
                             capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert result.returncode != 0 and "no CUDA device" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_precision_script_pairs_every_row_and_measure_by_seed(tmp_path):
+    tiny = ["--data", "digits", "--methods", "ft", "--augment", "none", "--seeds", "2", "--device", "cpu", "--quiet",
+            "--set", "base.data.train_subset=240", "--set", "base.data.test_subset=80", "--set", "base.train.epochs=3",
+            "--set", "params.ft.method.params.epochs=1"]  # 3 epochs: a model that has learned something
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "precision.py"), "--out", str(tmp_path), "--", *tiny],
+                            capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = re.findall(r"^\| random:0.1 \| (\S+) \| (\S+) \| 2 \| [\d.]+ \| [+-][\d.]+ \[[+-][\d.]+, [+-][\d.]+\]\*? \| ([\d.]+|inf|—) \|$",
+                      result.stdout, re.M)
+    measures = {"Original": ["RA", "UA", "TA", "MIA"], "Retrain": ["RA", "UA", "TA", "MIA"],
+                "ft": ["RA", "UA", "TA", "MIA", "avg_gap"]}
+    assert {row[:2] for row in rows} >= {(r, m) for r, ms in measures.items() for m in ms}, result.stdout
+    for precision in ("fp32", "bf16"):  # each grid trained in its own precision, Original and Retrain included
+        cells = json.loads((tmp_path / precision / "results.json").read_text())["cells"]
+        assert {c["environment"]["compute"]["precision"] for c in cells} == {precision}
+        assert {c["variant"] for c in cells} >= {"Original", "Retrain", "ft"}
