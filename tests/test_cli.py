@@ -138,7 +138,7 @@ def test_run_writes_table_and_complete_bundle_then_reuses_cache(capsys, tmp_path
     code, out, err = unlearn(capsys, "run", "--method", "ft", "--out", str(second), *FAST)
     assert code == 0, err
     again = json.loads((second / "results.json").read_text())
-    assert again["sources"] == {"original": "cache", "retrain": "cache"}
+    assert again["sources"] == {"original": "cached", "retrain": "cached"}
     assert again["metrics"]["original"] == results["metrics"]["original"]
     assert again["metrics"]["retrain"] == results["metrics"]["retrain"]
 

@@ -409,21 +409,43 @@ USER_FILES = st.dictionaries(
 )
 
 
-@FAST
-@given(USER_FILES, st.booleans())
-def test_overwrite_never_replaces_a_folder_that_is_not_a_bundle(tmp_path, private_cache, files, overwrite):
-    """User files (some under a bundle file's name, none of them a bundle's results.json) survive, untouched."""
-    folder = tmp_path / "mine"
+def user_folder(folder: Path, files: dict[str, bytes]) -> Path:
+    """`folder` holding exactly `files` (hypothesis examples share the test's tmp_path)."""
     folder.mkdir(exist_ok=True)
     for old in folder.iterdir():
         old.unlink()
     for name, content in files.items():
         (folder / name).write_bytes(content)
+    return folder
+
+
+@FAST
+@given(USER_FILES, st.booleans())
+def test_overwrite_never_replaces_a_folder_that_is_not_a_bundle(tmp_path, private_cache, files, overwrite):
+    """User files (some under a bundle file's name, none of them a bundle's results.json) survive, untouched."""
+    folder = user_folder(tmp_path / "mine", files)
     code, _, err = unlearn("run", "--quiet", "--out", str(folder), *(["--overwrite"] if overwrite else []))
     message = refused(code, err)
     assert f"output folder {folder} is not a result bundle" in message
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == files
     assert nothing_trained(private_cache) and not list(tmp_path.glob(".mine.*"))
+
+
+GRID_USER_FILES = st.dictionaries(  # a user's files, or a run bundle's, some named as a grid's reports are
+    NAME.filter(lambda n: n not in cli.GRID_ENTRIES) | st.sampled_from(sorted(CONTENTS | {"results.csv", "tuned.yaml"})),
+    st.binary(max_size=64), min_size=1, max_size=4,
+)
+
+
+@FAST
+@given(st.sampled_from(["bench", "tune"]), GRID_USER_FILES)
+def test_a_grid_never_writes_into_a_folder_that_no_grid_wrote(tmp_path, private_cache, command, files):
+    """A run bundle or a folder of the user's is refused as bench or tune results; its files stay untouched."""
+    folder = user_folder(tmp_path / "mine", files)
+    code, _, err = unlearn(*WRITERS[command], "--out", str(folder))
+    assert f"{folder} is not a bench or tune results folder" in refused(code, err)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == files
+    assert nothing_trained(private_cache)
 
 
 @pytest.mark.parametrize("overwrite", [False, True])
@@ -486,6 +508,9 @@ def _fault(kind: str, name: str, tmp: Path) -> list[str]:
         "data-dir": ["--data", str(tmp / "no-such-dir" / name)],
         "data-layout": ["--data", str(tmp / "user")],
         "data-root": ["--data", "fashion-mnist", "--data-root", str(tmp / "no-such-root" / name), "--no-download"],
+        # a set read from files, none of them where it looks (the default places, or a folder that holds others)
+        "data-files": ["--data", ("mnist", "cifar10", "cifar100", "svhn")[len(name) % 4]],
+        "data-files-root": ["--data", ("fashion-mnist", "cifar10")[len(name) % 2], "--data-root", str(tmp / "user")],
         "original": ["--original", str(tmp / f"{name}.safetensors")],
         "forget-file": ["--forget", f"indices:{tmp / name}.txt"],
         "out-under-file": ["--out", str(blocker / name)],
@@ -502,7 +527,7 @@ def _fault(kind: str, name: str, tmp: Path) -> list[str]:
     }[kind]
 
 
-FAULTS = ["model", "data-name", "data-dir", "data-layout", "data-root", "original", "forget-file",
+FAULTS = ["model", "data-name", "data-dir", "data-layout", "data-root", "data-files", "data-files-root", "original", "forget-file",
           "out-under-file", "out-not-bundle", "number", "count", "huge",
           "forget-class", "forget-index", "forget-fraction", "original-shape"]
 FAULTS += [] if torch.cuda.is_available() else ["device"]

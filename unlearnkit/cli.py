@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import sys
 import time
@@ -269,9 +270,37 @@ def _record_invocation(folder: Path, outcome) -> list[dict]:
     return history
 
 
+#: what bench and tune write in their folders; a folder holding any of the markers is one they wrote
+GRID_MARKERS = {"cells", "bench.json", "invocations.json", "study.db", "methods", "wrapped"}
+GRID_ENTRIES = GRID_MARKERS | {"results.md", "results.csv", "results.json", "cl_integration.png", "tuned.yaml", "plots"}
+
+
+def _check_grid_folder(folder: Path) -> None:
+    """A bench or tune folder is resumed and a missing or empty one is filled; any other folder (a run bundle,
+    the user's own files) is refused, so that the grid's reports never overwrite a file it did not write."""
+    try:
+        entries = [p.name for p in folder.iterdir()]
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise UnlearnkitError(f"cannot use {folder} as a results folder: {exc.strerror}", "Choose another --out.") from None
+    # what a killed or damaged run leaves beside its files: set-aside copies, SQLite's journals, temporary files
+    names = {re.sub(r"(\.damaged|-journal|-wal|-shm)$", "", name) for name in entries
+             if not (name.startswith(".") and name.endswith(".tmp"))}
+    strangers = sorted(names - GRID_ENTRIES)
+    if entries and (strangers or not names & GRID_MARKERS):
+        shown = strangers or sorted(entries)
+        held = ", ".join(shown[:3]) + (f" and {len(shown) - 3} more" if len(shown) > 3 else "")
+        held += "" if strangers else " but no cells/, bench.json or study.db"
+        raise UnlearnkitError(f"{folder} is not a bench or tune results folder: it holds {held}",
+                              "Choose another --out: a new folder, or one an earlier bench or tune wrote to resume it, "
+                              "so that no file of yours is overwritten.")
+
+
 def _check_grid(specs: list[RunSpec], folder: Path) -> None:
     """Before a bench or tune trains anything: each cell's inputs, as `unlearn run` checks them, and its results folder."""
     check_writable(folder, f"results in {folder}", "Choose another --out.")
+    _check_grid_folder(folder)
     checked = set()
     for spec in specs:
         # cells differ most in fields no check reads

@@ -25,7 +25,7 @@ from unlearnkit.engine import CostMeter, RunData, UnlearnRun, fit, forward_flops
 from unlearnkit.engine.compute import Compute, kernel_settings, repeatable_kernels
 from unlearnkit.engine.data import Over, StreamedData, dataset_labels
 from unlearnkit.engine.distributed import agreed, broadcast_state, main_first, world
-from unlearnkit.errors import UnlearnkitError
+from unlearnkit.errors import DataNotFoundError, UnlearnkitError
 from unlearnkit.evaluation.subject import Subject
 from unlearnkit.models import Classifier, build, user_network
 from unlearnkit.plugins import Registry, plugin_code
@@ -133,7 +133,12 @@ def check_inputs(spec: RunSpec, registry: Registry) -> None:
         _check_readable(spec.forget.file, "the forget index file",
                         "Give a file of training indices: a JSON list, or integers one per line.")
 
-    found = catalog.outline(spec.data.name, spec.data.root, spec.data.image_size, registry)
+    try:
+        found = catalog.outline(spec.data.name, spec.data.root, spec.data.image_size, registry)
+    except DataNotFoundError:
+        if not spec.data.download:
+            raise
+        found = None  # the run downloads it: what needs the data is checked once it has loaded
     if found is None:
         if spec.original is not None:
             read_checked(spec.original)  # its format, checksum and contents; names and shapes wait for the data
@@ -269,7 +274,7 @@ class Protocol:
                     broadcast_state(model)
                 self.log(f"{kind}: cached ({key})")
                 meta = cached or {}  # the other ranks have no cost: they compute no metrics
-                return model, {"flops": _float(meta.get("flops")), "seconds": _float(meta.get("seconds"))}, "cache"
+                return model, {"flops": _float(meta.get("flops")), "seconds": _float(meta.get("seconds"))}, "cached"
         torch.manual_seed(self.spec.seed)
         model = self.compute.prepare(self.new_model())
         meter = CostMeter(self.flops_per_forward)

@@ -91,6 +91,8 @@ class CatalogData(DataSource):
         return self.info.load(root, download), self.info.transform
 
     def outline(self, root: Path | None, image_size: int) -> DataOutline:
+        if (locate := sources.LOCATE.get(self.name)) is not None:
+            locate(root)  # files that are not where load looks: DataNotFoundError, as load says it
         return self.info.outline
 
 

@@ -31,7 +31,7 @@ import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -240,58 +240,69 @@ def _read_idx_set(files: list[Path], classes: list[str]) -> ImageSet:
     return ImageSet(train_x, train_y, test_x, test_y, list(classes))
 
 
-def _idx_dataset(
-    name: str,
-    folder: str,
-    classes: list[str],
-    torchvision_class: str,
-    root: Path | None,
-    download: bool,
-    system: tuple[Path, ...],
-    extra_hint: str,
-) -> ImageSet:
-    """Shared loader of Fashion-MNIST and MNIST; `folder` is torchvision's (root/folder/raw)."""
-    dirs = _search_dirs(root, f"{folder}/raw", system)
+@dataclass(frozen=True)
+class _IdxSet:
+    name: str
+    folder: str  # torchvision's: root/folder/raw holds the files
+    classes: list[str]
+    system: Callable[[], tuple[Path, ...]]  # where a system package installs them, read when looking
+    extra_hint: str
+
+
+_FASHION_MNIST = _IdxSet(
+    "fashion-mnist", "FashionMNIST", FASHION_MNIST_CLASSES, lambda: (FASHION_MNIST_DEBIAN_DIR,),
+    f"`apt-get install -y dataset-fashion-mnist` (installs to {FASHION_MNIST_DEBIAN_DIR}); ",
+)
+_MNIST = _IdxSet("mnist", "MNIST", MNIST_CLASSES, lambda: (), "")
+
+
+def _idx_files(dataset: _IdxSet, root: Path | None) -> list[Path]:
+    """The four IDX files where they are found, or DataNotFoundError saying where it looked and how to get them."""
+    dirs = _search_dirs(root, f"{dataset.folder}/raw", dataset.system())
     for d in dirs:
         if (files := _find_idx_files(d)) is not None:
-            return _read_idx_set(files, classes)
-    if download:
-        import torchvision.datasets  # slow to import, so only when downloading
-
-        target = _download_root(root)
-        try:
-            # torchvision fetches (and md5-checks) the IDX files; they are still read by read_idx.
-            getattr(torchvision.datasets, torchvision_class)(root=str(target), download=True)
-        except _DOWNLOAD_ERRORS as e:
-            raise _download_failed(name, e) from e
-        if (files := _find_idx_files(target / folder / "raw")) is not None:
-            return _read_idx_set(files, classes)
-        raise DataNotFoundError(f"downloaded {name}, but its IDX files are not in {target / folder / 'raw'}")
+            return files
     raise DataNotFoundError(
-        f"{name} not found; looked for its four IDX files ({', '.join(_IDX_NAMES)}, each optionally .gz) "
+        f"{dataset.name} not found; looked for its four IDX files ({', '.join(_IDX_NAMES)}, each optionally .gz) "
         f"in {_looked(dirs)}",
-        f"Get it one of these ways: {extra_hint}`--data-root DIR` with the four IDX files in DIR or "
-        f"DIR/{folder}/raw; or {_download_hint()}.",
+        f"Get it one of these ways: {dataset.extra_hint}`--data-root DIR` with the four IDX files in DIR or "
+        f"DIR/{dataset.folder}/raw; or {_download_hint()}.",
     )
+
+
+def _idx_dataset(dataset: _IdxSet, root: Path | None, download: bool) -> ImageSet:
+    """Shared loader of Fashion-MNIST and MNIST."""
+    try:
+        files = _idx_files(dataset, root)
+    except DataNotFoundError:
+        if not download:
+            raise
+        files = _download_idx(dataset, root)
+    return _read_idx_set(files, dataset.classes)
+
+
+def _download_idx(dataset: _IdxSet, root: Path | None) -> list[Path]:
+    import torchvision.datasets  # slow to import, so only when downloading
+
+    target = _download_root(root)
+    try:
+        # torchvision fetches (and md5-checks) the IDX files; they are still read by read_idx.
+        getattr(torchvision.datasets, dataset.folder)(root=str(target), download=True)
+    except _DOWNLOAD_ERRORS as e:
+        raise _download_failed(dataset.name, e) from e
+    if (files := _find_idx_files(target / dataset.folder / "raw")) is None:
+        raise DataNotFoundError(f"downloaded {dataset.name}, but its IDX files are not in {target / dataset.folder / 'raw'}")
+    return files
 
 
 def fashion_mnist(root: Path | None = None, download: bool = False) -> ImageSet:
     """Fashion-MNIST (60,000 train / 10,000 test 1x28x28 images, 10 classes) from its IDX files."""
-    return _idx_dataset(
-        "fashion-mnist",
-        "FashionMNIST",
-        FASHION_MNIST_CLASSES,
-        "FashionMNIST",
-        _as_path(root),
-        download,
-        system=(FASHION_MNIST_DEBIAN_DIR,),
-        extra_hint=f"`apt-get install -y dataset-fashion-mnist` (installs to {FASHION_MNIST_DEBIAN_DIR}); ",
-    )
+    return _idx_dataset(_FASHION_MNIST, _as_path(root), download)
 
 
 def mnist(root: Path | None = None, download: bool = False) -> ImageSet:
     """MNIST (60,000 train / 10,000 test 1x28x28 digits) from its IDX files."""
-    return _idx_dataset("mnist", "MNIST", MNIST_CLASSES, "MNIST", _as_path(root), download, system=(), extra_hint="")
+    return _idx_dataset(_MNIST, _as_path(root), download)
 
 
 # --------------------------------------------------------------------------- CIFAR binary
@@ -384,24 +395,11 @@ def _read_cifar(folder: Path, layout: _CifarLayout) -> ImageSet:
     return ImageSet(train_x, train_y, test_x, test_y, classes)
 
 
-def _cifar(layout: _CifarLayout, root: Path | None, download: bool) -> ImageSet:
+def _cifar_dir(layout: _CifarLayout, root: Path | None) -> Path:
+    """The folder holding the binary version, or DataNotFoundError saying where it looked and how to get it."""
     dirs = _search_dirs(root, layout.folder)
     if (found := _find_cifar_dir(layout, dirs)) is not None:
-        return _read_cifar(found, layout)
-    if download:
-        target = _download_root(root)
-        try:
-            archives = [fetch(remote, target) for remote in DOWNLOADS[layout.name]]
-        except _DOWNLOAD_ERRORS as e:
-            raise _download_failed(layout.name, e) from e
-        for archive in archives:
-            extract_tar(archive, target)
-        if (found := _find_cifar_dir(layout, [target / layout.folder])) is not None:
-            return _read_cifar(found, layout)
-        raise DataNotFoundError(
-            f"downloaded {layout.name}, but {target / layout.folder} lacks some of {', '.join(_cifar_files(layout))}",
-            "The archive is not the official binary version; delete it and retry.",
-        )
+        return found
     raise DataNotFoundError(
         f"{layout.name} not found; looked for the binary version ({', '.join(_cifar_files(layout))}) "
         f"in {_looked(dirs)}",
@@ -409,6 +407,32 @@ def _cifar(layout: _CifarLayout, root: Path | None, download: bool) -> ImageSet:
         f"official binary archive ({DOWNLOADS[layout.name][0].url}); or {_download_hint()}. "
         "The python (pickle) version is not read.",
     )
+
+
+def _cifar(layout: _CifarLayout, root: Path | None, download: bool) -> ImageSet:
+    try:
+        found = _cifar_dir(layout, root)
+    except DataNotFoundError:
+        if not download:
+            raise
+        found = _download_cifar(layout, root)
+    return _read_cifar(found, layout)
+
+
+def _download_cifar(layout: _CifarLayout, root: Path | None) -> Path:
+    target = _download_root(root)
+    try:
+        archives = [fetch(remote, target) for remote in DOWNLOADS[layout.name]]
+    except _DOWNLOAD_ERRORS as e:
+        raise _download_failed(layout.name, e) from e
+    for archive in archives:
+        extract_tar(archive, target)
+    if (found := _find_cifar_dir(layout, [target / layout.folder])) is None:
+        raise DataNotFoundError(
+            f"downloaded {layout.name}, but {target / layout.folder} lacks some of {', '.join(_cifar_files(layout))}",
+            "The archive is not the official binary version; delete it and retry.",
+        )
+    return found
 
 
 def cifar10(root: Path | None = None, download: bool = False) -> ImageSet:
@@ -447,27 +471,45 @@ def _read_svhn_mat(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(images), torch.from_numpy(labels % 10)
 
 
+def _svhn_dir(root: Path | None) -> Path:
+    """The folder holding the cropped-digits files, or DataNotFoundError saying where it looked and how to get them."""
+    dirs = _search_dirs(root, _SVHN_FOLDER)
+    if (found := next((d for d in dirs if all((d / f).is_file() for f in _SVHN_FILES)), None)) is not None:
+        return found
+    raise DataNotFoundError(
+        f"svhn not found; looked for {' and '.join(_SVHN_FILES)} in {_looked(dirs)}",
+        f"Get it one of these ways: `--data-root DIR` with DIR or DIR/{_SVHN_FOLDER} holding the cropped-digits "
+        f"files ({', '.join(r.url for r in DOWNLOADS['svhn'])}); or {_download_hint()}.",
+    )
+
+
 def svhn(root: Path | None = None, download: bool = False) -> ImageSet:
     """SVHN cropped digits (73,257 train / 26,032 test 3x32x32 images; 'extra' not used)."""
     root = _as_path(root)
-    dirs = _search_dirs(root, _SVHN_FOLDER)
-    found = next((d for d in dirs if all((d / f).is_file() for f in _SVHN_FILES)), None)
-    if found is None and download:
+    try:
+        found = _svhn_dir(root)
+    except DataNotFoundError:
+        if not download:
+            raise
         found = _download_root(root) / _SVHN_FOLDER
         try:
             for remote in DOWNLOADS["svhn"]:
                 fetch(remote, found)
         except _DOWNLOAD_ERRORS as e:
             raise _download_failed("svhn", e) from e
-    if found is None:
-        raise DataNotFoundError(
-            f"svhn not found; looked for {' and '.join(_SVHN_FILES)} in {_looked(dirs)}",
-            f"Get it one of these ways: `--data-root DIR` with DIR or DIR/{_SVHN_FOLDER} holding the cropped-digits "
-            f"files ({', '.join(r.url for r in DOWNLOADS['svhn'])}); or {_download_hint()}.",
-        )
     train_x, train_y = _read_svhn_mat(found / _SVHN_FILES[0])
     test_x, test_y = _read_svhn_mat(found / _SVHN_FILES[1])
     return ImageSet(train_x, train_y, test_x, test_y, [str(i) for i in range(10)])
+
+
+#: where each set of files is found, without reading them: what `unlearn validate` checks
+LOCATE: dict[str, Callable[[Path | None], object]] = {
+    "fashion-mnist": lambda root: _idx_files(_FASHION_MNIST, _as_path(root)),
+    "mnist": lambda root: _idx_files(_MNIST, _as_path(root)),
+    "cifar10": lambda root: _cifar_dir(_CIFAR10, _as_path(root)),
+    "cifar100": lambda root: _cifar_dir(_CIFAR100, _as_path(root)),
+    "svhn": lambda root: _svhn_dir(_as_path(root)),
+}
 
 
 # --------------------------------------------------------------------------- ImageFolder
