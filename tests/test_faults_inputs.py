@@ -557,3 +557,12 @@ def test_validate_passes_what_run_would_start(tmp_path, private_cache):
     assert "valid: ft on digits" in out
     assert not (tmp_path / "new").exists() and nothing_trained(private_cache)
 
+
+
+@pytest.mark.parametrize("tuned_on", [[100, 101], "x", {"seeds": 5}, {"seeds": ["a"]}, {"seeds": [True]}])
+def test_a_params_file_whose_tuned_on_is_malformed_is_refused(tmp_path, private_cache, tuned_on):
+    params = tmp_path / "tuned.yaml"
+    params.write_text(yaml.safe_dump({"params": {"ft": {"method": {"params": {"lr": 0.05}}}}, "tuned_on": tuned_on}))
+    code, _, err = unlearn(*WRITERS["bench"], "--params", str(params), "--out", str(tmp_path / "grid"))
+    assert f"{params}: tuned_on is not a mapping with a list of integer seeds" in refused(code, err)
+    assert nothing_trained(private_cache) and not (tmp_path / "grid").exists()

@@ -358,6 +358,18 @@ def _finish(outcome, files: list[Path], folder: Path, total: int) -> None:
         raise typer.Exit(1)
 
 
+def _tuning_seeds(path: Path, tuned_on: Any) -> list[int]:
+    """The seeds a tuned.yaml says its params were chosen on (its `tuned_on: {scenario, seeds}`); none if absent."""
+    seeds = tuned_on.get("seeds") if isinstance(tuned_on, dict) else tuned_on
+    if tuned_on is None or seeds is None:
+        return []
+    if not (isinstance(tuned_on, dict) and isinstance(seeds, list)
+            and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)):
+        raise UnlearnkitError(f"{path}: tuned_on is not a mapping with a list of integer seeds: {tuned_on!r}",
+                              "Give a tuned.yaml written by unlearn tune (tuned_on: {scenario: ..., seeds: [100, 101]}).")
+    return seeds
+
+
 @app.command()
 def bench(
     spec_file: Optional[Path] = typer.Argument(None, help="A YAML or JSON bench spec; flags below override it.", show_default=False),
@@ -402,7 +414,7 @@ def bench(
         if not isinstance(tuned, dict):
             raise UnlearnkitError(f"{path} holds no `params` mapping", "Give a tuned.yaml written by unlearn tune.")
         raw["params"] = merge(raw.get("params") or {}, tuned)
-        tuned_on[path] = list((content.get("tuned_on") or {}).get("seeds") or [])
+        tuned_on[path] = _tuning_seeds(path, content.get("tuned_on"))
     for assignment in overrides or []:
         set_path(raw, assignment)
     spec = read_bench_spec(raw, str(spec_file) if spec_file else "bench spec")
