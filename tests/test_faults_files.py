@@ -313,7 +313,7 @@ def store_repeatedly(seed: int, folder: str, start) -> None:
     start.wait()
     for _ in range(30):
         cache.store("retrain-shared", model, {"writer": seed})
-        store.put("unlearned-shared", {"writer": seed, "metrics": {"ua": float(seed)}, "pad": "x" * 20000})
+        store.put("unlearned-shared", {**RECORD, "writer": seed, "metrics": {"ua": float(seed)}, "pad": "x" * 20000})
 
 
 def test_two_processes_storing_the_same_entries_at_once_leave_valid_ones(tmp_path):
@@ -492,8 +492,14 @@ def test_validate_and_run_refuse_a_damaged_original_alike_before_training(tmp_pa
 # --------------------------------------------------------------------------- bench cells and the tuning study
 
 
+#: a record as a grid's cell stores it, less what the store does not check
+RECORD = {"scenario": "random:0.1", "seed": 0, "forget_count": 24, "retain_count": 216, "kind": "unlearned",
+          "variant": "ft", "method": "ft", "augment": [], "trial": None, "overlay": {}, "params": {},
+          "metrics": {"ua": 1.0}}
+
+
 def put_cell(store: CellStore, key: str) -> Path:
-    store.put(key, {"kind": "unlearned", "seed": 0, "metrics": {"ua": 1.0}})
+    store.put(key, RECORD)
     return store.folder / f"{key}.json"
 
 
@@ -544,7 +550,7 @@ def test_a_full_disk_while_storing_a_cell_keeps_the_previous_record(tmp_path, mo
     before = path.read_bytes()
     full_disk_after_half(monkeypatch)
     with pytest.raises(UnlearnkitError, match=f"no space left on device while writing {path}"):
-        store.put("unlearned-a", {"metrics": {"ua": 2.0}})
+        store.put("unlearned-a", {**RECORD, "metrics": {"ua": 2.0}})
     assert path.read_bytes() == before and no_temporary_files(store.folder)
 
 

@@ -182,7 +182,7 @@ def test_the_first_steps_retrain_is_the_random_splits(registry):
     random.reference_model("retrain")
     sequential = Protocol(resolve({**spec, "forget": {"kind": "sequential", "fraction": 0.1, "steps": 2}}, registry))
     first, second = sequential.steps()
-    assert first.reference_model("retrain")[2] == "cache"
+    assert first.reference_model("retrain")[2] == "cached"
     assert second.reference_model("retrain")[2] == "trained"
 
 

@@ -9,12 +9,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, TypeAdapter, ValidationError, field_validator
 
 from unlearnkit.api import Augmenter, Method
-from unlearnkit.errors import SpecError, UnlearnkitError
-from unlearnkit.plugins import Registry
-from unlearnkit.spec import ResolvedRun, Section, build_spec, resolve
+from unlearnkit.errors import SpecError, UnknownPluginError, UnlearnkitError
+from unlearnkit.plugins import Registry, _close_matches
+from unlearnkit.spec import PluginSpec, ResolvedRun, Section, _error_lines, build_spec, resolve
 
 # The paper's three settings: random 10%, random 50% and one class.
 DEFAULT_SCENARIOS = ["random:0.1", "random:0.5", "class:0"]
@@ -54,7 +54,11 @@ def parse_seeds(value: Any) -> int | list[int]:
         if isinstance(value, bool):
             raise ValueError
         if (isinstance(value, int) and 1 <= value <= MAX_SEEDS) or (isinstance(value, list) and value and min(value) >= 0):
-            return value
+            repeated = sorted({seed for seed in value if value.count(seed) > 1}) if isinstance(value, list) else []
+            if not repeated:
+                return value
+            # a seed twice is the same run twice: counted twice in the means (and a tuning trial never completes)
+            raise UnlearnkitError(f"seeds {value} repeat {', '.join(map(str, repeated))}", "Give each seed once.")
     except (TypeError, ValueError):
         pass
     raise UnlearnkitError(f"seeds '{value}' is not understood",
@@ -108,7 +112,14 @@ class BenchSpec(Section):
         try:
             return parse_seeds(value)
         except UnlearnkitError as exc:
-            raise ValueError(exc.hint) from None
+            raise ValueError(f"{exc.message}. {exc.hint}") from None
+
+    @field_validator("base")
+    @classmethod
+    def _named_augmenters(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # the rest of base is checked with each cell's spec; an unnamed augmenter would be dropped before that
+        _check_augment(value.get("augment"), "base.augment")
+        return value
 
     @field_validator("params")
     @classmethod
@@ -119,23 +130,36 @@ class BenchSpec(Section):
             if other:
                 raise ValueError(f"params.{name} may set method and augment only, not {', '.join(other)}; "
                                  "change the data, model or recipe of every cell in base")
+            _check_augment(overlay.get("augment"), f"params.{name}.augment")
         return value
 
     def seed_list(self) -> list[int]:
         return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
 
 
+_AUGMENT = TypeAdapter(list[PluginSpec])
+
+
+def _check_augment(entries: Any, where: str) -> None:
+    """The `augment` of a partial run spec: augmenter names or {name, params}, merged by name, so each needs one."""
+    if entries in (None, "none"):
+        return
+    try:
+        _AUGMENT.validate_python(entries)
+    except ValidationError as exc:
+        raise ValueError("; ".join(_error_lines(exc, where)) + " (give each augmenter as NAME or {name: NAME, "
+                         "params: {...}})") from None
+
+
 def read_bench_spec(raw: dict[str, Any], source: str = "bench spec") -> BenchSpec:
     try:
         return BenchSpec.model_validate(raw)
     except ValidationError as exc:
-        from unlearnkit.spec import _error_lines
-
         raise SpecError(_error_lines(exc), source) from None
 
 
-def _name(plugin: Any) -> str:
-    return plugin["name"] if isinstance(plugin, dict) else plugin
+def _name(plugin: Any) -> Any:
+    return plugin.get("name") if isinstance(plugin, dict) else plugin
 
 
 def merge(into: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
@@ -143,10 +167,13 @@ def merge(into: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(into)
     for key, value in overlay.items():
         if key == "augment" and isinstance(value, list):
-            merged = {_name(a): a if isinstance(a, dict) else {"name": a} for a in out.get("augment") or []}
-            for item in value:
+            merged: dict[Any, Any] = {}
+            current = out.get("augment")
+            for item in [*(current if isinstance(current, list) else []), *value]:
                 item = item if isinstance(item, dict) else {"name": item}
-                merged[item["name"]] = merge(merged.get(item["name"], {}), item)
+                # an entry without a name matches none: kept apart, for the spec's check to refuse it by place
+                slot = item.get("name") if isinstance(item.get("name"), str) else object()
+                merged[slot] = merge(merged.get(slot, {}), item)
             out["augment"] = list(merged.values())
         elif isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = merge(out[key], value)
@@ -203,10 +230,32 @@ class Grid:
 
 
 def method_names(spec: BenchSpec, registry: Registry) -> list[str]:
+    """The grid's methods. An unknown name in methods, exclude or params stops here, with close matches:
+    ignored, it would run methods meant to be left out, or without the params meant for them."""
     names = registry.names("method") if spec.methods == "all" else list(spec.methods)
-    for name in names:
-        registry.get_class("method", name)  # an unknown name stops here, with close matches
+    for field_, listed in (("methods", names), ("exclude", spec.exclude)):
+        for name in listed:
+            try:
+                registry.get_class("method", name)
+            except UnknownPluginError as exc:
+                raise UnknownPluginError(f"{field_}: {exc.message}", exc.hint) from None
+    for name in spec.params:
+        _check_variant(name, registry)
     return [n for n in names if n not in spec.exclude]
+
+
+def _check_variant(name: str, registry: Registry) -> None:
+    """A params key names a method or a variant as Cell.variant does: METHOD+AUGMENTER(+...), neggrad++coun-cl for
+    neggrad+. A variant this grid leaves out (of `methods` or `augment`) is allowed: one spec serves many grids."""
+    augmenters = registry.names("augmenter")
+    for method in registry.names("method"):
+        rest = name[len(method) + 1:].split("+") if name.startswith(method + "+") else None
+        if name == method or (rest is not None and all(a in augmenters for a in rest)):
+            return
+    variants = [*registry.names("method"), *(f"{m}+{a}" for m in registry.names("method") for a in augmenters)]
+    raise UnknownPluginError(f"params.{name}: '{name}' is no method or variant" + _close_matches(name, variants),
+                             "Name a method (ft) or a method and its augmenters (ft+coun-cl); `unlearn plugins` "
+                             "lists what is installed.")
 
 
 def expand(spec: BenchSpec, registry: Registry) -> Grid:
@@ -244,6 +293,9 @@ def resolve_cells(grid: Grid, base: dict[str, Any], registry: Registry) -> None:
     grid.base = base
     for cell in grid.cells:
         grid.resolved[cell] = resolve_cell(cell, base, registry)
+        if not grid.resolved[cell].evaluators:  # its records would hold no metrics, which the store refuses
+            raise UnlearnkitError("base.evaluate is empty: the grid's cells would measure nothing",
+                                  "Leave evaluate out for the defaults, or name evaluators (unlearn plugins lists them).")
 
 
 def resolve_cell(cell: Cell, base: dict[str, Any], registry: Registry) -> ResolvedRun:

@@ -7,11 +7,14 @@ is the only writer of the result store, so a grid resumes the same way whichever
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from unlearnkit.bench.executors import Executor, Serial
 from unlearnkit.bench.grid import Cell, Grid
@@ -20,6 +23,7 @@ from unlearnkit.bench.work import Done, Task
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.files import atomic_write_json, identity, set_aside
 from unlearnkit.progress import SILENT, Progress
+from unlearnkit.spec import _error_lines
 
 RECORD_FORMAT = 1
 
@@ -27,8 +31,9 @@ RECORD_FORMAT = 1
 class CellStore:
     """Finished cells as `cells/<key>.json`, each written whole or not at all (unlearnkit.files).
 
-    A record that does not parse (truncated, overwritten) is reported with its path (a StorageWarning),
-    set aside as NAME.damaged and computed again; one from another RECORD_FORMAT is computed again.
+    A record that does not parse (truncated, overwritten) or lacks what the tables read (RecordShape: a metric
+    that is text, say) is reported with its path (a StorageWarning), set aside as NAME.damaged and computed
+    again; one from another RECORD_FORMAT is computed again.
     """
 
     def __init__(self, folder: Path):
@@ -63,7 +68,32 @@ class CellStore:
         return None
 
     def put(self, key: str, record: dict[str, Any]) -> None:
+        if isinstance(record.get("metrics"), dict):  # JSON has no NaN, and `get` refuses one: stored as n/a (null)
+            record = {**record, "metrics": {k: None if isinstance(v, float) and not math.isfinite(v) else v
+                                            for k, v in record["metrics"].items()}}
         atomic_write_json(self.folder / f"{key}.json", {"format": RECORD_FORMAT, "key": key, **record})
+
+
+class RecordShape(BaseModel):
+    """The fields the tables and tunings read from a record, with their types: a record that breaks them (edited by
+    hand, say) is set aside like a damaged one, so no summary meets a metric that is text or missing."""
+
+    model_config = ConfigDict(strict=True, allow_inf_nan=False, extra="allow")
+
+    kind: Literal["retrain", "original", "unlearned"]
+    scenario: str
+    variant: str
+    seed: int = Field(ge=0)
+    step: int | None = Field(None, ge=1)
+    forget_count: int = Field(ge=0)
+    retain_count: int = Field(ge=0)
+    # every evaluator reports at least one metric: an empty mapping would show as n/a, or break Avg Gap
+    metrics: dict[str, float | None] = Field(min_length=1)
+    method: str | None = None
+    augment: list[str] = Field(default_factory=list)
+    overlay: dict[str, Any] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(default_factory=dict)
+    trial: int | None = None
 
 
 def _record_problem(record: Any, key: str) -> str | None:
@@ -72,8 +102,10 @@ def _record_problem(record: Any, key: str) -> str | None:
         return f"a JSON {type(record).__name__}, not a record"
     if record.get("key") != key:
         return f"it holds the record of {record.get('key')!r}"
-    if not isinstance(record.get("metrics"), dict):
-        return "it has no metrics"
+    try:
+        RecordShape.model_validate(record)
+    except ValidationError as exc:
+        return "; ".join(_error_lines(exc)[:3])
     return None
 
 

@@ -166,13 +166,15 @@ def bench_tuning_grid(
     are chosen at the budgets they will run with. Returns the tuned variants and the grid.
     """
     scenario_overrides(scenario)
-    names, cells = [], []
+    names, cells, variants = [], [], 0
     for method in method_names(spec, registry):
         cls = cast("type[Method]", registry.get_class("method", method))
         for setting in spec.augment:
             augment = tuple(a for a in setting.split("+") if a and a != "none")
-            if bool(augment) != wrapped or any(cast("type[Augmenter]", registry.get_class("augmenter", a)).cannot_wrap(cls)
-                                               for a in augment):
+            if any(cast("type[Augmenter]", registry.get_class("augmenter", a)).cannot_wrap(cls) for a in augment):
+                continue
+            variants += 1
+            if bool(augment) != wrapped:
                 continue
             plugins = [registry.get_class("augmenter", a) for a in augment] if wrapped else [cls]
             space = {f"{p.name}.{param}": r for p in plugins for param, r in p.search_space.items()}
@@ -184,6 +186,8 @@ def bench_tuning_grid(
             for i, assignment in enumerate(grid_trials(space, points)):
                 trial = json.dumps(merge(budget, overlay(method, assignment)), sort_keys=True)
                 cells += [Cell(scenario, seed, method, augment, trial, trial=i) for seed in seeds]
+    if not variants:  # as `unlearn bench` refuses this spec: tuning it would write a tuned.yaml that sets nothing
+        raise UnlearnkitError("the grid has no cells", "Check methods, exclude and augment in the bench spec.")
     grid = Grid(cells)
     resolve_cells(grid, spec.base, registry)
     return names, grid
