@@ -100,6 +100,11 @@ def test_plot_draws_pca_and_tsne_of_a_bundle(capsys, tmp_path):
 
     code, _, err = unlearn(capsys, "plot", "nowhere")
     assert code == 2 and "not a result bundle" in err
+    (tmp_path / "afile").write_text("mine")
+    for where in ("afile", "afile/sub"):  # refused before the models are computed, the file untouched
+        code, _, err = unlearn(capsys, "plot", "r", "--out", where, "--quiet")
+        assert code == 2 and "afile is a file" in err and "Traceback" not in err
+    assert (tmp_path / "afile").read_text() == "mine"
     (tmp_path / "r" / "forget_indices.txt").rename(tmp_path / "r" / "moved.txt")
     code, _, err = unlearn(capsys, "plot", "r")
     assert code == 2 and "incomplete or damaged" in err and "Traceback" not in err

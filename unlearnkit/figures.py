@@ -7,6 +7,8 @@ from typing import Sequence
 
 import numpy as np
 
+from unlearnkit.files import atomic_path
+
 
 def _pyplot():
     import matplotlib
@@ -41,9 +43,7 @@ def cl_integration(effects: dict, path: Path) -> Path:
                  "(paired per-seed differences, mean and 95% CI; below 0: closer to Retrain)", fontsize=10)
     ax.legend(title="forget", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, Path(path))
 
 
 def representation(
@@ -73,6 +73,14 @@ def representation(
     fig.legend(handles=handles, loc="center right", fontsize=8, frameon=False)
     fig.suptitle(title, fontsize=11)
     fig.tight_layout(rect=(0, 0, 0.9, 0.95))
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, Path(path))
+
+
+def _save(fig, path: Path) -> Path:
+    """The figure as a PNG, whole or not at all (a full disk leaves the previous picture and says so)."""
+    try:
+        with atomic_path(path) as temporary:
+            fig.savefig(temporary, dpi=130, format="png")
+    finally:
+        _pyplot().close(fig)
+    return path

@@ -15,6 +15,7 @@ from unlearnkit.checkpoint import load_model
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.evaluation.representation import premise_agreement, project
 from unlearnkit.figures import representation
+from unlearnkit.files import check_writable
 from unlearnkit.models import user_network
 from unlearnkit.pipeline import Protocol
 from unlearnkit.plugins import Registry
@@ -44,6 +45,7 @@ def plot_bundle(
 
     folder = Path(folder)
     results = read_bundle(folder)
+    check_writable(Path(out), f"the pictures in {out}", "Choose another --out.")  # before the models are computed
     try:
         spec, method, weights = results["spec"], results["method"], folder / results["weights"]
         recorded = torch.tensor([int(v) for v in (folder / results["split"]["forget_indices"]).read_text().split()])
