@@ -307,6 +307,16 @@ def test_a_tuning_range_with_a_bound_that_is_not_finite_is_refused(tmp_path, pri
 
 
 @FAST
+@given(st.floats(0.001, 10), st.floats(0.001, 10), st.sampled_from(["", ":log"]))
+def test_a_tuning_range_whose_bounds_are_reversed_is_refused(tmp_path, private_cache, a, b, log):
+    low, high = max(a, b) * 1.5, min(a, b)  # LOW above HIGH
+    text = f"ft.lr={low!r}:{high!r}{log}"
+    code, _, err = unlearn("tune", "--method", "ft", "--range", text, "--out", str(tmp_path / "t"), "--quiet")
+    assert "is above HIGH" in refused(code, err) and text in err
+    assert not (tmp_path / "t").exists() and nothing_trained(private_cache)
+
+
+@FAST
 @given(st.integers(min_value=1001, max_value=2**63))
 def test_a_seed_count_no_grid_could_hold_is_refused(tmp_path, private_cache, count):
     code, _, err = unlearn("bench", *GRID[:-1], str(count), "--out", str(tmp_path / "b"))

@@ -43,6 +43,9 @@ def parse_range(text: str) -> tuple[str, SearchRange]:
             low, high = float(parts[0]), float(parts[1])
             if not (math.isfinite(low) and math.isfinite(high)):
                 raise UnlearnkitError(f"--range '{text}': bounds must be finite numbers, e.g. ft.lr=0.01:0.1:log")
+            if low > high:
+                raise UnlearnkitError(f"--range '{text}': LOW {low:g} is above HIGH {high:g}",
+                                      "Give the smaller bound first, e.g. ft.lr=0.01:0.1.")
             if log and low <= 0:
                 raise UnlearnkitError(f"--range '{text}': a log range needs LOW > 0")
             return key.strip(), Range(low, high, log)
