@@ -135,7 +135,7 @@ def test_two_processes_write_the_one_process_bundle_from_rank_0_alone(capsys, tm
     launch, logs = torchrun(tmp_path, "run", "--method", "ft", *RECIPE, "--out", "three")
     assert launch.returncode == 0, launch.stderr[-3000:]
     third = json.loads((work / "three" / "results.json").read_text())
-    assert third["sources"] == {"original": "cache", "retrain": "cache"}
+    assert third["sources"] == {"original": "cached", "retrain": "cached"}
     for model in ("original", "retrain"):
         assert third["metrics"][model] == second["metrics"][model]  # the same weights measured, the stored cost
     writes = writes_of(logs)
