@@ -16,7 +16,7 @@ import uuid
 from pathlib import Path
 
 from unlearnkit.checkpoint import save_model
-from unlearnkit.errors import UnlearnkitError
+from unlearnkit.errors import UnlearnkitError, few
 from unlearnkit.files import atomic_write_text, check_writable, write_error
 from unlearnkit.models import user_network
 from unlearnkit.pipeline import RunResult
@@ -64,7 +64,7 @@ def _not_a_bundle(out: Path, entries: list[str]) -> str | None:
     """Why the folder `out` (holding `entries`) is not a bundle write_bundle wrote; None when it is one."""
     others = [name for name in entries if name not in CONTENTS]
     if others:
-        return "it holds " + ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+        return "it holds " + few(others)
     try:
         results = json.loads((out / RESULTS).read_text())
     except (OSError, ValueError):  # absent, unreadable, not JSON

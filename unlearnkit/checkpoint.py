@@ -17,7 +17,7 @@ from safetensors import safe_open
 from safetensors.torch import save
 from torch import nn
 
-from unlearnkit.errors import CheckpointError
+from unlearnkit.errors import CheckpointError, few
 from unlearnkit.files import atomic_write_bytes
 
 #: the metadata key of the tensors' checksum; read_state checks it and leaves it out of the metadata it returns
@@ -126,7 +126,7 @@ def _state_dict(path: Path, obj: object) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path} is not a state dict: it holds a {type(obj).__name__}", _RESAVE)
     bad = sorted(str(k) for k, v in obj.items() if not isinstance(v, torch.Tensor) or not isinstance(k, str))
     if bad:
-        raise CheckpointError(f"{path} is not a plain state dict: it holds non-tensor values (under {_few(bad)})", _RESAVE)
+        raise CheckpointError(f"{path} is not a plain state dict: it holds non-tensor values (under {few(bad)})", _RESAVE)
     # DataParallel / DistributedDataParallel save the wrapped model's names under "module."
     if obj and all(k.startswith("module.") for k in obj):
         obj = {k[len("module."):]: v for k, v in obj.items()}
@@ -147,7 +147,7 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str, me
         if k in state and state[k].shape != v.shape
     ]
     if missing or unexpected or wrong:
-        details = [f"{label} {_few(keys)}" for label, keys in (("missing", missing), ("unexpected", unexpected)) if keys]
+        details = [f"{label} {few(keys)}" for label, keys in (("missing", missing), ("unexpected", unexpected)) if keys]
         details += wrong[:3]
         raise CheckpointError(
             f"checkpoint {source} does not fit this model: " + "; ".join(details),
@@ -155,10 +155,6 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str, me
             "input channels and number of classes)" + (f"; the file says: {metadata}" if metadata else "."),
         )
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
-
-
-def _few(keys: list[str]) -> str:
-    return ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
 
 
 def _reason(exc: Exception) -> str:

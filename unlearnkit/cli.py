@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from unlearnkit.errors import PluginFault, UnlearnkitError
+from unlearnkit.errors import PluginFault, UnlearnkitError, few
 from unlearnkit.files import atomic_write_json, atomic_write_text, check_writable
 from unlearnkit.plugins import installed, installed_listing
 from unlearnkit.progress import Progress
@@ -289,9 +289,7 @@ def _check_grid_folder(folder: Path) -> None:
              if not (name.startswith(".") and name.endswith(".tmp"))}
     strangers = sorted(names - GRID_ENTRIES)
     if entries and (strangers or not names & GRID_MARKERS):
-        shown = strangers or sorted(entries)
-        held = ", ".join(shown[:3]) + (f" and {len(shown) - 3} more" if len(shown) > 3 else "")
-        held += "" if strangers else " but no cells/, bench.json or study.db"
+        held = few(strangers) if strangers else few(sorted(entries)) + " but no cells/, bench.json or study.db"
         raise UnlearnkitError(f"{folder} is not a bench or tune results folder: it holds {held}",
                               "Choose another --out: a new folder, or one an earlier bench or tune wrote to resume it, "
                               "so that no file of yours is overwritten.")

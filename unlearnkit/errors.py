@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 
+def few(names: list[str]) -> str:
+    """The first three of `names` for a message, and how many more: 'a, b, c and 2 more'."""
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+
 class UnlearnkitError(Exception):
     """A mistake in what the user asked for, with a hint on what to do instead."""
 

@@ -84,8 +84,7 @@ def plot_bundle(
         "class": f"class {', '.join(map(str, spec.forget.classes))}",
         "sequential": f"sequential {spec.forget.fraction:.0%} x{spec.forget.steps} (after the last step)",
     }.get(spec.forget.kind, "given indices")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(out)  # made, if need be, as the first picture is written
     files = []
     with progress.task("projecting", len(projections) * len(points)) as advance:
         for how in projections:

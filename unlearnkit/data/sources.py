@@ -31,7 +31,7 @@ import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 import numpy as np
 import torch
@@ -82,6 +82,7 @@ DOWNLOADS: dict[str, tuple[Remote, ...]] = {
 
 # What a failed download raises: network errors (URLError is an OSError), bad checksums, unwritable disks.
 _DOWNLOAD_ERRORS = (RuntimeError, OSError, ValueError)
+_Found = TypeVar("_Found")  # what locating a set gives: its files, or the folder holding them
 
 
 def default_data_root() -> Path:
@@ -165,6 +166,17 @@ def _download_failed(name: str, error: Exception) -> DataNotFoundError:
         f"downloading {name} failed: {error}",
         "Check the network connection and retry, or fetch the files yourself and pass `--data-root DIR`.",
     )
+
+
+def _find_or_fetch(find: Callable[[], _Found], fetch_files: Callable[[], _Found], download: bool) -> _Found:
+    """Where `find` locates a set's files; if they are not there, where `fetch_files` downloads them when
+    `download` asks (else find's DataNotFoundError, which says where it looked)."""
+    try:
+        return find()
+    except DataNotFoundError:
+        if not download:
+            raise
+        return fetch_files()
 
 
 # --------------------------------------------------------------------------- IDX (MNIST family)
@@ -272,12 +284,7 @@ def _idx_files(dataset: _IdxSet, root: Path | None) -> list[Path]:
 
 def _idx_dataset(dataset: _IdxSet, root: Path | None, download: bool) -> ImageSet:
     """Shared loader of Fashion-MNIST and MNIST."""
-    try:
-        files = _idx_files(dataset, root)
-    except DataNotFoundError:
-        if not download:
-            raise
-        files = _download_idx(dataset, root)
+    files = _find_or_fetch(lambda: _idx_files(dataset, root), lambda: _download_idx(dataset, root), download)
     return _read_idx_set(files, dataset.classes)
 
 
@@ -410,12 +417,7 @@ def _cifar_dir(layout: _CifarLayout, root: Path | None) -> Path:
 
 
 def _cifar(layout: _CifarLayout, root: Path | None, download: bool) -> ImageSet:
-    try:
-        found = _cifar_dir(layout, root)
-    except DataNotFoundError:
-        if not download:
-            raise
-        found = _download_cifar(layout, root)
+    found = _find_or_fetch(lambda: _cifar_dir(layout, root), lambda: _download_cifar(layout, root), download)
     return _read_cifar(found, layout)
 
 
@@ -486,20 +488,20 @@ def _svhn_dir(root: Path | None) -> Path:
 def svhn(root: Path | None = None, download: bool = False) -> ImageSet:
     """SVHN cropped digits (73,257 train / 26,032 test 3x32x32 images; 'extra' not used)."""
     root = _as_path(root)
-    try:
-        found = _svhn_dir(root)
-    except DataNotFoundError:
-        if not download:
-            raise
-        found = _download_root(root) / _SVHN_FOLDER
-        try:
-            for remote in DOWNLOADS["svhn"]:
-                fetch(remote, found)
-        except _DOWNLOAD_ERRORS as e:
-            raise _download_failed("svhn", e) from e
+    found = _find_or_fetch(lambda: _svhn_dir(root), lambda: _download_svhn(root), download)
     train_x, train_y = _read_svhn_mat(found / _SVHN_FILES[0])
     test_x, test_y = _read_svhn_mat(found / _SVHN_FILES[1])
     return ImageSet(train_x, train_y, test_x, test_y, [str(i) for i in range(10)])
+
+
+def _download_svhn(root: Path | None) -> Path:
+    found = _download_root(root) / _SVHN_FOLDER
+    try:
+        for remote in DOWNLOADS["svhn"]:
+            fetch(remote, found)
+    except _DOWNLOAD_ERRORS as e:
+        raise _download_failed("svhn", e) from e
+    return found
 
 
 #: where each set of files is found, without reading them: what `unlearn validate` checks
