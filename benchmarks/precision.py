@@ -22,7 +22,6 @@ import argparse
 import itertools
 import json
 import math
-import os
 import shutil
 import statistics
 import subprocess
@@ -41,7 +40,7 @@ def run_grid(spec: Path, precision: str, out: Path, bench_args: list[str]) -> li
     command = [unlearn, "bench", str(spec), *DEFAULT_GRID, *bench_args,
                "--set", f"base.compute.precision={precision}", "--out", str(out)]
     print("$", " ".join(command), flush=True)
-    subprocess.run(command, check=True, env=os.environ.copy())
+    subprocess.run(command, check=True)
     return json.loads((out / "results.json").read_text())["cells"]
 
 
