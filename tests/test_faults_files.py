@@ -30,7 +30,7 @@ from unlearnkit.bench.runner import RECORD_FORMAT, CellStore
 from unlearnkit.checkpoint import CHECKSUM, load_model, save_model
 from unlearnkit.data.forget import given_split, indices_split
 from unlearnkit.errors import CheckpointError, UnlearnkitError
-from unlearnkit.files import STALE_SECONDS, StorageWarning, atomic_path, atomic_write_json, atomic_write_text, identity, set_aside
+from unlearnkit.files import STALE_SECONDS, StorageWarning, atomic_path, atomic_write_json, atomic_write_text, file_stamp, set_aside
 
 ROOT = Path(__file__).parents[1]
 
@@ -299,7 +299,7 @@ def test_a_full_cache_folder_warns_and_keeps_the_previous_entry(tmp_path, monkey
 def test_a_file_replaced_since_it_was_read_is_not_set_aside(tmp_path):
     path = tmp_path / "original-k6.safetensors"
     path.write_bytes(b"damaged")
-    seen = identity(path)
+    seen = file_stamp(path)
     atomic_write_text(path, "a good entry another process stored meanwhile")
     with pytest.warns(StorageWarning, match="already replaced"):
         set_aside(path, seen, "checksum mismatch")

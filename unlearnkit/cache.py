@@ -20,7 +20,7 @@ from torch import nn
 
 from unlearnkit.checkpoint import load_state, read_checked, save_model
 from unlearnkit.errors import CheckpointError, UnlearnkitError
-from unlearnkit.files import StorageWarning, cache_dir, check_writable, identity, set_aside
+from unlearnkit.files import StorageWarning, cache_dir, check_writable, file_stamp, set_aside
 
 FORMAT = 1  # bump when training code changes what a key's model would be
 
@@ -37,7 +37,7 @@ def entry(key: str) -> Path:
 def fetch(key: str, model: nn.Module) -> dict[str, str] | None:
     """Load a cached model into `model`; None when absent, or damaged (then reported, set aside and trained again)."""
     path = entry(key)
-    seen = identity(path)
+    seen = file_stamp(path)
     if seen is None:
         return None
     try:
@@ -49,7 +49,7 @@ def fetch(key: str, model: nn.Module) -> dict[str, str] | None:
             raise CheckpointError("NaN or infinite weights in an entry older than checksums")
         load_state(model, state, str(path), metadata)
     except CheckpointError as exc:
-        if identity(path) is not None:  # else another process found it damaged first, set it aside and said so
+        if file_stamp(path) is not None:  # else another process found it damaged first, set it aside and said so
             set_aside(path, seen, exc.message)
         return None
     return metadata

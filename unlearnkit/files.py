@@ -160,7 +160,11 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def identity(path: Path) -> tuple[int, int, int] | None:
+#: inode, size and modification time (ns) of a file: equal stamps mean the same file, unchanged
+FileStamp = tuple[int, int, int]
+
+
+def file_stamp(path: Path) -> FileStamp | None:
     """What tells one file under `path` from its replacement: inode, size and modification time.
 
     None when there is none, or it cannot be looked at (the read or write that follows then says why)."""
@@ -171,16 +175,16 @@ def identity(path: Path) -> tuple[int, int, int] | None:
     return found.st_ino, found.st_size, found.st_mtime_ns
 
 
-def set_aside(path: Path, seen: tuple[int, int, int] | None, problem: str, then: str = "it is computed again") -> None:
+def set_aside(path: Path, seen: FileStamp | None, problem: str, then: str = "it is computed again") -> None:
     """Rename a damaged file to NAME.damaged (replacing an older one) and warn, naming both and the problem.
 
-    `seen` is the file's `identity` when it was read: if another process has replaced it meanwhile (with a good
+    `seen` is the file's `file_stamp` when it was read: if another process has replaced it meanwhile (with a good
     entry, having found the same damage), the replacement is left where it is.
     """
     aside = path.with_name(path.name + ".damaged")
     where = f"set aside as {aside.name}"
     try:
-        if seen is not None and identity(path) == seen:
+        if seen is not None and file_stamp(path) == seen:
             os.replace(path, aside)
         else:
             where = "already replaced"

@@ -21,7 +21,7 @@ from unlearnkit.bench.grid import Cell, Grid
 from unlearnkit.bench.keys import Keys
 from unlearnkit.bench.work import Done, Task
 from unlearnkit.errors import UnlearnkitError
-from unlearnkit.files import atomic_write_json, identity, set_aside
+from unlearnkit.files import atomic_write_json, file_stamp, set_aside
 from unlearnkit.progress import SILENT, Progress
 from unlearnkit.spec import _error_lines
 
@@ -45,7 +45,7 @@ class CellStore:
 
     def get(self, key: str) -> dict[str, Any] | None:
         path = self.folder / f"{key}.json"
-        seen = identity(path)
+        seen = file_stamp(path)
         if seen is None:
             return None
         problem: str | None

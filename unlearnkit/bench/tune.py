@@ -23,7 +23,7 @@ from unlearnkit.api import Augmenter, Choice, Method, Range, SearchRange
 from unlearnkit.bench.grid import BenchSpec, Cell, Grid, merge, method_names, resolve_cells, scenario_overrides
 from unlearnkit.bench.summary import ACCURACIES
 from unlearnkit.errors import UnlearnkitError
-from unlearnkit.files import identity, set_aside
+from unlearnkit.files import file_stamp, set_aside
 from unlearnkit.plugins import Registry
 
 
@@ -256,7 +256,7 @@ def open_study(folder: Path, name: str, search: str, space: dict[str, SearchRang
 def _set_aside_if_damaged(path: Path) -> None:
     """A study file SQLite cannot read (truncated, overwritten) is reported and set aside, and a new study begins:
     the trials' cells are kept beside it, so the new study's trials reuse them instead of running again."""
-    seen = identity(path)
+    seen = file_stamp(path)
     if seen is None:
         return
     try:
