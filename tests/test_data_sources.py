@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import tarfile
 from pathlib import Path
@@ -13,6 +14,7 @@ import torch
 
 from unlearnkit import DataOutline, DataShape
 from unlearnkit.data import catalog, sources
+from unlearnkit.data.sources import download, idx
 from unlearnkit.errors import DataNotFoundError, UnlearnkitError
 
 IDX_NAMES = {
@@ -26,8 +28,8 @@ IDX_NAMES = {
 @pytest.fixture(autouse=True)
 def isolated_locations(tmp_path, monkeypatch):
     """No test may see the machine's real data: no Debian copy, an empty download cache."""
-    monkeypatch.setattr(sources, "FASHION_MNIST_DEBIAN_DIR", tmp_path / "no-debian")
-    monkeypatch.setenv(sources.DATA_DIR_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(idx, "FASHION_MNIST_DEBIAN_DIR", tmp_path / "no-debian")
+    monkeypatch.setenv(download.DATA_DIR_ENV, str(tmp_path / "cache"))
 
 
 # --------------------------------------------------------------------------- IDX
@@ -82,7 +84,7 @@ def test_fashion_mnist_reads_idx(tmp_path, gz, layout):
 def test_fashion_mnist_uses_debian_location(tmp_path, monkeypatch):
     arrays = tiny_mnist(np.random.default_rng(1))
     write_idx(tmp_path / "debian", arrays, gz=True)
-    monkeypatch.setattr(sources, "FASHION_MNIST_DEBIAN_DIR", tmp_path / "debian")
+    monkeypatch.setattr(idx, "FASHION_MNIST_DEBIAN_DIR", tmp_path / "debian")
     assert_idx_round_trip(sources.fashion_mnist(), arrays)
 
 
@@ -161,7 +163,7 @@ DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
 @pytest.mark.skipif(not DEBIAN_FASHION_MNIST.is_dir(), reason="dataset-fashion-mnist is not installed")
 def test_real_debian_fashion_mnist(monkeypatch):
-    monkeypatch.setattr(sources, "FASHION_MNIST_DEBIAN_DIR", DEBIAN_FASHION_MNIST)
+    monkeypatch.setattr(idx, "FASHION_MNIST_DEBIAN_DIR", DEBIAN_FASHION_MNIST)
     images = sources.fashion_mnist()
     assert images.train_x.shape == (60000, 1, 28, 28)
     assert images.test_x.shape == (10000, 1, 28, 28)
@@ -254,7 +256,7 @@ def test_cifar10_download(tmp_path, monkeypatch):
     archive = tmp_path / "cifar-10-binary.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(built, arcname="cifar-10-batches-bin")
-    monkeypatch.setitem(sources.DOWNLOADS, "cifar10", (sources.Remote(archive.as_uri(), None),))
+    monkeypatch.setitem(download.DOWNLOADS, "cifar10", (download.Remote(archive.as_uri(), None),))
 
     images = sources.cifar10(root=tmp_path / "dl", download=True)
     assert (tmp_path / "dl" / "cifar-10-batches-bin" / "test_batch.bin").is_file()
@@ -265,9 +267,21 @@ def test_cifar10_download(tmp_path, monkeypatch):
 
 def test_failed_download_is_a_data_not_found_error(tmp_path, monkeypatch):
     missing = (tmp_path / "nowhere.tar.gz").as_uri()
-    monkeypatch.setitem(sources.DOWNLOADS, "cifar10", (sources.Remote(missing, None),))
+    monkeypatch.setitem(download.DOWNLOADS, "cifar10", (download.Remote(missing, None),))
     with pytest.raises(DataNotFoundError, match="downloading cifar10 failed"):
         sources.cifar10(root=tmp_path / "dl", download=True)
+
+
+def test_download_file_keeps_a_file_already_there_with_the_right_md5(tmp_path):
+    source = tmp_path / "source" / "train_32x32.mat"
+    source.parent.mkdir()
+    source.write_bytes(b"svhn bytes")
+    remote = download.Remote(source.as_uri(), hashlib.md5(b"svhn bytes").hexdigest())
+    saved = download.download_file(remote, tmp_path / "dl")
+    assert saved == tmp_path / "dl" / "train_32x32.mat" and saved.read_bytes() == b"svhn bytes"
+    source.unlink()  # a second call needs no source: the file is kept
+    assert download.download_file(remote, tmp_path / "dl") == saved
+    assert [p.name for p in (tmp_path / "dl").iterdir()] == ["train_32x32.mat"]  # no .part left behind
 
 
 def test_download_checks_md5_and_refuses_unsafe_archives(tmp_path, monkeypatch):
@@ -276,12 +290,12 @@ def test_download_checks_md5_and_refuses_unsafe_archives(tmp_path, monkeypatch):
         info = tarfile.TarInfo("../escaped.txt")
         info.size = 2
         tar.addfile(info, io.BytesIO(b"hi"))
-    monkeypatch.setitem(sources.DOWNLOADS, "cifar10", (sources.Remote(evil.as_uri(), "0" * 32),))
+    monkeypatch.setitem(download.DOWNLOADS, "cifar10", (download.Remote(evil.as_uri(), "0" * 32),))
     with pytest.raises(DataNotFoundError, match="md5"):
         sources.cifar10(root=tmp_path / "dl", download=True)
     assert not (tmp_path / "dl" / "evil.tar.gz").exists()
 
-    monkeypatch.setitem(sources.DOWNLOADS, "cifar10", (sources.Remote(evil.as_uri(), None),))
+    monkeypatch.setitem(download.DOWNLOADS, "cifar10", (download.Remote(evil.as_uri(), None),))
     with pytest.raises(UnlearnkitError, match="evil.tar.gz"):
         sources.cifar10(root=tmp_path / "dl", download=True)
     assert not (tmp_path / "escaped.txt").exists()
