@@ -21,9 +21,9 @@ from typing import Any
 
 import annotated_types
 import typer
-from typer.core import TyperGroup
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
+from typer.core import TyperGroup
 
 from unlearnkit.bench.grid import BenchSpec
 from unlearnkit.cli import app
@@ -62,7 +62,7 @@ NAMES: dict[Any, str] = {str: "string", int: "int", float: "float", bool: "bool"
 
 
 def bounds(metadata: list[Any]) -> str:
-    """x ≥ 2, x < 1, ...: the numeric constraints among a field's metadata, nested Field(...) included."""
+    """≥ 2, < 1, ...: the numeric constraints among a field's metadata, nested Field(...) included."""
     found = []
     for item in metadata:
         if isinstance(item, FieldInfo):

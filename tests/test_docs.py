@@ -1,6 +1,7 @@
 """The generated docs (spec field tables, command reference) match the code they are generated from."""
 
 import importlib.util
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -83,3 +84,13 @@ def test_a_lost_region_marker_is_named(generator, tmp_path, monkeypatch):
     monkeypatch.setattr(generator, "DOCS", docs)
     with pytest.raises(SystemExit, match="bench-spec"):
         generator.main(["--check"])
+
+
+def test_the_hand_written_flags_table_names_only_options_of_run():
+    spec = (GENERATOR.parent / "spec.md").read_text()
+    cli = (GENERATOR.parent / "cli.md").read_text()
+    flags_table = spec.split("## Flags", 1)[1].split("\n## ", 1)[0]
+    run_options = cli.split("## unlearn run\n", 1)[1].split("\n## ", 1)[0]
+    flags = set(re.findall(r"`(--?[a-z][a-z-]*)", flags_table))
+    unknown = {flag for flag in flags if not re.search(re.escape(flag) + r"(?![\w-])", run_options)}
+    assert flags and not unknown, f"docs/spec.md's flags table names options unlearn run lacks: {sorted(unknown)}"
