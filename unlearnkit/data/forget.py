@@ -136,13 +136,18 @@ def given_split(n: int, indices, what: str = "the forget indices") -> Split:
 
     As strict as the index files: a mask or fractional values would silently forget other samples.
     """
-    values = torch.as_tensor(indices)
+    values = torch.as_tensor(indices).flatten()
+    if len(values) == 0:
+        raise UnlearnkitError(f"{what} is empty: it names no training sample", "Name at least one training index.")
     if values.dtype == torch.bool or values.is_floating_point() or values.is_complex():
         raise UnlearnkitError(f"{what} must be integers, not {str(values.dtype).removeprefix('torch.')}",
                               "Give training indices; for a boolean mask over the training set, mask.nonzero().flatten().")
-    indices = values.long().flatten()
-    if len(indices) == 0 or indices.min() < 0 or indices.max() >= n:
-        raise UnlearnkitError(f"{what} must name indices in 0..{n - 1}, at least one")
+    indices = values.long()
+    outside = ((indices < 0) | (indices >= n)).nonzero().flatten()
+    if len(outside):
+        at = int(outside[0])
+        raise UnlearnkitError(f"{what} must name indices in 0..{n - 1}: {int(indices[at])} at position {at} is outside "
+                              "the training set", f"The training set has {n} samples; name indices 0 to {n - 1}.")
     named, counts = indices.unique(return_counts=True)
     if (counts > 1).any():
         twice = int(named[counts > 1][0])
