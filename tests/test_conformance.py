@@ -15,19 +15,19 @@ from unlearnkit.testing import ConformanceError, check_augmenter, check_method
 REGISTRY = discover(env={})
 
 
-@pytest.mark.parametrize("name", [e.name for e in REGISTRY.entries("method")])
+@pytest.mark.parametrize("name", [e.name for e in REGISTRY.entries(Method)])
 def test_every_installed_method_conforms(name):
-    method = REGISTRY.get_class("method", name)
+    method = REGISTRY.get(Method, name)
     checked = check_method(method)
-    wrappers = [a for a in REGISTRY.entries("augmenter") if a.cls.cannot_wrap(method) is None]
+    wrappers = [a for a in REGISTRY.entries(Augmenter) if a.cls.cannot_wrap(method) is None]
     scenarios = [s for s in ("random", "class") if s in method.scenarios]
     assert len(checked) == len(scenarios) * (1 + len(wrappers))
 
 
-@pytest.mark.parametrize("name", [e.name for e in REGISTRY.entries("augmenter")])
+@pytest.mark.parametrize("name", [e.name for e in REGISTRY.entries(Augmenter)])
 def test_every_installed_augmenter_conforms(name):
-    fine_tuning = [REGISTRY.get_class("method", "ft")]  # every method was checked under it above
-    assert check_augmenter(REGISTRY.get_class("augmenter", name), methods=fine_tuning)
+    fine_tuning = [REGISTRY.get(Method, "ft")]  # every method was checked under it above
+    assert check_augmenter(REGISTRY.get(Augmenter, name), methods=fine_tuning)
 
 
 # --------------------------------------------------------------------------- the kit catches broken promises

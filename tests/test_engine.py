@@ -12,7 +12,7 @@ from unlearnkit.api import Augmenter, Method, TrainParams
 from unlearnkit.data.forget import random_split
 from unlearnkit.data.images import ImageSet, Transform
 from unlearnkit.engine.compute import Compute
-from unlearnkit.engine import AugmentedMethod, CostMeter, RunData, Trainer, UnlearnRun, fit, forward_flops, lr_factor
+from unlearnkit.engine import AugmentedMethod, CostMeter, RunData, Trainer, Workbench, fit, forward_flops, lr_factor
 from unlearnkit.engine.data import Step, shuffled, steps, steps_per_epoch
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.models import resnet18, small_cnn
@@ -407,11 +407,11 @@ def test_fit_counts_three_forwards_per_trained_sample():
     assert meter.flops == 3 * 30 * 2 * 11
 
 
-# --------------------------------------------------------------------------- UnlearnRun
+# --------------------------------------------------------------------------- Workbench
 
 
-def make_run(uses_forget: bool) -> UnlearnRun:
-    return UnlearnRun(
+def make_run(uses_forget: bool) -> Workbench:
+    return Workbench(
         tiny_model(), tiny_data(), recipe=TrainParams(), new_model=lambda: small_cnn(1, CLASSES, width=4),
         cost=CostMeter(1), seed=0, uses_forget=uses_forget, name="sealed",
     )

@@ -13,7 +13,7 @@ import pytest
 
 from tests.test_cli import unlearn
 from tests.test_plugins import entry_points_in, record, unload, write_distribution
-from unlearnkit import cli, plugins
+from unlearnkit import Method, cli, plugins
 from unlearnkit.errors import PluginFault, UnlearnkitError
 from unlearnkit.plugins import discover, plugin_code
 
@@ -179,7 +179,7 @@ def test_a_plugin_failing_to_load_is_recorded_and_every_other_plugin_loads(site,
     assert (failed.status, failed.error, failed.entries) == ("failed", REASONS[name], [])
     assert failed.distribution == "acme-broken" and failed.version == "0.3"
     assert record(registry, "acme").status == "loaded"
-    assert registry.names("method") == ["acme-boom"]  # neither quitter nor sleeper
+    assert registry.names(Method) == ["acme-boom"]  # neither quitter nor sleeper
     assert [r.name for r in registry.plugins if r.status == "failed"] == sorted(BROKEN)
 
 
@@ -261,7 +261,7 @@ def test_a_fault_in_a_plugins_code_is_one_message_naming_the_plugin_and_exit_1(s
 
 
 def test_only_code_a_plugin_registered_is_attributed(site):
-    boom = discover(eps=entry_points_in(site), env={}).get_class("method", "acme-boom")
+    boom = discover(eps=entry_points_in(site), env={}).get(Method, "acme-boom")
     for passed in (KeyboardInterrupt(), UnlearnkitError("a user's mistake")):
         with pytest.raises(type(passed)) as caught, plugin_code(boom):
             raise passed

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from unlearnkit import Augmenter, Evaluator, Method
 from unlearnkit.errors import SpecError, UnknownPluginError, UnlearnkitError
 from unlearnkit.plugins import discover
 from unlearnkit.spec import DEFAULT_EVALUATORS, RunSpec, build_spec, json_schema, read_spec_file, resolve, set_path
@@ -345,7 +346,7 @@ def test_json_schema_describes_the_spec_and_every_plugins_params(registry):
     assert schema["additionalProperties"] is False
     plugins = schema["x-plugins"]
     assert {kind: sorted(plugins[kind]) for kind in plugins} == {
-        kind: registry.names(kind) for kind in ("method", "augmenter", "evaluator")
+        base.kind: registry.names(base) for base in (Method, Augmenter, Evaluator)
     }
     assert {"lambda", "tau"} <= set(plugins["augmenter"]["coun-cl"]["properties"])
     assert plugins["method"]["neggrad+"]["properties"]["beta"]["maximum"] == 1

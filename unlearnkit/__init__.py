@@ -7,13 +7,12 @@ register them with the hooks in `unlearnkit.hookspecs`, marked with `hookimpl`.
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
-
-from unlearnkit.api import (  # noqa: E402
+from unlearnkit._version import __version__
+from unlearnkit.api import (
     Architecture, Augmenter, Choice, DataOutline, DataShape, DataSource, Evaluator, Method, Params, Range, TrainParams,
 )
-from unlearnkit.errors import UnlearnkitError  # noqa: E402
-from unlearnkit.hookspecs import hookimpl  # noqa: E402
+from unlearnkit.errors import UnlearnkitError
+from unlearnkit.hookspecs import hookimpl
 
 RepresentationAugmenter = Augmenter  # the contract's name in the design
 
@@ -22,22 +21,27 @@ RepresentationAugmenter = Augmenter  # the contract's name in the design
 # torch and the engine, so they are imported on first use: listing plugins and the CLI stay fast.
 _LAZY = {
     "unlearn": "unlearnkit.workflow", "UnlearnResult": "unlearnkit.workflow",
-    "UnlearnRun": "unlearnkit.engine.run", "AugmentedMethod": "unlearnkit.engine.run",
-    "Batch": "unlearnkit.engine.data", "Step": "unlearnkit.engine.data",
-    "Subject": "unlearnkit.evaluation.subject", "Classifier": "unlearnkit.models.base",
-    # the shared losses and their type: a loss takes the model and one Step
-    "LossFn": "unlearnkit.engine.train", "retain_cross_entropy": "unlearnkit.engine.train",
+    # the types a plugin's code sees
+    "UnlearnRun": "unlearnkit.contract", "Batch": "unlearnkit.contract", "Step": "unlearnkit.contract",
+    "Subject": "unlearnkit.contract", "Classifier": "unlearnkit.contract", "LossFn": "unlearnkit.contract",
+    "CostCounter": "unlearnkit.contract", "Part": "unlearnkit.contract",
+    # what a method may build its training from: the wrapper, the shared loss, schedules and shuffles
+    "AugmentedMethod": "unlearnkit.engine.run", "retain_cross_entropy": "unlearnkit.engine.train",
+    "lr_factor": "unlearnkit.engine.train", "shuffled": "unlearnkit.engine.data",
+    # what a data-set plugin returns
+    "ImageSet": "unlearnkit.data.images", "Transform": "unlearnkit.data.images", "Datasets": "unlearnkit.data.streamed",
     # a loss over the global batch of a distributed run (coun-cl's contrastive term)
     "gather_rows": "unlearnkit.engine.distributed",
 }
 
 if TYPE_CHECKING:  # what the type checker sees of the lazy names below
-    from unlearnkit.engine.data import Batch, Step
+    from unlearnkit.contract import Batch, Classifier, CostCounter, LossFn, Part, Step, Subject, UnlearnRun
+    from unlearnkit.data.images import ImageSet, Transform
+    from unlearnkit.data.streamed import Datasets
+    from unlearnkit.engine.data import shuffled
     from unlearnkit.engine.distributed import gather_rows
-    from unlearnkit.engine.run import AugmentedMethod, UnlearnRun
-    from unlearnkit.engine.train import LossFn, retain_cross_entropy
-    from unlearnkit.evaluation.subject import Subject
-    from unlearnkit.models.base import Classifier
+    from unlearnkit.engine.run import AugmentedMethod
+    from unlearnkit.engine.train import lr_factor, retain_cross_entropy
     from unlearnkit.workflow import UnlearnResult, unlearn
 
 
@@ -49,9 +53,11 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'unlearnkit' has no attribute {name!r}")
 
 
+#: the public API: what plugins and users import (from `unlearnkit` itself); every other module is internal
 __all__ = [
-    "Architecture", "AugmentedMethod", "Augmenter", "Batch", "Choice", "Classifier", "DataOutline", "DataShape", "DataSource",
-    "Evaluator", "LossFn", "Method", "Params", "Range", "RepresentationAugmenter", "Step", "Subject", "TrainParams",
-    "UnlearnResult", "UnlearnRun", "UnlearnkitError", "gather_rows", "hookimpl", "retain_cross_entropy", "unlearn",
+    "Architecture", "AugmentedMethod", "Augmenter", "Batch", "Choice", "Classifier", "CostCounter", "DataOutline",
+    "DataShape", "DataSource", "Datasets", "Evaluator", "ImageSet", "LossFn", "Method", "Params", "Part", "Range",
+    "RepresentationAugmenter", "Step", "Subject", "TrainParams", "Transform", "UnlearnResult", "UnlearnRun",
+    "UnlearnkitError", "gather_rows", "hookimpl", "lr_factor", "retain_cross_entropy", "shuffled", "unlearn",
     "__version__",
 ]

@@ -1,8 +1,10 @@
-"""The contracts plugins implement: Method, Augmenter and Evaluator; Architecture and DataSource.
+"""The classes plugins implement: Method, Augmenter and Evaluator; Architecture and DataSource.
 
-Every plugin class carries a `name` and a pydantic `Params` model. A run spec's
-``params`` for that plugin are validated against `Params` (unknown keys are
-rejected), and the validated instance is handed to the plugin's constructor.
+Every plugin class carries a `name`. Methods, augmenters and evaluators are configured
+from a run spec: each has a pydantic `Params` model, a spec's ``params`` for it are
+validated against that model (unknown keys are rejected), and the validated instance is
+handed to its constructor. Architectures and data sets take no params: a spec names them.
+The types these classes see at run time are in `unlearnkit.contract`.
 """
 
 from __future__ import annotations
@@ -20,11 +22,9 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
     from torch import nn
 
+    from unlearnkit.contract import Batch, Classifier, Subject, UnlearnRun
     from unlearnkit.data.images import ImageSet, Transform
     from unlearnkit.data.streamed import Datasets
-    from unlearnkit.engine import Batch, UnlearnRun
-    from unlearnkit.evaluation.subject import Subject
-    from unlearnkit.models.base import Classifier
 
 SCENARIOS = ("random", "class", "indices", "sequential")
 
@@ -66,7 +66,7 @@ class Params(Checked):
     """Base for plugin parameters, checked as every spec field is (see `Checked`)."""
 
 
-#: `Params` under another name, for annotations inside `Plugin`, where `Params` names the class attribute
+#: `Params` under another name, for annotations inside `Configurable`, where `Params` names the class attribute
 _Params = Params
 
 
@@ -126,16 +126,12 @@ class Choice:
 SearchRange = Union[Range, Choice]
 
 
-class Plugin:
-    """What every plugin class shares: a name, a Params model, a one-line summary."""
+class Registered:
+    """What every class a plugin registers shares: its kind, a name and a one-line summary."""
 
+    #: the kind of what a plugin registers ("method", ...): its base class says it once, for messages and listings
+    kind: ClassVar[str]
     name: str  # a class attribute; a wrapper (AugmentedMethod) sets its own per instance
-    Params: ClassVar[type[Params]] = Params
-    #: where `unlearn tune` searches each param (keys as a spec writes them); empty = nothing to tune by default
-    search_space: ClassVar[Mapping[str, SearchRange]] = {}
-
-    def __init__(self, params: _Params | None = None):
-        self.params = params if params is not None else self.Params()
 
     @classmethod
     def summary(cls) -> str:
@@ -143,7 +139,18 @@ class Plugin:
         return doc.splitlines()[0] if doc else ""
 
 
-class Method(Plugin):
+class Configurable(Registered):
+    """A registered class a run spec configures: its `Params` model validates the spec's params for it."""
+
+    Params: ClassVar[type[Params]] = Params
+    #: where `unlearn tune` searches each param (keys as a spec writes them); empty = nothing to tune by default
+    search_space: ClassVar[Mapping[str, SearchRange]] = {}
+
+    def __init__(self, params: _Params | None = None):
+        self.params = params if params is not None else self.Params()
+
+
+class Method(Configurable):
     """An unlearning method: turns the original model into the unlearned one.
 
     `unlearn(run)` edits `run.model` in place (it starts as a copy of the
@@ -163,7 +170,7 @@ class Method(Plugin):
         raise NotImplementedError
 
 
-class Augmenter(Plugin):
+class Augmenter(Configurable):
     """Adds loss terms computed from retain-batch representations to any method that trains on retain data.
 
     The core captures the features f(x) the method's own forward pass computed
@@ -193,7 +200,7 @@ class Augmenter(Plugin):
         raise NotImplementedError
 
 
-class Evaluator(Plugin):
+class Evaluator(Configurable):
     """Measures a model. Evaluators run in order, each seeing the metrics produced before it."""
 
     kind: ClassVar[str] = "evaluator"
@@ -231,10 +238,10 @@ class DataOutline:
     train_size: int | None = None
 
 
-class Architecture(Plugin):
+class Architecture(Registered):
     """A model architecture that `--model NAME` builds, fitted to the data set's shape.
 
-    `build` returns a classifier nn.Module: an `unlearnkit.models.Classifier`, or any network whose
+    `build` returns a classifier nn.Module: an `unlearnkit.Classifier`, or any network whose
     final nn.Linear the toolkit can find (see `unlearnkit.models.as_classifier`). A family with
     `variants = True` is addressed as NAME:VARIANT (torchvision:resnet18) and gets the variant.
     """
@@ -248,11 +255,11 @@ class Architecture(Plugin):
         raise NotImplementedError
 
 
-class DataSource(Plugin):
+class DataSource(Registered):
     """A data set that `--data NAME` loads.
 
     `load` returns the images in memory with their transform (`ImageSet`, `Transform`), which the
-    toolkit augments on whole batches, or map-style torch Datasets (`unlearnkit.data.Datasets`)
+    toolkit augments on whole batches, or map-style torch Datasets (`unlearnkit.Datasets`)
     read sample by sample with their own transforms.
     """
 

@@ -28,7 +28,7 @@ from importlib.metadata import EntryPoint
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from unlearnkit import __version__
+from unlearnkit._version import __version__
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.files import atomic_write_json, cache_dir
 

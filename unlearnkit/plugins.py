@@ -1,4 +1,4 @@
-"""Plugin discovery and the registry of methods, augmenters and evaluators.
+"""Plugin discovery and the registry of what plugins register: methods, augmenters, evaluators, models, data sets.
 
 Every plugin, first-party or not, is a module named by an entry point in the
 group ``unlearnkit``. Entry points are loaded one at a time: a plugin that
@@ -8,7 +8,8 @@ load as usual. At run time, `plugin_code` reports what a plugin's code raises as
 a `PluginFault` of that plugin. Environment switches:
 
 - ``UNLEARNKIT_PLUGINS``: comma-separated allow-list (entry-point or distribution names);
-- ``UNLEARNKIT_BLOCK_PLUGINS``: comma-separated block-list, same names;
+- ``UNLEARNKIT_BLOCK_PLUGINS``: comma-separated block-list, same names (neither list applies to the
+  core's own data sets, architectures and evaluators, which always load);
 - ``UNLEARNKIT_STRICT_PLUGINS=1``: re-raise a plugin's error (for plugin authors).
 
 `unlearn plugins` lists them from an index (unlearnkit.plugin_index) while nothing installed has changed.
@@ -22,35 +23,42 @@ import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping, TypeVar, cast
 
 import pluggy
 
 from unlearnkit import hookspecs
-from unlearnkit.api import Architecture, Augmenter, DataSource, Evaluator, Method, Params, Plugin
+from unlearnkit.api import Architecture, Augmenter, Configurable, DataSource, Evaluator, Method, Params, Registered
 from unlearnkit.errors import PluginError, PluginFault, UnknownPluginError, UnlearnkitError
 
 GROUP = hookspecs.PROJECT
-KINDS: dict[str, type[Plugin]] = {
-    "method": Method, "augmenter": Augmenter, "evaluator": Evaluator, "model": Architecture, "dataset": DataSource,
-}
+#: the base class of each kind a plugin can register, in listing order; a kind's hook is `register_<kind>s`
+KINDS: tuple[type[Registered], ...] = (Method, Augmenter, Evaluator, Architecture, DataSource)
 FIRST_PARTY = ("unlearnkit", "unlearnkit-baselines", "unlearnkit-coun")
-HOOKS = {
-    "method": "register_methods", "augmenter": "register_augmenters", "evaluator": "register_evaluators",
-    "model": "register_models", "dataset": "register_datasets",
-}
+#: the core's own plugins (data sets, architectures, evaluators): always loaded, whatever the allow- and block-lists say
+CORE = "unlearnkit"
+
+R = TypeVar("R", bound=Registered)
+
+
+def hook_name(base: type[Registered]) -> str:
+    return f"register_{base.kind}s"
 
 
 @dataclass(frozen=True)
 class Entry:
-    """One registered plugin class, tagged with where it came from."""
+    """One registered class, tagged with the plugin (entry-point name) and distribution that registered it."""
 
     name: str
-    kind: str
-    cls: type[Plugin]
-    plugin: str
+    base: type[Registered]
+    cls: type[Registered]
+    plugin_name: str
     distribution: str | None
     version: str | None
+
+    @property
+    def kind(self) -> str:
+        return self.base.kind
 
 
 #: each registered class's entry (the latest discovery's), so that a fault in its code can name its plugin
@@ -74,50 +82,53 @@ class PluginRecord:
 
 
 class Registry:
-    """Everything the installed plugins registered, by kind and name."""
+    """Everything the installed plugins registered, looked up by base class and name: `get(Method, "ft")`."""
 
     def __init__(self) -> None:
-        self._entries: dict[str, dict[str, Entry]] = {kind: {} for kind in KINDS}
+        self._entries: dict[type[Registered], dict[str, Entry]] = {base: {} for base in KINDS}
         self.plugins: list[PluginRecord] = []
 
-    def names(self, kind: str) -> list[str]:
-        return sorted(self._entries[kind])
+    def names(self, base: type[Registered]) -> list[str]:
+        return sorted(self._entries[base])
 
-    def entries(self, kind: str | None = None) -> list[Entry]:
-        kinds = [kind] if kind else list(KINDS)
-        return [self._entries[k][n] for k in kinds for n in sorted(self._entries[k])]
+    def entries(self, base: type[Registered] | None = None) -> list[Entry]:
+        bases = [base] if base else list(KINDS)
+        return [self._entries[b][n] for b in bases for n in sorted(self._entries[b])]
 
-    def get(self, kind: str, name: str) -> Entry:
-        try:
-            return self._entries[kind][name]
-        except KeyError:
+    def find(self, base: type[Registered], name: str) -> Entry | None:
+        """The entry registered under `name`, or None."""
+        return self._entries[base].get(name)
+
+    def entry(self, base: type[Registered], name: str) -> Entry:
+        """The entry registered under `name`; an unknown name is an error naming close matches."""
+        found = self.find(base, name)
+        if found is None:
             # a plugin that failed to load may be the one that provides the name: say which did, and why
             failed = [f"{r.source} failed to load, so nothing it provides is available: {r.error}"
                       for r in self.plugins if r.status == "failed"]
             raise UnknownPluginError(
-                f"unknown {kind} '{name}'" + _close_matches(name, self.names(kind)),
+                f"unknown {base.kind} '{name}'" + _close_matches(name, self.names(base)),
                 "\n".join([*failed, "Run `unlearn plugins` to see what is installed (and whether any plugin failed to load)."]),
-            ) from None
+            )
+        return found
 
-    def get_class(self, kind: str, name: str) -> type[Plugin]:
-        return self.get(kind, name).cls
+    def get(self, base: type[R], name: str) -> type[R]:
+        """The class registered under `name` as a `base` (Method, Augmenter, ...)."""
+        return cast("type[R]", self.entry(base, name).cls)  # registration checked it subclasses `base`
 
-    def get_variant(self, kind: str, name: str) -> tuple[Entry, str | None]:
-        """An entry by name, or a family's entry and variant for FAMILY:VARIANT (torchvision:resnet18)."""
+    def variant(self, base: type[R], name: str) -> tuple[type[R], str | None]:
+        """A class by name, or a family's class and the variant for FAMILY:VARIANT (torchvision:resnet18)."""
         family, sep, variant = name.partition(":")
-        if name not in self._entries[kind] and sep and variant:
-            entry = self._entries[kind].get(family)
+        if self.find(base, name) is None and sep and variant:
+            entry = self.find(base, family)
             if entry is not None and getattr(entry.cls, "variants", False):
-                return entry, variant
-        return self.get(kind, name), None
+                return cast("type[R]", entry.cls), variant
+        return self.get(base, name), None
 
     def _add(self, entries: list[Entry]) -> None:
         for entry in entries:
-            self._entries[entry.kind][entry.name] = entry
+            self._entries[entry.base][entry.name] = entry
             _origins[entry.cls] = entry
-
-    def owner(self, kind: str, name: str) -> Entry | None:
-        return self._entries[kind].get(name)
 
 
 def _close_matches(name: str, candidates: list[str]) -> str:
@@ -170,7 +181,7 @@ def discover(
         record = PluginRecord(name=name, distribution=dist, version=version, status="loaded")
         registry.plugins.append(record)
         names = {name, dist}
-        if (allow and not names & allow) or names & block:
+        if dist != CORE and ((allow and not names & allow) or names & block):
             record.status = "blocked"
             continue
         phase = "importing"
@@ -210,34 +221,34 @@ def _register(module: Any, record: PluginRecord, registry: Registry) -> list[Ent
     if not pm.get_hookcallers(module):
         raise PluginError("it implements no unlearnkit hook (is @unlearnkit.hookimpl missing?)")
     staged: list[Entry] = []
-    for kind, hook in HOOKS.items():
+    for base in KINDS:
 
-        def register(cls: type, kind: str = kind) -> None:
-            staged.append(_check_entry(cls, kind, record, registry, staged))
+        def register(cls: type, base: type[Registered] = base) -> None:
+            staged.append(_check_entry(cls, base, record, registry, staged))
 
-        getattr(pm.hook, hook)(register=register)
+        getattr(pm.hook, hook_name(base))(register=register)
     return staged
 
 
-def _check_entry(cls: Any, kind: str, record: PluginRecord, registry: Registry, staged: list[Entry]) -> Entry:
-    base = KINDS[kind]
+def _check_entry(cls: Any, base: type[Registered], record: PluginRecord, registry: Registry, staged: list[Entry]) -> Entry:
     if not (isinstance(cls, type) and issubclass(cls, base)):
-        raise PluginError(f"{HOOKS[kind]} was given {cls!r}, which is not a subclass of unlearnkit.{base.__name__}")
+        raise PluginError(f"{hook_name(base)} was given {cls!r}, which is not a subclass of unlearnkit.{base.__name__}")
     name = getattr(cls, "name", None)
     if not isinstance(name, str) or not name:
         raise PluginError(f"{cls.__qualname__} has no `name`")
-    if not (isinstance(cls.Params, type) and issubclass(cls.Params, Params)):
+    if issubclass(cls, Configurable) and not (isinstance(cls.Params, type) and issubclass(cls.Params, Params)):
         raise PluginError(f"{cls.__qualname__}.Params must subclass unlearnkit.Params")
-    taken = registry.owner(kind, name) or next((e for e in staged if e.kind == kind and e.name == name), None)
+    taken = registry.find(base, name) or next((e for e in staged if e.base is base and e.name == name), None)
     if taken is not None:
         raise PluginError(
-            f"{kind} '{name}' is already registered by plugin '{taken.plugin}'"
+            f"{base.kind} '{name}' is already registered by plugin '{taken.plugin_name}'"
             + (f" ({taken.distribution})" if taken.distribution else "")
         )
-    return Entry(name, kind, cls, record.name, record.distribution, record.version)
+    return Entry(name, base, cls, record.name, record.distribution, record.version)
 
 
-KIND_ORDER = {"method": 0, "augmenter": 1, "evaluator": 2, "model": 3, "dataset": 4, None: 5}
+#: rows of `unlearn plugins` by kind, in the order of KINDS; plugins that registered nothing last
+KIND_ORDER: dict[str | None, int] = {**{base.kind: i for i, base in enumerate(KINDS)}, None: len(KINDS)}
 
 
 def plugin_rows(registry: Registry) -> list[dict[str, Any]]:
@@ -282,10 +293,10 @@ def plugin_code(*plugins: object) -> Iterator[None]:
             raise
         entry = _culprit(exc, entries)
         raise PluginFault(
-            f"{entry.kind} '{entry.name}' of {_source(entry.plugin, entry.distribution, entry.version)} failed: "
+            f"{entry.kind} '{entry.name}' of {_source(entry.plugin_name, entry.distribution, entry.version)} failed: "
             + _describe(exc),
             "Set UNLEARNKIT_DEBUG=1 to see the traceback.",
-            entry.plugin, entry.distribution,
+            entry.plugin_name, entry.distribution,
         ) from exc
 
 

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal, Sequence
 import yaml
 from pydantic import Field, StrictInt, ValidationError, field_validator, model_validator
 
-from unlearnkit.api import Augmenter, Checked, Evaluator, Method, TrainParams
+from unlearnkit.api import Augmenter, Checked, Configurable, Evaluator, Method, TrainParams
 from unlearnkit.errors import SpecError, UnlearnkitError
 from unlearnkit.plugins import Registry, plugin_code
 
@@ -267,20 +267,18 @@ class ResolvedRun:
         """method+augmenter+..., as tables and bundles show it."""
         return "+".join([self.method.name, *(a.name for a in self.augmenters)])
 
-    def wrapped_method(self) -> Method:
-        """The method wrapped by the augmenters, built for this run."""
-        from unlearnkit.engine.run import AugmentedMethod  # here, so that validating a spec never loads torch
 
-        return AugmentedMethod(self.method, self.augmenters) if self.augmenters else self.method
+#: the spec's plugin sections and the base class of what each names
+PLUGIN_SECTIONS: dict[str, type[Configurable]] = {"method": Method, "augment": Augmenter, "evaluate": Evaluator}
 
 
-def _plugin_refs(raw: dict[str, Any] | RunSpec) -> dict[str, tuple[str, Sequence[PluginSpec | None]]]:
+def _plugin_refs(raw: dict[str, Any] | RunSpec) -> dict[str, Sequence[PluginSpec | None]]:
     """The plugin sections, read leniently, so their params are checked even when other fields are wrong."""
     if isinstance(raw, RunSpec):
-        return {"method": ("method", [raw.method]), "augment": ("augmenter", raw.augment), "evaluate": ("evaluator", raw.evaluate)}
+        return {"method": [raw.method], "augment": raw.augment, "evaluate": raw.evaluate}
     defaults = RunSpec.model_construct()
-    refs: dict[str, tuple[str, Sequence[PluginSpec | None]]] = {}
-    for section, kind in (("method", "method"), ("augment", "augmenter"), ("evaluate", "evaluator")):
+    refs: dict[str, Sequence[PluginSpec | None]] = {}
+    for section in PLUGIN_SECTIONS:
         value = raw.get(section, getattr(defaults, section) if section != "method" else DEFAULT_METHOD)
         values = value if isinstance(value, list) else [value]
         parsed: list[PluginSpec | None] = []
@@ -289,7 +287,7 @@ def _plugin_refs(raw: dict[str, Any] | RunSpec) -> dict[str, tuple[str, Sequence
                 parsed.append(PluginSpec.model_validate(item))
             except ValidationError:
                 parsed.append(None)  # RunSpec validation reports it
-        refs[section] = (kind, parsed)
+        refs[section] = parsed
     return refs
 
 
@@ -308,12 +306,12 @@ def resolve(raw: dict[str, Any] | RunSpec, registry: Registry, source: str = "sp
             errors += _error_lines(exc)
 
     plugins: dict[str, list[Any]] = {}
-    for section, (kind, refs) in _plugin_refs(raw).items():
+    for section, refs in _plugin_refs(raw).items():
         plugins[section] = []
         for i, ref in enumerate(refs):
             if ref is None or (section == "augment" and ref.name == "none"):
                 continue
-            cls = registry.get_class(kind, ref.name)  # an unknown name stops here, with close matches
+            cls = registry.get(PLUGIN_SECTIONS[section], ref.name)  # an unknown name stops here, with close matches
             where = section if section == "method" else f"{section}.{i}"
             try:
                 params = cls.Params.model_validate(ref.params)
@@ -353,8 +351,8 @@ def json_schema(registry: Registry) -> dict[str, Any]:
     """The run spec's JSON schema, with every installed plugin's params schema beside it."""
     schema = RunSpec.model_json_schema()
     schema["x-plugins"] = {
-        kind: {e.name: e.cls.Params.model_json_schema() for e in registry.entries(kind)}
-        for kind in ("method", "augmenter", "evaluator")
+        base.kind: {name: registry.get(base, name).Params.model_json_schema() for name in registry.names(base)}
+        for base in PLUGIN_SECTIONS.values()
     }
     return schema
 

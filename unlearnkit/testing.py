@@ -8,7 +8,7 @@ A plugin author calls the kit from their own pytest suite::
         check_method(MyMethod)
 
 and writes tests of what defines their method with the fixtures (a learnable tiny
-image set, a tiny model, a ready UnlearnRun)::
+image set, a tiny model, a ready Workbench)::
 
     from unlearnkit.testing import tiny_run
 
@@ -27,11 +27,11 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 
-from unlearnkit.api import Augmenter, Method, Params, TrainParams
+from unlearnkit.api import Augmenter, Method, Params, Registered, TrainParams
 from unlearnkit.data.forget import Split, class_split, random_split
 from unlearnkit.data.images import ImageSet, Transform
 from unlearnkit.checkpoint import load_model, save_model
-from unlearnkit.engine import AugmentedMethod, CostMeter, RunData, UnlearnRun, fit, retain_cross_entropy
+from unlearnkit.engine import AugmentedMethod, CostMeter, RunData, Workbench, fit, retain_cross_entropy
 from unlearnkit.models import Classifier, small_cnn
 
 TINY_TRANSFORM = Transform(mean=(0.5,), std=(0.25,), crop_padding=1, flip=True)
@@ -109,13 +109,13 @@ def trained_model(data: RunData, epochs: int = 15) -> Classifier:
     return model
 
 
-def tiny_run(method: type[Method] | Method, data: RunData | None = None, model: Classifier | None = None, seed: int = 0) -> UnlearnRun:
-    """An UnlearnRun over tiny data, starting from a briefly trained tiny model, set up as the pipeline would."""
+def tiny_run(method: type[Method] | Method, data: RunData | None = None, model: Classifier | None = None, seed: int = 0) -> Workbench:
+    """An Workbench over tiny data, starting from a briefly trained tiny model, set up as the pipeline would."""
     data = data if data is not None else tiny_data()
     model = model if model is not None else trained_model(data)
     assert data.train_x is not None  # the tiny fixtures hold their images in memory
     classes, channels = data.num_classes, data.train_x.shape[1]
-    return UnlearnRun(
+    return Workbench(
         model, data, recipe=TrainParams(epochs=2, lr=0.05, batch_size=8),
         new_model=lambda: tiny_model(classes, channels), cost=CostMeter(1), seed=seed,
         uses_forget=method.uses_forget, name=method.name,
@@ -152,7 +152,7 @@ def check_method(
     does the same per augmenter name. Returns the names of the runs checked.
     """
     if augmenters is None:
-        augmenters = _installed_classes("augmenter")
+        augmenters = _installed_classes(Augmenter)
     _check_plugin_class(method, Method)
     wrappers = [a for a in augmenters if a.cannot_wrap(method) is None]
     checked = []
@@ -173,7 +173,7 @@ def check_augmenter(
     """Run an augmenter plugin wrapped around each method it can wrap (`methods`, default: every installed
     method plugin), with the checks of `check_method`. Returns the names of the runs checked."""
     if methods is None:
-        methods = _installed_classes("method")
+        methods = _installed_classes(Method)
     _check_plugin_class(augmenter, Augmenter)
     checked = []
     for method in methods:
@@ -185,10 +185,10 @@ def check_augmenter(
     return checked
 
 
-def _installed_classes(kind: str) -> list[Any]:
+def _installed_classes(base: type[Registered]) -> list[Any]:
     from unlearnkit.plugins import discover
 
-    return [entry.cls for entry in discover(env={}).entries(kind)]
+    return [entry.cls for entry in discover(env={}).entries(base)]
 
 
 def _check_plugin_class(cls: type[Method] | type[Augmenter], base: type[Method] | type[Augmenter]) -> None:
@@ -230,7 +230,7 @@ def _check_run(
     def fail(promise: str) -> ConformanceError:
         return ConformanceError(f"{label}: {promise}")
 
-    def unlearn_once() -> tuple[UnlearnRun, RecordingData, list[int]]:
+    def unlearn_once() -> tuple[Workbench, RecordingData, list[int]]:
         data = tiny_data() if scenario == "random" else tiny_data(forget_classes=[1])
         method: Method = method_cls(_short(method_cls, method_params))
         retain_batches: list[int] = []

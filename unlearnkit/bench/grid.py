@@ -7,7 +7,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 from pydantic import Field, TypeAdapter, ValidationError, field_validator
 
@@ -232,11 +232,11 @@ class Grid:
 def method_names(spec: BenchSpec, registry: Registry) -> list[str]:
     """The grid's methods. An unknown name in methods, exclude or params stops here, with close matches:
     ignored, it would run methods meant to be left out, or without the params meant for them."""
-    names = registry.names("method") if spec.methods == "all" else list(spec.methods)
+    names = registry.names(Method) if spec.methods == "all" else list(spec.methods)
     for field_, listed in (("methods", names), ("exclude", spec.exclude)):
         for name in listed:
             try:
-                registry.get_class("method", name)
+                registry.entry(Method, name)
             except UnknownPluginError as exc:
                 raise UnknownPluginError(f"{field_}: {exc.message}", exc.hint) from None
     for name in spec.params:
@@ -247,12 +247,12 @@ def method_names(spec: BenchSpec, registry: Registry) -> list[str]:
 def _check_variant(name: str, registry: Registry) -> None:
     """A params key names a method or a variant as Cell.variant does: METHOD+AUGMENTER(+...), neggrad++coun-cl for
     neggrad+. A variant this grid leaves out (of `methods` or `augment`) is allowed: one spec serves many grids."""
-    augmenters = registry.names("augmenter")
-    for method in registry.names("method"):
+    augmenters = registry.names(Augmenter)
+    for method in registry.names(Method):
         rest = name[len(method) + 1:].split("+") if name.startswith(method + "+") else None
         if name == method or (rest is not None and all(a in augmenters for a in rest)):
             return
-    variants = [*registry.names("method"), *(f"{m}+{a}" for m in registry.names("method") for a in augmenters)]
+    variants = [*registry.names(Method), *(f"{m}+{a}" for m in registry.names(Method) for a in augmenters)]
     raise UnknownPluginError(f"params.{name}: '{name}' is no method or variant" + _close_matches(name, variants),
                              "Name a method (ft) or a method and its augmenters (ft+coun-cl); `unlearn plugins` "
                              "lists what is installed.")
@@ -269,7 +269,7 @@ def expand(spec: BenchSpec, registry: Registry) -> Grid:
         scenario_overrides(scenario)
         kind = scenario.partition(":")[0]
         for method in method_names(spec, registry):
-            cls = cast("type[Method]", registry.get_class("method", method))
+            cls = registry.get(Method, method)
             for setting in spec.augment:
                 augment = tuple(a for a in setting.split("+") if a and a != "none")
                 variant = "+".join([method, *augment])
@@ -277,7 +277,7 @@ def expand(spec: BenchSpec, registry: Registry) -> Grid:
                     grid.skipped.append(f"{variant} ({scenario_label(scenario)}): '{method}' supports "
                                         f"{', '.join(cls.scenarios)} forgetting")
                     continue
-                reasons = [cast("type[Augmenter]", registry.get_class("augmenter", a)).cannot_wrap(cls) for a in augment]
+                reasons = [registry.get(Augmenter, a).cannot_wrap(cls) for a in augment]
                 if any(reasons):
                     if scenario == spec.scenarios[0]:
                         grid.skipped.append(f"{variant}: {next(r for r in reasons if r)}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from unlearnkit.api import Plugin
+from unlearnkit.api import Configurable
 from unlearnkit.bench.grid import Grid, spec_key
 from unlearnkit.spec import ComputeSpec, ResolvedRun
 
@@ -24,7 +24,7 @@ def _identity(resolved: ResolvedRun, *drop: str) -> dict[str, Any]:
         identity["forget"].pop("indices", None)
     if identity.get("compute") == ComputeSpec().model_dump(mode="json"):  # absent unless set: older cells keep their keys
         identity.pop("compute")
-    plugins: dict[str, Sequence[Plugin]] = {
+    plugins: dict[str, Sequence[Configurable]] = {
         "method": [resolved.method], "augment": resolved.augmenters, "evaluate": resolved.evaluators,
     }
     for section, chosen in plugins.items():

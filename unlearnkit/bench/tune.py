@@ -17,7 +17,7 @@ import statistics
 import warnings
 from contextlib import closing, suppress
 from pathlib import Path
-from typing import Any, Mapping, Sequence, cast
+from typing import Any, Mapping, Sequence
 
 from unlearnkit.api import Augmenter, Choice, Method, Range, SearchRange
 from unlearnkit.bench.grid import BenchSpec, Cell, Grid, merge, method_names, resolve_cells, scenario_overrides
@@ -71,7 +71,8 @@ def _number(text: str) -> Any:
 def search_space(method: str, augment: tuple[str, ...], registry: Registry, given: list[str]) -> dict[str, SearchRange]:
     """The declared ranges of the method and its augmenters, replaced or extended by --range."""
     space: dict[str, SearchRange] = {}
-    plugins = {method: registry.get_class("method", method), **{a: registry.get_class("augmenter", a) for a in augment}}
+    plugins: dict[str, type[Method] | type[Augmenter]] = {method: registry.get(Method, method)}
+    plugins.update({a: registry.get(Augmenter, a) for a in augment})
     for name, cls in plugins.items():
         space.update({f"{name}.{param}": r for param, r in cls.search_space.items()})
     for text in given:
@@ -171,15 +172,15 @@ def bench_tuning_grid(
     scenario_overrides(scenario)
     names, cells, variants = [], [], 0
     for method in method_names(spec, registry):
-        cls = cast("type[Method]", registry.get_class("method", method))
+        cls = registry.get(Method, method)
         for setting in spec.augment:
             augment = tuple(a for a in setting.split("+") if a and a != "none")
-            if any(cast("type[Augmenter]", registry.get_class("augmenter", a)).cannot_wrap(cls) for a in augment):
+            if any(registry.get(Augmenter, a).cannot_wrap(cls) for a in augment):
                 continue
             variants += 1
             if bool(augment) != wrapped:
                 continue
-            plugins = [registry.get_class("augmenter", a) for a in augment] if wrapped else [cls]
+            plugins = [registry.get(Augmenter, a) for a in augment] if wrapped else [cls]
             space = {f"{p.name}.{param}": r for p in plugins for param, r in p.search_space.items()}
             if not space:
                 continue  # nothing declared: the variant keeps the bench spec's params

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, cast
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
@@ -120,7 +120,7 @@ def check(name: str, registry: Registry | None = None) -> None:
         sources.check_layout(Path(name).expanduser())
         return
     try:
-        (registry or installed()).get("dataset", name)
+        (registry or installed()).entry(DataSource, name)
     except UnknownPluginError as exc:
         raise UnknownPluginError(exc.message, f"{exc.hint}\nOr give a directory laid out for torchvision's ImageFolder "
                                               "(ROOT/train/CLASS/*.png and ROOT/test/CLASS/*.png).") from None
@@ -134,7 +134,7 @@ def outline(name: str, root: Path | None, image_size: int, registry: Registry | 
     check(name, registry)
     if names_a_folder(name):
         return sources.folder_outline(Path(name).expanduser(), image_size)
-    source = cast("type[DataSource]", registry.get_class("dataset", name))
+    source = registry.get(DataSource, name)
     with plugin_code(source):
         found = source().outline(root, image_size)
     if found is not None and not _well_formed(found):
@@ -165,7 +165,7 @@ def load(
         images = sources.image_folder(Path(name).expanduser(), image_size)
         gray = images.in_channels == 1
         return images, Transform((0.5,), (0.5,), 4, True) if gray else IMAGE_FOLDER
-    source = cast("type[DataSource]", registry.get_class("dataset", name))
+    source = registry.get(DataSource, name)
     with plugin_code(source):
         loaded = source().load(root, download, image_size)
     if not (isinstance(loaded, Datasets) or (isinstance(loaded, tuple) and len(loaded) == 2)):

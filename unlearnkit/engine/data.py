@@ -11,84 +11,30 @@ from __future__ import annotations
 import copy
 import random
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Literal, NamedTuple, Sequence, TypeVar
+from typing import Any, Iterable, Iterator, NamedTuple, Sequence, TypeVar
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 
+from unlearnkit.contract import Batch, Part, Step
 from unlearnkit.data.forget import Split
 from unlearnkit.engine.distributed import World
 from unlearnkit.data.images import ImageSet, Transform
 
-Over = Literal["all", "retain", "forget", "retain+forget", "union"]
+Over = Part  # the name callers outside the engine still use
 Tag = TypeVar("Tag")
 
 
-@dataclass
-class Batch:
-    """Training samples: `x` is one augmented view, `view()` draws another of the same samples."""
-
-    x: torch.Tensor
-    y: torch.Tensor
-    index: torch.Tensor  # positions in the training set
-    redraw: Callable[[], torch.Tensor] = field(repr=False)
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-    def view(self) -> torch.Tensor:
-        """Another independently augmented view of the same samples (their own random transforms)."""
-        return self.redraw()
-
-    def rows(self, rows: slice) -> Batch:
-        """Some of the batch's rows; their further views are cut from views of the whole batch (so every
-        rank of a distributed run draws the same random numbers)."""
-        return Batch(self.x[rows], self.y[rows], self.index[rows], lambda: self.redraw()[rows])
-
-
-@dataclass
-class Step:
-    """One optimisation step's data. Either side may be None, depending on what the method trains over."""
-
-    retain: Batch | None
-    forget: Batch | None
-    epoch: int
-    epochs: int
-    iteration: int
-    iterations: int
-    _joint: torch.Tensor | None = field(default=None, repr=False, compare=False)
-
-    def joint_x(self) -> torch.Tensor:
-        """The retain then the forget samples' views in one tensor (made once per step).
-
-        For methods that forward both sides together, so that BatchNorm normalises
-        them as one batch; the trainer recognises this tensor and hands augmenters
-        the features of its retain rows, with no extra forward.
-        """
-        if self._joint is None:
-            parts = [b.x for b in (self.retain, self.forget) if b is not None]
-            self._joint = parts[0] if len(parts) == 1 else torch.cat(parts)
-        return self._joint
-
-    def shard(self, world: World) -> Step:
-        """This rank's rows of each side (a side too small to split stays whole on every rank)."""
-        if world.size == 1:
-            return self
-        sides = []
-        for batch in (self.retain, self.forget):
-            rows = world.rows(len(batch)) if batch is not None else None
-            sides.append(batch.rows(rows) if batch is not None and rows is not None else batch)
-        return Step(sides[0], sides[1], self.epoch, self.epochs, self.iteration, self.iterations)
-
-    @property
-    def progress(self) -> float:
-        """Fraction of training done before this step, in [0, 1)."""
-        return self.iteration / max(self.iterations, 1)
-
-    def __len__(self) -> int:
-        return sum(len(b) for b in (self.retain, self.forget) if b is not None)
+def shard(step: Step, world: World) -> Step:
+    """This rank's rows of each side of a step (a side too small to split stays whole on every rank)."""
+    if world.size == 1:
+        return step
+    sides = []
+    for batch in (step.retain, step.forget):
+        rows = world.rows(len(batch)) if batch is not None else None
+        sides.append(batch.rows(rows) if batch is not None and rows is not None else batch)
+    return Step(sides[0], sides[1], step.epoch, step.epochs, step.iteration, step.iterations)
 
 
 class RunData:
@@ -324,17 +270,17 @@ def shuffled(index: torch.Tensor, batch_size: int, generator: torch.Generator) -
     return chunks
 
 
-def _drawn_part(over: Over) -> str:
+def _drawn_part(over: Part) -> str:
     """The part whose shuffled passes set an epoch: retain for retain+forget, all for union."""
     return {"retain+forget": "retain", "union": "all"}.get(over, over)
 
 
-def _drawn(data: RunData, over: Over, among: torch.Tensor | None) -> torch.Tensor:
+def _drawn(data: RunData, over: Part, among: torch.Tensor | None) -> torch.Tensor:
     """The training positions whose shuffled passes make an epoch: `among` when given, else the stream's part."""
     return data.indices(_drawn_part(over)) if among is None else among
 
 
-def steps_per_epoch(data: RunData, over: Over, batch_size: int, among: torch.Tensor | None = None) -> int:
+def steps_per_epoch(data: RunData, over: Part, batch_size: int, among: torch.Tensor | None = None) -> int:
     n = len(_drawn(data, over, among))
     full, rest = divmod(n, batch_size)
     return full + (1 if rest > 1 or (rest == 1 and full == 0) else 0)
@@ -350,7 +296,7 @@ class _Side(NamedTuple):
 
 
 def steps(
-    data: RunData, over: Over, batch_size: int, epochs: int, generator: torch.Generator, among: torch.Tensor | None = None
+    data: RunData, over: Part, batch_size: int, epochs: int, generator: torch.Generator, among: torch.Tensor | None = None
 ) -> Iterator[Step]:
     """The step stream of a training run.
 
@@ -372,7 +318,7 @@ def steps(
 
 
 def _requests(
-    data: RunData, over: Over, batch_size: int, epochs: int, generator: torch.Generator, among: torch.Tensor | None
+    data: RunData, over: Part, batch_size: int, epochs: int, generator: torch.Generator, among: torch.Tensor | None
 ) -> Iterator[tuple[_Side, torch.Tensor]]:
     """The batches a step stream reads, in order: each step's retain side, then its forget side.
 

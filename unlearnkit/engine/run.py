@@ -1,4 +1,5 @@
-"""What a method works with: `UnlearnRun`, and the wrapper that lets augmenters join any method."""
+"""What a method works with: the `Workbench` (the engine's `unlearnkit.UnlearnRun`), and the wrapper that lets
+augmenters join any method."""
 
 from __future__ import annotations
 
@@ -12,22 +13,19 @@ from torch import nn
 from unlearnkit.api import Augmenter, Method, TrainParams
 from unlearnkit.engine.compute import FP32, Compute
 from unlearnkit.engine.cost import CostMeter
-from unlearnkit.engine.data import Batch, Over, RunData, Step, shuffled, steps, steps_per_epoch
-from unlearnkit.engine.train import LossFn, Trainer
+from unlearnkit.contract import Batch, LossFn, Part, Schedule, Step, UnlearnRun
+from unlearnkit.engine.data import RunData, shuffled, steps, steps_per_epoch
+from unlearnkit.engine.train import Trainer
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.models import Classifier
 from unlearnkit.plugins import plugin_code
 from unlearnkit.progress import SILENT, Progress
 
 
-#: a method's own step schedule: each step with the loss it is trained on (SCRUB alternates two)
-Schedule = Iterable[tuple[LossFn, Step]]
-
-
 def fit(
     model: Classifier,
     data: RunData,
-    over: Over,
+    over: Part,
     loss_fn: LossFn,
     params: TrainParams,
     *,
@@ -53,8 +51,8 @@ def _drive(trainer: Trainer, schedule: Schedule, total: int, progress: Progress,
             advance(trainer.step(loss_fn, step))
 
 
-class UnlearnRun:
-    """The workbench handed to `Method.unlearn`.
+class Workbench:
+    """The engine's `UnlearnRun` (unlearnkit.contract): what `Method.unlearn` is handed.
 
     `model` starts as a copy of the original model; the method edits it in
     place. Training goes through `train` (one loss over one stream) or `fit` (a
@@ -125,13 +123,13 @@ class UnlearnRun:
         if step.retain is not None:
             self._check_index(step.retain.index)
 
-    def steps(self, over: Over, batch_size: int, epochs: int, among: torch.Tensor | None = None) -> Iterator[Step]:
+    def steps(self, over: Part, batch_size: int, epochs: int, among: torch.Tensor | None = None) -> Iterator[Step]:
         """The engine's step stream (see `unlearnkit.engine.data.steps`), drawn with the run's generator;
         `among` limits it to some training positions."""
         self._check(over)
         return steps(self.data, over, batch_size, epochs, self.generator, among)
 
-    def steps_per_epoch(self, over: Over, batch_size: int, among: torch.Tensor | None = None) -> int:
+    def steps_per_epoch(self, over: Part, batch_size: int, among: torch.Tensor | None = None) -> int:
         return steps_per_epoch(self.data, over, batch_size, among)
 
     def batch(self, index: torch.Tensor) -> Batch:
@@ -151,7 +149,7 @@ class UnlearnRun:
         self,
         loss_fn: LossFn,
         params: TrainParams,
-        over: Over = "retain",
+        over: Part = "retain",
         parameters: Iterable[nn.Parameter] | None = None,
         label: str | None = None,
         masks: Mapping[nn.Parameter, torch.Tensor] | None = None,

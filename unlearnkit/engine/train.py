@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from typing import Callable, Iterable, Iterator, Mapping, Sequence, Union, cast
+from typing import Iterable, Iterator, Mapping, Sequence, cast
 
 import torch
 import torch.nn.functional as F
@@ -13,12 +13,11 @@ from torch import nn
 from unlearnkit.api import Augmenter, TrainParams
 from unlearnkit.engine.compute import FP32, Compute
 from unlearnkit.engine.cost import CostMeter
-from unlearnkit.engine.data import Step
+from unlearnkit.contract import LossFn, Step
+from unlearnkit.engine.data import shard
 from unlearnkit.engine.distributed import average_gradients, broadcast_buffers, broadcast_state, world
 from unlearnkit.models import Classifier
 
-Loss = Union[torch.Tensor, Mapping[str, torch.Tensor]]
-LossFn = Callable[[Classifier, Step], Loss]
 
 
 def retain_cross_entropy(model: Classifier, step: Step) -> torch.Tensor:
@@ -113,7 +112,7 @@ class Trainer:
 
     def loss_terms(self, loss_fn: LossFn, whole: Step) -> dict[str, torch.Tensor]:
         """The method's terms and each augmenter's, on this rank's rows of the step (all of it in one process)."""
-        step = whole.shard(self.world)
+        step = shard(whole, self.world)
         retain = step.retain if self.augmenters else None  # augmenters add terms only to steps with a retain batch
         capture: AbstractContextManager[list[torch.Tensor]] = (
             captured_features(self.model, step) if retain is not None else nullcontext([])

@@ -7,10 +7,10 @@ from typing import Callable, Literal
 from pydantic import Field
 
 from unlearnkit.api import Evaluator, Params
+from unlearnkit.contract import Subject
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.evaluation.mia import mia_efficacy
 from unlearnkit.evaluation.representation import premise_agreement
-from unlearnkit.evaluation.subject import Subject
 from unlearnkit.hookspecs import hookimpl
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from unlearnkit.api import Architecture, DataShape
 from unlearnkit.errors import UnlearnkitError
@@ -28,11 +28,11 @@ def build(
     """
     from unlearnkit.plugins import installed, plugin_code
 
-    entry, variant = (registry or installed()).get_variant("model", name)
-    with plugin_code(entry):
-        network = cast("type[Architecture]", entry.cls)().build(DataShape(in_channels, num_classes, image_size), width, variant)
+    architecture, variant = (registry or installed()).variant(Architecture, name)
+    with plugin_code(architecture):
+        network = architecture().build(DataShape(in_channels, num_classes, image_size), width, variant)
     if network is None:
-        raise UnlearnkitError(f"model '{name}' built nothing", f"Its plugin ({entry.plugin}) must return an nn.Module.")
+        raise UnlearnkitError(f"model '{name}' built nothing", f"Its plugin must return an nn.Module ({architecture.__module__}).")
     return as_classifier(network)
 
 

@@ -12,7 +12,7 @@ from torch import nn
 from unlearnkit.api import TrainParams
 from unlearnkit.data.forget import Split
 from unlearnkit.data.images import ImageSet, Transform
-from unlearnkit.engine import AugmentedMethod, CostMeter, RunData, UnlearnRun
+from unlearnkit.engine import AugmentedMethod, CostMeter, RunData, Workbench
 from unlearnkit.engine.data import Step
 from unlearnkit.errors import SpecError
 from unlearnkit.models import Classifier
@@ -31,6 +31,7 @@ from unlearnkit_baselines.contrastive_unlearning import (
 )
 from unlearnkit_coun import ContrastiveAugmenter
 from unlearnkit_coun.contrastive import ContrastiveParams
+from unlearnkit import Method
 
 PLAIN = Transform(mean=(0.5,), std=(0.25,))  # no crop, no flip: the training view is the normalised image
 
@@ -104,7 +105,7 @@ def test_boundary_shrink_relabels_each_forget_sample_to_its_adversarial_neighbou
     images = constant_images(forget_levels + [51, 102, 153, 204], forget_labels + [0, 1, 2, 3])
     split = Split(forget=torch.arange(6), retain=torch.arange(6, 10))
     data = RecordingData(images, PLAIN, split, torch.device("cpu"))
-    run = UnlearnRun(
+    run = Workbench(
         nearest_centroid_model(), data, recipe=TrainParams(), new_model=nearest_centroid_model,
         cost=CostMeter(1), seed=0, name="boundary-shrink",
     )
@@ -533,5 +534,5 @@ def test_cu_declarations_and_defaults():
 def test_boundary_shrink_boundary_expand_and_cu_are_registered():
     registry = discover(env={})
     for name, cls in (("boundary-shrink", BoundaryShrink), ("boundary-expand", BoundaryExpand), ("cu", ContrastiveUnlearning)):
-        assert registry.get_class("method", name) is cls
+        assert registry.get(Method, name) is cls
         assert cls.summary() and len(cls.summary()) < 120

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unlearnkit import Augmenter
+from unlearnkit import Augmenter, Method
 from unlearnkit.engine import AugmentedMethod
 from unlearnkit.engine import run as engine_run
 from unlearnkit.engine.data import steps
@@ -476,5 +476,5 @@ def test_scrub_bad_teacher_and_ssd_are_registered():
 
     registry = discover(env={})
     for name, cls in (("scrub", Scrub), ("bad-teacher", BadTeacher), ("ssd", SelectiveSynapticDampening)):
-        assert registry.get_class("method", name) is cls
+        assert registry.get(Method, name) is cls
         assert cls.summary() and len(cls.summary()) < 120

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from unlearnkit.api import TrainParams
 from unlearnkit.data.forget import random_split
 from unlearnkit.data.images import ImageSet, Transform
-from unlearnkit.engine import CostMeter, RunData, UnlearnRun, fit
+from unlearnkit.engine import CostMeter, RunData, Workbench, fit
 from unlearnkit.engine.data import steps
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.models import small_cnn
@@ -17,6 +17,7 @@ from unlearnkit.testing import RecordingData
 from unlearnkit_baselines import FineTune, GradientAscent, NegGrad, NegGradPlus
 from unlearnkit_baselines.ascent import GradientAscentParams, NegGradPlusParams, weighted_difference
 from unlearnkit_baselines.finetune import retain_cross_entropy
+from unlearnkit import Method
 
 # --------------------------------------------------------------------------- helpers
 
@@ -53,8 +54,8 @@ def original_model():
     return model
 
 
-def make_run(method_cls, data: RunData | None = None, model=None) -> UnlearnRun:
-    return UnlearnRun(
+def make_run(method_cls, data: RunData | None = None, model=None) -> Workbench:
+    return Workbench(
         model if model is not None else original_model(), data if data is not None else tiny_data(),
         recipe=TrainParams(), new_model=lambda: small_cnn(1, CLASSES, width=4), cost=CostMeter(1), seed=0,
         uses_forget=method_cls.uses_forget, name=method_cls.name,
@@ -204,7 +205,7 @@ def test_retain_cross_entropy_reads_only_the_retain_side():
 
 def test_sealed_run_refuses_a_method_that_asks_for_forget_data():
     data = tiny_data()
-    run = UnlearnRun(
+    run = Workbench(
         original_model(), data, recipe=TrainParams(), new_model=lambda: small_cnn(1, CLASSES, width=4),
         cost=CostMeter(1), seed=0, uses_forget=False, name="ga",
     )
@@ -229,4 +230,4 @@ def test_ft_ga_neggrad_and_neggrad_plus_are_registered():
 
     registry = discover(env={})
     for name, cls in (("ft", FineTune), ("ga", GradientAscent), ("neggrad", NegGrad), ("neggrad+", NegGradPlus)):
-        assert registry.get_class("method", name) is cls
+        assert registry.get(Method, name) is cls

@@ -28,6 +28,7 @@ from unlearnkit_baselines.relabel import (
 )
 from unlearnkit_baselines.retrain import RetrainParams
 from unlearnkit_baselines.sparse import L1SparseParams, alpha_at, l1_norm
+from unlearnkit import Method
 
 # --------------------------------------------------------------------------- helpers
 
@@ -489,7 +490,7 @@ def test_retrain_rl_salun_l1_sparse_and_not_are_registered():
     registry = discover(env={})
     for name, cls in (("retrain", Retrain), ("rl", RandomLabel), ("salun", SalUn), ("l1-sparse", L1Sparse),
                       ("not", NegateThenTune)):
-        assert registry.get_class("method", name) is cls
+        assert registry.get(Method, name) is cls
         assert cls.summary() and cls.__doc__.splitlines()[0] == cls.summary()
 
 

@@ -13,7 +13,7 @@ from unlearnkit import Method, TrainParams, UnlearnkitError
 
 if TYPE_CHECKING:  # pragma: no cover
     from unlearnkit import Classifier, Step, UnlearnRun
-    from unlearnkit.data import Transform
+    from unlearnkit import Transform
 
 
 class BoundaryParams(TrainParams):

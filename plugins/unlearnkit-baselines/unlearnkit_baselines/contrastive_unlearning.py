@@ -9,10 +9,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from unlearnkit import Method, TrainParams
-from unlearnkit.engine import lr_factor
-from unlearnkit.engine.data import Step, shuffled
-from unlearnkit.errors import UnlearnkitError
+from unlearnkit import Method, Step, TrainParams, UnlearnkitError, lr_factor, shuffled
 
 if TYPE_CHECKING:  # pragma: no cover
     from unlearnkit import Classifier, UnlearnRun

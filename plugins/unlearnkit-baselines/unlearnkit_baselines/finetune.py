@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from unlearnkit import Method, Range, TrainParams
-from unlearnkit.engine import retain_cross_entropy
+from unlearnkit import Method, Range, TrainParams, retain_cross_entropy
 
 if TYPE_CHECKING:  # pragma: no cover
     from unlearnkit import UnlearnRun

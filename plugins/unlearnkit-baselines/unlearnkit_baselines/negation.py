@@ -8,8 +8,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from unlearnkit import Method, Range, TrainParams, UnlearnkitError
-from unlearnkit.engine import retain_cross_entropy
+from unlearnkit import Method, Range, TrainParams, UnlearnkitError, retain_cross_entropy
 
 if TYPE_CHECKING:  # pragma: no cover
     from unlearnkit import UnlearnRun

@@ -7,8 +7,7 @@ from typing import TYPE_CHECKING, Literal
 import torch
 from pydantic import Field
 
-from unlearnkit import Method, Params, TrainParams
-from unlearnkit.engine import retain_cross_entropy
+from unlearnkit import Method, Params, TrainParams, retain_cross_entropy
 
 if TYPE_CHECKING:  # pragma: no cover
     from unlearnkit import UnlearnRun

@@ -13,7 +13,7 @@ from unlearnkit import Method, TrainParams
 
 if TYPE_CHECKING:  # pragma: no cover
     from unlearnkit import Classifier, Step, UnlearnRun
-    from unlearnkit.engine import CostMeter
+    from unlearnkit import CostCounter
 
     #: a loss over one step, as `run.fit` takes it: its named terms
     StepLoss = Callable[[Classifier, Step], dict[str, torch.Tensor]]
@@ -30,7 +30,7 @@ def distill_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tempe
     return F.kl_div(log_student, teacher, reduction="batchmean") * temperature**2
 
 
-def max_step_loss(teacher: nn.Module, temperature: float, cost: CostMeter) -> StepLoss:
+def max_step_loss(teacher: nn.Module, temperature: float, cost: CostCounter) -> StepLoss:
     """A max-step's loss on the forget batch: -KL(teacher || student); counts the teacher's forward."""
 
     def loss(model: Classifier, step: Step) -> dict[str, torch.Tensor]:
@@ -44,7 +44,7 @@ def max_step_loss(teacher: nn.Module, temperature: float, cost: CostMeter) -> St
     return loss
 
 
-def min_step_loss(teacher: nn.Module, temperature: float, gamma: float, alpha: float, cost: CostMeter) -> StepLoss:
+def min_step_loss(teacher: nn.Module, temperature: float, gamma: float, alpha: float, cost: CostCounter) -> StepLoss:
     """A min-step's loss on the retain batch: gamma * CE + alpha * KL(teacher || student).
 
     Counts the teacher's forward.

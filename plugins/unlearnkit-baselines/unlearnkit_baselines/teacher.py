@@ -13,7 +13,7 @@ from unlearnkit import Method, TrainParams
 
 if TYPE_CHECKING:  # pragma: no cover
     from unlearnkit import Batch, Classifier, Step, UnlearnRun
-    from unlearnkit.engine import CostMeter
+    from unlearnkit import CostCounter
 
 
 def incompetent_teacher(run: UnlearnRun) -> torch.nn.Module:
@@ -30,7 +30,7 @@ def incompetent_teacher(run: UnlearnRun) -> torch.nn.Module:
 
 
 def bad_teacher_loss(
-    competent: nn.Module, incompetent: nn.Module, temperature: float, cost: CostMeter
+    competent: nn.Module, incompetent: nn.Module, temperature: float, cost: CostCounter
 ) -> Callable[[Classifier, Step], dict[str, torch.Tensor]]:
     """KL(teacher || student) at temperature T over a union batch, averaged over all its samples.
 

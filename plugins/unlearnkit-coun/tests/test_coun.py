@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from unlearnkit.api import TrainParams
 from unlearnkit.data.forget import random_split
 from unlearnkit.data.images import ImageSet, Transform
-from unlearnkit.engine import AugmentedMethod, CostMeter, RunData, UnlearnRun
+from unlearnkit.engine import AugmentedMethod, CostMeter, RunData, Workbench
 from unlearnkit.engine.data import steps
 from unlearnkit.models import small_cnn
 from unlearnkit.testing import RecordingData
@@ -20,6 +20,7 @@ from unlearnkit_baselines import FineTune, GradientAscent, NegGrad, NegGradPlus
 from unlearnkit_coun import CoUn, ContrastiveAugmenter, cross_view_infonce
 from unlearnkit_coun.contrastive import ContrastiveParams
 from unlearnkit_coun.method import CoUnParams
+from unlearnkit import Augmenter, Method
 
 # --------------------------------------------------------------------------- helpers
 
@@ -47,8 +48,8 @@ def tiny_model(seed: int = 0):
     return small_cnn(1, CLASSES, width=4)
 
 
-def make_run(data: RunData, model=None, uses_forget: bool = False, seed: int = 0) -> UnlearnRun:
-    return UnlearnRun(
+def make_run(data: RunData, model=None, uses_forget: bool = False, seed: int = 0) -> Workbench:
+    return Workbench(
         model if model is not None else tiny_model(), data, recipe=TrainParams(),
         new_model=lambda: small_cnn(1, CLASSES, width=4), cost=CostMeter(1), seed=seed,
         uses_forget=uses_forget, name="coun",
@@ -266,5 +267,5 @@ def test_registered_through_the_plugin_host():
     from unlearnkit.plugins import discover
 
     registry = discover(env={})
-    assert registry.get_class("method", "coun") is CoUn
-    assert registry.get_class("augmenter", "coun-cl") is ContrastiveAugmenter
+    assert registry.get(Method, "coun") is CoUn
+    assert registry.get(Augmenter, "coun-cl") is ContrastiveAugmenter

@@ -6,8 +6,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
-from unlearnkit import Method, Range, TrainParams
-from unlearnkit.engine import AugmentedMethod
+from unlearnkit import AugmentedMethod, Method, Range, TrainParams
 from unlearnkit_baselines.finetune import FineTune
 from unlearnkit_coun.contrastive import ContrastiveAugmenter, ContrastiveParams
 
