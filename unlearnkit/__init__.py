@@ -11,7 +11,7 @@ from unlearnkit._version import __version__
 from unlearnkit.api import (
     Architecture, Augmenter, Choice, DataOutline, DataShape, DataSource, Evaluator, Method, Params, Range, TrainParams,
 )
-from unlearnkit.errors import UnlearnkitError
+from unlearnkit.errors import DataNotFoundError, PluginFault, UnlearnkitError
 from unlearnkit.hookspecs import hookimpl
 
 RepresentationAugmenter = Augmenter  # the contract's name in the design
@@ -30,6 +30,7 @@ _LAZY = {
     "lr_factor": "unlearnkit.engine.train", "shuffled": "unlearnkit.engine.data",
     # what a data-set plugin returns
     "ImageSet": "unlearnkit.data.images", "Transform": "unlearnkit.data.images", "Datasets": "unlearnkit.data.streamed",
+    "AdaptedClassifier": "unlearnkit.models.adapt",
     # a loss over the global batch of a distributed run (coun-cl's contrastive term)
     "gather_rows": "unlearnkit.engine.distributed",
 }
@@ -42,6 +43,7 @@ if TYPE_CHECKING:  # what the type checker sees of the lazy names below
     from unlearnkit.engine.distributed import gather_rows
     from unlearnkit.engine.run import AugmentedMethod
     from unlearnkit.engine.train import lr_factor, retain_cross_entropy
+    from unlearnkit.models.adapt import AdaptedClassifier
     from unlearnkit.workflow import UnlearnResult, unlearn
 
 
@@ -55,8 +57,9 @@ def __getattr__(name: str) -> Any:
 
 #: the public API: what plugins and users import (from `unlearnkit` itself); every other module is internal
 __all__ = [
-    "Architecture", "AugmentedMethod", "Augmenter", "Batch", "Choice", "Classifier", "CostCounter", "DataOutline",
-    "DataShape", "DataSource", "Datasets", "Evaluator", "ImageSet", "LossFn", "Method", "Params", "Part", "Range",
+    "AdaptedClassifier", "Architecture", "AugmentedMethod", "Augmenter", "Batch", "Choice", "Classifier", "CostCounter",
+    "DataNotFoundError", "DataOutline", "DataShape", "DataSource", "Datasets", "Evaluator", "ImageSet", "LossFn", "Method",
+    "Params", "Part", "PluginFault", "Range",
     "RepresentationAugmenter", "Step", "Subject", "TrainParams", "Transform", "UnlearnResult", "UnlearnRun",
     "UnlearnkitError", "gather_rows", "hookimpl", "lr_factor", "retain_cross_entropy", "shuffled", "unlearn",
     "__version__",

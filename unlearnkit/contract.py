@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 if TYPE_CHECKING:  # pragma: no cover
-    from unlearnkit.api import Augmenter, TrainParams
     from unlearnkit.data.images import Transform
+    from unlearnkit.params import TrainParams
 
 #: which training samples a step stream goes over: all, retain, forget, both sides paired in each step
 #: (retain+forget), or their union drawn as one side
@@ -98,6 +98,26 @@ LossFn = Callable[[Classifier, Step], Loss]
 Schedule = Iterable[tuple[LossFn, Step]]
 
 
+class RepresentationTerms(Protocol):
+    """Loss terms added to every training step that has a retain batch, computed from the features the step's
+    own forward pass gave (what the engine asks of an `unlearnkit.Augmenter`)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def extra_views(self) -> int:
+        """Augmented views it draws per retain sample and back-propagates (for counting cost)."""
+        ...
+
+    def parameters(self) -> list[nn.Parameter]:
+        """Trainable parameters it owns, optimised with the model's."""
+        ...
+
+    def loss_terms(self, model: Classifier, batch: Batch, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Named loss terms for one retain batch; `features` = f(batch.x) from the step's forward."""
+        ...
+
+
 class CostCounter(Protocol):
     """Counts the compute a method spends outside the shared training loop (a teacher's forwards, say)."""
 
@@ -144,8 +164,8 @@ class UnlearnRun(Protocol):
     as streams of steps, and training that adds the run's augmenter terms and counts cost."""
 
     model: Classifier
-    #: the augmenters whose loss terms join this run's training steps (`AugmentedMethod` adds its own)
-    augmenters: list[Augmenter]
+    #: what joins this run's training steps with loss terms of its own (`AugmentedMethod` adds its augmenters)
+    augmenters: list[RepresentationTerms]
 
     @property
     def recipe(self) -> TrainParams:

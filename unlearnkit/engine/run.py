@@ -13,7 +13,7 @@ from torch import nn
 from unlearnkit.api import Augmenter, Method, TrainParams
 from unlearnkit.engine.compute import FP32, Compute
 from unlearnkit.engine.cost import CostMeter
-from unlearnkit.contract import Batch, LossFn, Part, Schedule, Step, UnlearnRun
+from unlearnkit.contract import Batch, LossFn, Part, RepresentationTerms, Schedule, Step, UnlearnRun
 from unlearnkit.engine.data import RunData, shuffled, steps, steps_per_epoch
 from unlearnkit.engine.train import Trainer
 from unlearnkit.errors import UnlearnkitError
@@ -33,7 +33,7 @@ def fit(
     cost: CostMeter,
     progress: Progress = SILENT,
     label: str = "training",
-    augmenters: Sequence[Augmenter] = (),
+    augmenters: Sequence[RepresentationTerms] = (),
     compute: Compute = FP32,
 ) -> None:
     """Train `model` for `params.epochs` over a part of the data with the shared loop (Original, Retrain)."""
@@ -83,7 +83,7 @@ class Workbench:
         self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)
         self.progress = progress
-        self.augmenters: list[Augmenter] = []
+        self.augmenters: list[RepresentationTerms] = []
         self.uses_forget = uses_forget
         self.name = name
         self.compute = compute

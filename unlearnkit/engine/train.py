@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unlearnkit.api import Augmenter, TrainParams
+from unlearnkit.api import TrainParams
 from unlearnkit.engine.compute import FP32, Compute
 from unlearnkit.engine.cost import CostMeter
-from unlearnkit.contract import LossFn, Step
+from unlearnkit.contract import LossFn, RepresentationTerms, Step
 from unlearnkit.engine.data import shard
 from unlearnkit.engine.distributed import average_gradients, broadcast_buffers, broadcast_state, world
 from unlearnkit.models import Classifier
@@ -82,7 +82,7 @@ class Trainer:
         params: TrainParams,
         total_steps: int,
         cost: CostMeter,
-        augmenters: Sequence[Augmenter] = (),
+        augmenters: Sequence[RepresentationTerms] = (),
         parameters: Iterable[nn.Parameter] | None = None,
         masks: Mapping[nn.Parameter, torch.Tensor] | None = None,
         compute: Compute = FP32,
