@@ -181,7 +181,7 @@ def test_interrupted_bundle_never_looks_complete(tmp_path, monkeypatch):
     from unlearnkit import bundle
     from unlearnkit.data.forget import random_split
     from unlearnkit.models import small_cnn
-    from unlearnkit.pipeline import RunResult
+    from unlearnkit.sequence import RunResult
     from unlearnkit.spec import RunSpec
 
     result = RunResult(

@@ -28,8 +28,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.fields import FieldInfo
 from safetensors.torch import save_file
 
-from unlearnkit import cli
-from unlearnkit.api import INT_LIMIT, Checked, Params
+from unlearnkit import Augmenter, Evaluator, Method, cli
+from unlearnkit.api import INT_LIMIT, Checked, Configurable, Params
+from unlearnkit.bench.session import GRID_ENTRIES
 from unlearnkit.bundle import CONTENTS, check_destination, write_bundle
 from unlearnkit.errors import SpecError, UnlearnkitError
 from unlearnkit.plugins import discover
@@ -48,12 +49,12 @@ pytestmark = pytest.mark.usefixtures("private_cache")
 @pytest.fixture(autouse=True)
 def no_training(monkeypatch):
     """Every case here must be refused before a run starts: starting one fails the test at once (no hang)."""
-    from unlearnkit.pipeline import Protocol
+    from unlearnkit.protocol import ProtocolRun
 
     def started(*args, **kwargs):
         raise RuntimeError("a run started before the input checks refused it")
 
-    monkeypatch.setattr(Protocol, "__init__", started)
+    monkeypatch.setattr(ProtocolRun, "__init__", started)
 
 
 def unlearn(*argv: str) -> tuple[int, str, str]:
@@ -130,14 +131,14 @@ def numeric_fields(model: type[BaseModel], prefix: str, base: dict[str, Any]) ->
 
 def _all_fields() -> list[Numeric]:
     fields = numeric_fields(RunSpec, "", {})
-    for method in REGISTRY.entries("method"):
+    for method in REGISTRY.entries(Method):
         fields += numeric_fields(method.cls.Params, "method.params.", {"method": {"name": method.name, "params": {}}})
-    for augmenter in REGISTRY.entries("augmenter"):
+    for augmenter in REGISTRY.entries(Augmenter):
         fields += numeric_fields(augmenter.cls.Params, "augment.0.params.",
                                  {"method": "ft", "augment": [{"name": augmenter.name, "params": {}}]})
-    evaluators = DEFAULT_EVALUATORS + [n for n in REGISTRY.names("evaluator") if n not in DEFAULT_EVALUATORS]
+    evaluators = DEFAULT_EVALUATORS + [n for n in REGISTRY.names(Evaluator) if n not in DEFAULT_EVALUATORS]
     for i, name in enumerate(evaluators):
-        fields += numeric_fields(REGISTRY.get_class("evaluator", name).Params, f"evaluate.{i}.params.",
+        fields += numeric_fields(REGISTRY.get(Evaluator, name).Params, f"evaluate.{i}.params.",
                                  {"evaluate": [{"name": n, "params": {}} for n in evaluators]})
     return fields
 
@@ -212,7 +213,9 @@ def test_every_numeric_field_is_found():
 
 def test_every_plugin_params_model_inherits_the_checks():
     """First-party plugins (baselines, coun) and the core's own: no inf or nan, bounded integers, no unknown keys."""
-    for entry in REGISTRY.entries():
+    configurable = [entry for entry in REGISTRY.entries() if issubclass(entry.cls, Configurable)]
+    assert configurable  # architectures and data sets take no params; methods, augmenters and evaluators do
+    for entry in configurable:
         assert issubclass(entry.cls.Params, Params), entry.name
         config = entry.cls.Params.model_config
         assert config.get("allow_inf_nan") is False and config.get("extra") == "forbid", entry.name
@@ -442,7 +445,7 @@ def test_overwrite_never_replaces_a_folder_that_is_not_a_bundle(tmp_path, privat
 
 
 GRID_USER_FILES = st.dictionaries(  # a user's files, or a run bundle's, some named as a grid's reports are
-    NAME.filter(lambda n: n not in cli.GRID_ENTRIES) | st.sampled_from(sorted(CONTENTS | {"results.csv", "tuned.yaml"})),
+    NAME.filter(lambda n: n not in GRID_ENTRIES) | st.sampled_from(sorted(CONTENTS | {"results.csv", "tuned.yaml"})),
     st.binary(max_size=64), min_size=1, max_size=4,
 )
 
@@ -470,7 +473,7 @@ def test_a_file_at_the_output_path_is_never_replaced(tmp_path, overwrite):
 def _result():
     from unlearnkit.data.forget import random_split
     from unlearnkit.models import small_cnn
-    from unlearnkit.pipeline import RunResult
+    from unlearnkit.sequence import RunResult
 
     metrics = {"RA": 100.0, "UA": 0.0, "TA": 90.0, "MIA": 1.0}
     torch.manual_seed(0)

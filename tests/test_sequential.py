@@ -18,8 +18,10 @@ from unlearnkit.data.forget import random_split, sequential_split
 from unlearnkit.engine import RunData
 from unlearnkit.engine.data import steps
 from unlearnkit.errors import SpecError, UnlearnkitError
-from unlearnkit.pipeline import Protocol
+from unlearnkit.protocol import ProtocolRun
 from unlearnkit.plugins import discover
+from unlearnkit.references import reference_model
+from unlearnkit.sequence import run_protocol
 from unlearnkit.spec import resolve
 from unlearnkit.testing import TINY_TRANSFORM, tiny_images
 
@@ -134,21 +136,21 @@ def test_scenario_strings_and_labels():
 
 def test_each_step_unlearns_its_request_from_the_last_model_and_is_measured_against_its_own_retrain(
         registry, monkeypatch):
-    from unlearnkit import pipeline
+    from unlearnkit import references
 
     trained_on = []  # the training indices of every Retrain trained
-    real_fit = pipeline.fit
+    real_fit = references.fit
 
     def spy(model, data, over, *args, **kwargs):
         if over == "retain":
             trained_on.append(indices(data.indices("retain")))
         return real_fit(model, data, over, *args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "fit", spy)
+    monkeypatch.setattr(references, "fit", spy)
     spec = {**TINY, "method": "nudge", "evaluate": ["witness"], "forget": {"kind": "sequential", "fraction": 0.1, "steps": 3}}
-    protocol = Protocol(resolve(spec, registry))
-    result = protocol.run()
-    split = protocol.split
+    run = ProtocolRun(resolve(spec, registry))
+    result = run_protocol(run)
+    split = run.split
     forgotten = [indices(split.after(i).forget) for i in (1, 2, 3)]
     retained = [indices(split.after(i).retain) for i in (1, 2, 3)]
 
@@ -178,12 +180,12 @@ def test_each_step_unlearns_its_request_from_the_last_model_and_is_measured_agai
 
 def test_the_first_steps_retrain_is_the_random_splits(registry):
     spec = {**TINY, "method": "nudge", "evaluate": ["witness"]}
-    random = Protocol(resolve({**spec, "forget": {"kind": "random", "fraction": 0.1}}, registry))
-    random.reference_model("retrain")
-    sequential = Protocol(resolve({**spec, "forget": {"kind": "sequential", "fraction": 0.1, "steps": 2}}, registry))
+    random = ProtocolRun(resolve({**spec, "forget": {"kind": "random", "fraction": 0.1}}, registry))
+    reference_model(random, "retrain")
+    sequential = ProtocolRun(resolve({**spec, "forget": {"kind": "sequential", "fraction": 0.1, "steps": 2}}, registry))
     first, second = sequential.steps()
-    assert first.reference_model("retrain")[2] == "cached"
-    assert second.reference_model("retrain")[2] == "trained"
+    assert reference_model(first, "retrain")[2] == "cached"
+    assert reference_model(second, "retrain")[2] == "trained"
 
 
 # --------------------------------------------------------------------------- the command line

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator, Protocol
 
 from rich.console import Console
@@ -81,3 +82,26 @@ class Progress:
 
 
 SILENT = Progress(enabled=False)
+
+
+@dataclass
+class Reporter:
+    """Where a command's work speaks: results to `out`, notes, warnings and progress to `err`.
+
+    `quiet`: no progress bars and no per-cell (or per-reference) lines.
+    """
+
+    out: Console
+    err: Console
+    quiet: bool = False
+
+    def progress(self) -> Progress:
+        return Progress(console=self.err, enabled=not self.quiet and self.err.is_terminal)
+
+    def log(self, line: str) -> None:
+        """A line about work done (a cached reference, a finished cell), dimmed; none when quiet."""
+        if not self.quiet:
+            self.err.print(f"[dim]{line}[/]", highlight=False)
+
+    def warn(self, line: str) -> None:
+        self.err.print(f"[bold yellow]warning:[/] {line}", highlight=False)

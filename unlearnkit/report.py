@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 from rich import box
 from rich.table import Table
 
-if TYPE_CHECKING:  # annotations only: the pipeline imports torch, and `unlearn plugins` imports this module
-    from unlearnkit.pipeline import StepResult
+if TYPE_CHECKING:  # annotations only: the protocol sequence imports torch, and `unlearn plugins` imports this module
+    from unlearnkit.sequence import StepResult
     from unlearnkit.spec import RunSpec
 
 LABELS = {"avg_gap": "Avg Gap", "premise": "Premise", "flops": "FLOPs", "seconds": "Time"}

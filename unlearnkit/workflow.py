@@ -1,13 +1,15 @@
 """`unlearnkit.unlearn`: unlearn a user's own trained model on their own torch Datasets, from Python.
 
-It builds a run spec from its arguments and runs the same `Protocol` as `unlearn run`;
-only the workload differs: the user's model is the Original, their Datasets the data.
+It builds a run spec from its arguments and runs the same protocol sequence as `unlearn run`
+(`unlearnkit.sequence.run_protocol`), and with `out` writes the same result bundle; only the workload
+differs: the user's model is the Original, their Datasets the data.
 """
 
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import torch
@@ -15,14 +17,18 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from unlearnkit.bench.grid import scenario_overrides
+from unlearnkit.bundle import check_destination, write_bundle
+from unlearnkit.devices import select_device
 from unlearnkit.engine.data import StreamedData, dataset_labels
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.models import as_classifier, fresh_copy, user_network
-from unlearnkit.pipeline import Protocol, RunResult, Workload, fingerprint, make_split, select_device
 from unlearnkit.plugins import Registry, installed
 from unlearnkit.progress import SILENT, Progress
+from unlearnkit.protocol import ProtocolRun
 from unlearnkit.report import markdown_table, rich_table
+from unlearnkit.sequence import RunResult, run_protocol
 from unlearnkit.spec import RunSpec, resolve, set_path
+from unlearnkit.workload import Workload, fingerprint, make_split
 
 
 @dataclass
@@ -31,6 +37,7 @@ class UnlearnResult:
 
     model: nn.Module
     run: RunResult
+    bundle: Path | None = None  # the result bundle, when `out` was given
 
     @property
     def metrics(self) -> dict[str, float | None]:
@@ -73,6 +80,7 @@ def unlearn(
     workers: int = 0,
     progress: bool = False,
     registry: Registry | None = None,
+    out: str | Path | None = None,
 ) -> UnlearnResult:
     """Unlearn `forget` from `model`, a classifier trained on `train_set`.
 
@@ -83,6 +91,8 @@ def unlearn(
       scores the gap to it; otherwise only the reference-free metrics are measured.
     - `train_eval_set`: the training samples with test-time transforms, for RA, UA and MIA (default: `train_set`).
     - `head`: the path of the model's final nn.Linear when it is not one the toolkit finds (e.g. ``"classifier.6"``).
+    - `out`: a folder to write the result bundle to, as `unlearn run --out` writes it; a folder that is
+      neither missing nor empty is refused before any training.
     """
     registry = registry or installed()
     params = {k: dict(v) for k, v in (params or {}).items()}
@@ -103,6 +113,8 @@ def unlearn(
         )
     resolved = resolve(raw, registry, "unlearnkit.unlearn")
     spec: RunSpec = resolved.spec
+    if out is not None:
+        check_destination(Path(out), overwrite=False)
 
     labels = dataset_labels(train_set), dataset_labels(test_set)
     classes = num_classes or int(max(y.max().item() for y in labels)) + 1
@@ -117,8 +129,9 @@ def unlearn(
         original=original,
     )
     with Progress() if progress else SILENT as bars:
-        result = Protocol(resolved, progress=bars, workload=workload).run()
-    return UnlearnResult(model=user_network(result.unlearned), run=result)
+        result = run_protocol(ProtocolRun(resolved, progress=bars, workload=workload))
+    bundle = write_bundle(result, Path(out)) if out is not None else None
+    return UnlearnResult(model=user_network(result.unlearned), run=result, bundle=bundle)
 
 
 def _set_forget(raw: dict[str, Any], forget: Sequence[int] | torch.Tensor | str) -> None:

@@ -18,12 +18,13 @@ from unlearnkit import cache
 from unlearnkit.bench.grid import Cell, resolve_cell, scenario_label, step_scenario
 from unlearnkit.bench.keys import cell_keys, reference_keys
 from unlearnkit.errors import PluginFault, UnlearnkitError
-from unlearnkit.evaluation.subject import Subject
+from unlearnkit.devices import environment
 from unlearnkit.files import atomic_write_bytes
-from unlearnkit.models import Classifier
-from unlearnkit.pipeline import Protocol, environment
 from unlearnkit.plugins import installed
 from unlearnkit.progress import SILENT, Progress
+from unlearnkit.protocol import ProtocolRun
+from unlearnkit.references import cache_key
+from unlearnkit.sequence import References, unlearn_steps
 from unlearnkit.spec import ResolvedRun
 
 
@@ -60,22 +61,22 @@ Resolver = Callable[[Task, Cell], ResolvedRun]
 
 
 class Worker:
-    """Performs tasks, keeping the last group's Protocol, Original and measured Retrains for its next cell."""
+    """Performs tasks, keeping the last group's References (its Original and measured Retrains) for its next cell."""
 
     def __init__(self, resolve: Resolver, progress: Progress = SILENT, log: Callable[[str], None] | None = None):
         self.resolve = resolve
         self.progress = progress
         self.log = log  # None: lines are returned in Done.lines
-        self._group: tuple[tuple[dict[str, str], ...], tuple[Protocol, Classifier, list[Subject]]] | None = None
+        self._group: tuple[tuple[dict[str, str], ...], References] | None = None
 
     def perform(self, task: Task, files: Mapping[str, bytes] | None = None) -> Done:
         done = Done(task)
         say = self.log or done.lines.append
         try:
             _install(files or {})
-            protocol, original, retrains = self._references(task, done, say)
-            if task.ship and protocol.spec.cache:
-                done.files = _cached_references(protocol)
+            references = self._references(task, done, say)
+            if task.ship and references.run.spec.cache:
+                done.files = _cached_references(references.run)
         except Exception as exc:  # noqa: BLE001 - reported for the group; the grid goes on with the others
             if isinstance(exc, UnlearnkitError) and not isinstance(exc, PluginFault):
                 done.error = (exc.message, exc.hint)  # missing data, say: the same for every group
@@ -85,54 +86,47 @@ class Worker:
                 _debug_traceback()
             return done
         if task.cell is not None:
-            self._cell(task, task.cell, protocol, original, retrains, done, say)
+            self._cell(task, task.cell, references, done, say)
         return done
 
-    def _references(self, task: Task, done: Done, say: Callable[[str], None]) -> tuple[Protocol, Classifier, list[Subject]]:
-        """The group's Protocol, Original and measured Retrain of each forget step; records for the wanted keys."""
+    def _references(self, task: Task, done: Done, say: Callable[[str], None]) -> References:
+        """The group's Original and measured Retrain of each forget step; records for the wanted keys."""
         log = lambda line: say(f"{task.where}: {line}")  # noqa: E731
         if self._group is not None and self._group[0] == task.references and not task.wanted:
-            protocol = self._group[1][0]  # resolved and checked when it was built, for these same references
-            protocol.progress, protocol.log = self.progress, log  # this task's, not the one that built it
-            return self._group[1]
+            references = self._group[1]  # resolved and checked when it was built, for these same references
+            references.run.log = log  # this task's, not the one that built it
+            return references
         self._group = None  # freed before the next group's models are loaded
         resolved = self.resolve(task, task.group)
         _same_keys(reference_keys(resolved), task.references, task.where)
-        protocol = Protocol(resolved, progress=self.progress, log=log)
-        original, original_cost, _ = protocol.reference_model("original")
-        retrains = []
-        for step, references in zip(protocol.steps(), task.references):
-            retrain_model, retrain_cost, _ = step.reference_model("retrain")
-            retrain = step.subject("retrain", retrain_model, retrain_cost)
-            step.measure(retrain, None)
-            base = record_base(step, task.group)
-            if references["retrain"] in task.wanted:
-                done.records.append((references["retrain"],
-                                     {**base, "kind": "retrain", "variant": "Retrain", "metrics": retrain.metrics}))
-            if references["original"] in task.wanted:
-                subject = step.subject("original", original, original_cost)
-                step.measure(subject, retrain)
-                done.records.append((references["original"],
-                                     {**base, "kind": "original", "variant": "Original", "metrics": subject.metrics}))
-            retrains.append(retrain)
-        self._group = (task.references, (protocol, original, retrains))
-        return protocol, original, retrains
+        # every cell is scored against Retrain, whatever the base spec's `retrain` says
+        references = References(ProtocolRun(resolved, progress=self.progress, log=log), retrain=True)
+        for index, keys in enumerate(task.references):
+            step = references.step(index)
+            assert step.retrain is not None
+            base = record_base(step.run, task.group)
+            if keys["retrain"] in task.wanted:
+                done.records.append((keys["retrain"],
+                                     {**base, "kind": "retrain", "variant": "Retrain", "metrics": step.retrain.metrics}))
+            if keys["original"] in task.wanted:
+                done.records.append((keys["original"], {**base, "kind": "original", "variant": "Original",
+                                                        "metrics": references.measure_original(step)}))
+        self._group = (task.references, references)
+        return references
 
-    def _cell(self, task: Task, cell: Cell, protocol: Protocol, original: Classifier, retrains: list[Subject],
-              done: Done, say: Callable[[str], None]) -> None:
+    def _cell(self, task: Task, cell: Cell, references: References, done: Done, say: Callable[[str], None]) -> None:
         """Every forget step of the cell, each from the model the step before left; records only once all are done."""
         records, seconds = [], 0.0
         try:
             resolved = self.resolve(task, cell)
             _same_keys(cell_keys(resolved), task.cell_keys, f"{cell.label} ({task.where})")
-            for (step, model, cost), retrain in zip(protocol.unlearn_in_turn(original, resolved.wrapped_method()), retrains):
-                metrics = step.measure(step.subject("unlearned", model, cost), retrain)
+            for unlearned in unlearn_steps(references, resolved):
                 records.append({
-                    **record_base(step, cell), "kind": "unlearned", "variant": cell.label, "method": cell.method,
-                    "augment": list(cell.augment), "trial": cell.trial, "overlay": json.loads(cell.overlay),
-                    "params": plugin_params(resolved), "metrics": metrics,
+                    **record_base(unlearned.reference.run, cell), "kind": "unlearned", "variant": cell.label,
+                    "method": cell.method, "augment": list(cell.augment), "trial": cell.trial,
+                    "overlay": json.loads(cell.overlay), "params": plugin_params(resolved), "metrics": unlearned.metrics,
                 })
-                seconds += cost["seconds"]
+                seconds += unlearned.cost["seconds"]
         except Exception as exc:  # noqa: BLE001 - one failing cell must not stop the grid (a plugin's sys.exit arrives as a PluginFault)
             done.failure = f"{cell.label} ({task.where}) failed: {_reason(exc)}"
             say(done.failure)
@@ -143,12 +137,12 @@ class Worker:
         say(f"{task.where}: {cell.label}: Avg Gap {gaps} in {seconds:.1f} s")
 
 
-def record_base(protocol: Protocol, cell: Cell) -> dict[str, Any]:
-    """What every record of a (scenario, seed) step shares; `protocol` is the protocol at that step."""
-    base = {"scenario": step_scenario(cell.scenario, protocol.step), "seed": cell.seed,
-            "forget_count": len(protocol.split.forget), "retain_count": len(protocol.split.retain),
-            "environment": environment(protocol.device, protocol.compute)}
-    return base if protocol.step is None else {**base, "step": protocol.step}
+def record_base(run: ProtocolRun, cell: Cell) -> dict[str, Any]:
+    """What every record of a (scenario, seed) step shares; `run` is the protocol run at that step."""
+    base = {"scenario": step_scenario(cell.scenario, run.step), "seed": cell.seed,
+            "forget_count": len(run.split.forget), "retain_count": len(run.split.retain),
+            "environment": environment(run.device, run.compute)}
+    return base if run.step is None else {**base, "step": run.step}
 
 
 def plugin_params(resolved: ResolvedRun) -> dict[str, Any]:
@@ -166,11 +160,11 @@ def _same_keys(here: Any, driver: Any, what: str) -> None:
                               "Install the same unlearnkit and plugin versions on every machine of the cluster.")
 
 
-def _cached_references(protocol: Protocol) -> dict[str, bytes]:
+def _cached_references(run: ProtocolRun) -> dict[str, bytes]:
     """The group's Original and Retrains as model-cache files (cache key -> bytes), for another machine's cache."""
-    keys = [step.cache_key("retrain") for step in protocol.steps()]
-    if protocol.spec.original is None:  # a given --original file is read where the cell runs
-        keys.append(protocol.cache_key("original"))
+    keys = [cache_key(step, "retrain") for step in run.steps()]
+    if run.spec.original is None:  # a given --original file is read where the cell runs
+        keys.append(cache_key(run, "original"))
     return {key: cache.entry(key).read_bytes() for key in keys if cache.entry(key).exists()}
 
 

@@ -17,9 +17,10 @@ from unlearnkit.evaluation.representation import premise_agreement, project
 from unlearnkit.figures import representation
 from unlearnkit.files import check_writable
 from unlearnkit.models import user_network
-from unlearnkit.pipeline import Protocol
 from unlearnkit.plugins import Registry
 from unlearnkit.progress import SILENT, Progress
+from unlearnkit.protocol import ProtocolRun
+from unlearnkit.references import reference_model
 from unlearnkit.spec import resolve
 
 TITLES = {"pca": "PCA", "tsne": "t-SNE"}
@@ -53,15 +54,15 @@ def plot_bundle(
         raise UnlearnkitError(f"the bundle {folder} is incomplete or damaged ({type(exc).__name__}: {exc})",
                               "Run `unlearn run` again to write a complete bundle.") from None
     resolved = resolve(spec, registry or installed(), str(folder / "results.json"))
-    protocol = Protocol(resolved, progress=progress)
-    if not torch.equal(recorded.sort().values, protocol.split.forget.sort().values):
+    run = ProtocolRun(resolved, progress=progress)
+    if not torch.equal(recorded.sort().values, run.split.forget.sort().values):
         raise UnlearnkitError(f"the forget set drawn from {folder}'s spec differs from its forget_indices.txt",
                               "The data set changed since the run; run `unlearn run` again.")
-    original, _, _ = protocol.reference_model("original")
-    retrain, _, _ = protocol.reference_model("retrain")
-    unlearned = protocol.new_model().to(protocol.device)
+    original, _, _ = reference_model(run, "original")
+    retrain, _, _ = reference_model(run, "retrain")
+    unlearned = run.workload.new_model().to(run.device)
     load_model(weights, user_network(unlearned))
-    subjects = {name: protocol.subject(name, model, {"flops": None, "seconds": None})
+    subjects = {name: run.subject(name, model, {"flops": None, "seconds": None})
                 for name, model in (("Original", original), ("Retrain", retrain), (method, unlearned))}
 
     predictions = subjects["Retrain"].outputs("forget")[0].argmax(1)
@@ -69,7 +70,7 @@ def plot_bundle(
                for name, s in subjects.items()}
 
     generator = torch.Generator().manual_seed(0)
-    n_retain, n_forget = len(protocol.split.retain), len(protocol.split.forget)
+    n_retain, n_forget = len(run.split.retain), len(run.split.forget)
     pick_retain = torch.randperm(n_retain, generator=generator)[:samples]
     pick_forget = torch.randperm(n_forget, generator=generator)[: max(samples // 3, 1)]
     labels = torch.cat([subjects["Retrain"].features("retain")[1][pick_retain],
@@ -94,5 +95,5 @@ def plot_bundle(
                 advance()
             title = (f"{TITLES[how]} of penultimate features: {spec.data.name}, {spec.model.name}, {scenario} forgetting "
                      f"({len(pick_retain)} retain, {len(pick_forget)} forget samples)")
-            files.append(representation(panels, labels, is_forget.numpy(), protocol.classes, title, out / f"{how}.png"))
+            files.append(representation(panels, labels, is_forget.numpy(), run.workload.classes, title, out / f"{how}.png"))
     return files, premise

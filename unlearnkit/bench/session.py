@@ -1,0 +1,441 @@
+"""`unlearn bench` and `unlearn tune` below the command line: results folders, the grid's run and reports,
+the Optuna study and tuned.yaml. Each command is one function returning its exit code
+(0, 1 for failed cells, 130 after Ctrl-C); user errors are raised as UnlearnkitError."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from unlearnkit.bench import tune as tuning
+from unlearnkit.bench.executors import Executor
+from unlearnkit.bench.grid import BenchSpec, Grid, expand, merge, read_bench_spec, spec_key
+from unlearnkit.bench.keys import Keys
+from unlearnkit.bench.runner import CellStore, Outcome, finished, run_grid
+from unlearnkit.bench.seeds import TUNING_SEEDS, tuned_on_seeds, tuning_seeds
+from unlearnkit.bench.summary import regime_report, trial_tables, tuned_markdown, write_reports
+from unlearnkit.bench.tune import bench_tuning_grid, chosen_params
+from unlearnkit.errors import UnlearnkitError, few
+from unlearnkit.files import atomic_write_json, atomic_write_text, check_writable
+from unlearnkit.plugins import installed
+from unlearnkit.progress import Reporter
+from unlearnkit.run_options import spec_from_flags
+from unlearnkit.runs import check_run_inputs
+from unlearnkit.spec import RunSpec, read_spec_file, resolve, set_path
+
+#: what bench and tune write in their folders; a folder holding any of the markers is one they wrote
+GRID_MARKERS = {"cells", "bench.json", "invocations.json", "study.db", "methods", "wrapped"}
+GRID_ENTRIES = GRID_MARKERS | {"results.md", "results.csv", "results.json", "cl_integration.png", "tuned.yaml", "plots"}
+
+
+@dataclass
+class Session:
+    """What every bench and tune shares: where cells run, how it reports, and the command as typed."""
+
+    executor: Executor
+    reporter: Reporter
+    command: str  # printed beside the tables it produced, and recorded in invocations.json
+
+
+# --- results folders --------------------------------------------------------------------------------
+
+
+def check_grid_folder(folder: Path) -> None:
+    """A bench or tune folder is resumed and a missing or empty one is filled; any other folder (a run bundle,
+    the user's own files) is refused, so that the grid's reports never overwrite a file it did not write."""
+    try:
+        entries = [p.name for p in folder.iterdir()]
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise UnlearnkitError(f"cannot use {folder} as a results folder: {exc.strerror}", "Choose another --out.") from None
+    # what a killed or damaged run leaves beside its files: set-aside copies, SQLite's journals, temporary files
+    names = {re.sub(r"(\.damaged|-journal|-wal|-shm)$", "", name) for name in entries
+             if not (name.startswith(".") and name.endswith(".tmp"))}
+    strangers = sorted(names - GRID_ENTRIES)
+    if entries and (strangers or not names & GRID_MARKERS):
+        held = few(strangers) if strangers else few(sorted(entries)) + " but no cells/, bench.json or study.db"
+        raise UnlearnkitError(f"{folder} is not a bench or tune results folder: it holds {held}",
+                              "Choose another --out: a new folder, or one an earlier bench or tune wrote to resume it, "
+                              "so that no file of yours is overwritten.")
+
+
+def check_grid(specs: list[RunSpec], folder: Path) -> None:
+    """Before a bench or tune trains anything: each cell's inputs, as `unlearn run` checks them, and its results folder."""
+    check_writable(folder, f"results in {folder}", "Choose another --out.")
+    check_grid_folder(folder)
+    checked = set()
+    for spec in specs:
+        # cells differ most in fields no check reads
+        inputs = spec.model_dump_json(exclude={"method", "augment", "evaluate", "seed"})
+        if inputs not in checked:
+            checked.add(inputs)
+            check_run_inputs(spec)
+
+
+def record_invocation(folder: Path, outcome: Outcome, command: str) -> list[dict]:
+    """Append this command's run to the folder's invocations.json (resumed grids add up); returns them all."""
+    history_file = folder / "invocations.json"
+    try:
+        history = json.loads(history_file.read_text()) if history_file.is_file() else []
+    except (OSError, ValueError):
+        history = []  # a damaged history is started afresh: it only lists past invocations
+    if not isinstance(history, list):
+        history = []
+    history.append({"command": command, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+                    "seconds": round(outcome.seconds, 1), "cells_computed": outcome.computed,
+                    "interrupted": outcome.interrupted})
+    atomic_write_json(history_file, history)
+    return history
+
+
+# --- running a grid ----------------------------------------------------------------------------------
+
+
+def run_and_report(session: Session, grid: Grid, folder: Path, header: str, meta: dict) -> tuple[Outcome, list[Path]]:
+    """Run a grid's missing cells with progress, then write the reports (also after Ctrl-C)."""
+    reporter = session.reporter
+    partial = header + "\nPartial: the grid is still running.\n"
+    with reporter.progress() as progress:
+        outcome = run_grid(grid, CellStore(folder), progress=progress, log=reporter.log, executor=session.executor,
+                           after_references=lambda records: report_regime(records, reporter),
+                           after_group=lambda records: write_reports(folder, records, partial, meta))
+    history = record_invocation(folder, outcome, session.command)
+    header += f"\nWall time: {_wall_time(history)}\n"
+    files = write_reports(folder, outcome.records, header, {**meta, "invocations": history})
+    if outcome.error is not None:
+        raise outcome.error  # reported as one message; the finished cells and their tables are kept
+    return outcome, files
+
+
+def _wall_time(history: list[dict]) -> str:
+    return f"{sum(h['seconds'] for h in history):.0f} s over {len(history)} invocation(s) of the command."
+
+
+def report_regime(records: list[dict], reporter: Reporter) -> None:
+    """Before any method runs: can this setting tell methods apart? One row per scenario, a warning where not."""
+    table, warnings = regime_report(records)
+    if table is not None:
+        reporter.err.print(table)
+    for line in warnings:
+        reporter.warn(line)
+
+
+def finish(outcome: Outcome, files: list[Path], folder: Path, total: int, reporter: Reporter) -> int:
+    """Say what the grid finished and wrote; the exit code: 130 after Ctrl-C, 1 with failed cells, else 0."""
+    err = reporter.err
+    err.print(f"{outcome.done} of {total} cells finished ({outcome.computed} now, {outcome.seconds:.0f} s); "
+              f"written: {', '.join(str(f) for f in files)}")
+    if outcome.interrupted:
+        err.print(f"interrupted: finished cells are kept in {folder}/cells; run the same command again to resume")
+        return 130
+    if outcome.failures:
+        err.print("[red]failed cells[/] (rerun to retry them; UNLEARNKIT_DEBUG=1 shows tracebacks):")
+        for line in outcome.failures:
+            err.print(f"  {line}", highlight=False)
+        return 1
+    return 0
+
+
+# --- bench ---------------------------------------------------------------------------------------------
+
+
+def bench(session: Session, spec_file: Optional[Path], flags: dict[str, Any], params_files: list[Path],
+          overrides: list[str]) -> int:
+    """Run a bench spec's grid (flags: bench spec field -> value given on the command line), resumable."""
+    spec = _bench_spec(spec_file, flags, params_files, overrides)
+    grid = expand(spec, installed())
+    if not grid.cells:
+        raise UnlearnkitError("the grid has no cells", "Check --methods, --augment and --scenarios.")
+    identity = spec.model_dump(mode="json", exclude={"out"})
+    where_run = {k: v for k, v in identity["base"].items() if k != "device"}  # the same grid on another device
+    folder = spec.out or Path("bench") / spec_key({**identity, "base": where_run})[:10]
+    check_grid([r.spec for r in grid.resolved.values()], folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(folder / "bench.json", {**identity, "out": str(folder)})
+    err = session.reporter.err
+    for line in grid.skipped:
+        err.print(f"[yellow]skipped[/] {line}", highlight=False)
+    variants = len({c.variant for c in grid.cells})
+    err.print(f"grid: {variants} variants x {len(spec.scenarios)} scenarios x {len(spec.seed_list())} seeds = "
+              f"{len(grid.cells)} cells; results in {folder} (rerun the same command to resume)")
+    with closing(session.executor):
+        outcome, files = run_and_report(session, grid, folder, _bench_header(session.command, spec, grid),
+                                        {"bench": identity})
+    session.reporter.out.print((folder / "results.md").read_text(), markup=False, highlight=False, soft_wrap=True)
+    return finish(outcome, files, folder, len(grid.cells), session.reporter)
+
+
+def _bench_spec(spec_file: Optional[Path], flags: dict[str, Any], params_files: list[Path],
+                overrides: list[str]) -> BenchSpec:
+    """The bench spec: the file's, the flags, the tuned params (never tuned on a seed it reports), then --set."""
+    raw = read_spec_file(spec_file) if spec_file else {}
+    for key, value in flags.items():
+        if value is not None:
+            set_path(raw, f"{key}={json.dumps(str(value))}")
+    tuned_on: dict[Path, list[int]] = {}
+    for path in params_files:
+        content = read_spec_file(path)
+        tuned = content.get("params")
+        if not isinstance(tuned, dict):
+            raise UnlearnkitError(f"{path} holds no `params` mapping", "Give a tuned.yaml written by unlearn tune.")
+        raw["params"] = merge(raw.get("params") or {}, tuned)
+        tuned_on[path] = tuned_on_seeds(path, content.get("tuned_on"))
+    for assignment in overrides:
+        set_path(raw, assignment)
+    spec = read_bench_spec(raw, str(spec_file) if spec_file else "bench spec")
+    for path, chosen_on in tuned_on.items():  # params chosen on the seeds a table reports would flatter it
+        shared = sorted(set(chosen_on) & set(spec.seed_list()))
+        if shared:
+            raise UnlearnkitError(f"{path} was tuned on seeds {shared}, which this bench also reports",
+                                  f"Tune on seeds apart from the evaluation seeds (unlearn tune --seeds "
+                                  f"{TUNING_SEEDS},{TUNING_SEEDS + 1}), or bench other seeds.")
+    return spec
+
+
+def _bench_header(command: str, spec: BenchSpec, grid: Grid) -> str:
+    first = grid.resolved[grid.cells[0]].spec
+    return (f"# unlearn bench\n\nCommand: `{command}`\n\n"
+            f"Setting: {first.data.name} (train subset {first.data.train_subset or 'all'}, test subset "
+            f"{first.data.test_subset or 'all'}), {first.model.name}, original and Retrain: "
+            f"{first.train.epochs} epochs, lr {first.train.lr:g}, batch {first.train.batch_size}, {first.train.schedule}; "
+            f"seeds {', '.join(map(str, spec.seed_list()))}. Cells: mean ± std over seeds; brackets: |mean - Retrain's mean|; "
+            f"Avg Gap: the mean of the bracketed gaps (the paper's); Per-seed Gap: mean ± std over seeds of each "
+            f"seed's gap to its Retrain; CL effect: paired per-seed gap difference to the unwrapped method, "
+            f"mean [95% CI], * where the interval excludes 0.\n")
+
+
+# --- tune -------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TuneOptions:
+    """What `unlearn tune` searches: a run spec's method (and augmenters), or every variant of a bench spec."""
+
+    spec_file: Optional[Path] = None
+    method: Optional[str] = None
+    augment: Optional[list[str]] = None
+    overrides: Optional[list[str]] = None
+    ranges: Optional[list[str]] = None
+    search: str = "tpe"
+    points: int = 3
+    trials: int = 8
+    scenario: str = "random:0.1"
+    seeds: str = "2"
+    data: Optional[str] = None
+    model: Optional[str] = None
+    device: Optional[str] = None
+    out_dir: Optional[Path] = None
+    bench_file: Optional[Path] = None
+
+    def __post_init__(self) -> None:
+        if self.search not in ("tpe", "grid", "random"):
+            raise UnlearnkitError(f"--search '{self.search}' is not one of tpe, grid, random")
+
+
+def tune(session: Session, options: TuneOptions) -> int:
+    """Search a method's params for the lowest Avg Gap to Retrain, resumable; tuned.yaml once every trial finished."""
+    seeds = tuning_seeds(options.seeds)
+    if options.bench_file is not None:
+        if options.spec_file or options.method or options.augment or options.ranges:
+            raise UnlearnkitError("--bench tunes the variants a bench spec names, with their declared ranges",
+                                  "Leave out the run spec, --method, --augment and --range.")
+        with closing(session.executor):
+            return tune_bench(session, options.bench_file, options.overrides or [], options.scenario, seeds,
+                              options.points, options.out_dir)
+    search = Search.open(options, seeds, session.reporter)
+    with closing(session.executor):
+        total = search.run(session)
+    return search.report(session, total)
+
+
+@dataclass
+class Search:
+    """One variant's tuning: its base spec, search space and Optuna study, in `folder` (resumed when it exists)."""
+
+    options: TuneOptions
+    base: dict[str, Any]
+    name: str
+    method: str
+    augment: tuple[str, ...]
+    seeds: list[int]
+    space: dict[str, Any]
+    identity: dict[str, Any]
+    folder: Path
+    study: Any
+    target: int  # trials the study is to finish
+
+    @classmethod
+    def open(cls, o: TuneOptions, seeds: list[int], reporter: Reporter) -> Search:
+        """Everything checked (spec, names, ranges, scenario, Optuna, inputs, folder) before a trial runs."""
+        base, source = spec_from_flags(o.spec_file, o.method, o.augment, o.overrides,
+                                       **{"data.name": o.data, "model.name": o.model, "device": o.device})
+        registry = installed()
+        resolved = resolve(base, registry, source)  # the spec and names are valid before anything is searched
+        method, augment = resolved.method.name, tuple(a.name for a in resolved.augmenters)
+        space = tuning.search_space(method, augment, registry, list(o.ranges or []))
+        tuning.tuning_grid(base, method, augment, o.scenario, seeds, {}, registry)  # the scenario is valid
+        tuning.load_optuna()  # missing: one message before anything is trained
+        # workers on other devices share the study; the trial count can grow between invocations
+        identity = {"base": {k: v for k, v in base.items() if k != "device"}, "scenario": o.scenario, "seeds": seeds,
+                    "search": o.search, "space": {k: str(v) for k, v in space.items()},
+                    **({"points": o.points} if o.search == "grid" else {})}
+        key = spec_key(identity)[:8]
+        folder = o.out_dir or Path("tune") / f"{resolved.name}-{key}"
+        check_grid([resolved.spec], folder)  # every trial's cells share its inputs
+        folder.mkdir(parents=True, exist_ok=True)
+        study = tuning.open_study(folder, f"{resolved.name}-{key}", o.search, space, o.points, seed=resolved.spec.seed)
+        target = len(tuning.grid_trials(space, o.points)) if o.search == "grid" else o.trials
+        search = cls(o, base, resolved.name, method, augment, seeds, space, identity, folder, study, target)
+        reporter.err.print(f"tuning {search.name} ({o.search}): {target} trials x {len(seeds)} seeds over "
+                           f"{search.searched}; {len(tuning.finished_trials(study))} already finished; "
+                           f"results and study.db in {folder}")
+        return search
+
+    @property
+    def searched(self) -> str:
+        return "; ".join(f"{k} in {v}" for k, v in self.space.items())
+
+    def grid(self, assignments: dict[int, dict[str, Any]]) -> Grid:
+        return tuning.tuning_grid(self.base, self.method, self.augment, self.options.scenario, self.seeds, assignments,
+                                  installed())
+
+    def run(self, session: Session) -> Outcome:
+        """The trials still to finish, one at a time (other workers may finish the study meanwhile)."""
+        store, started, total = CellStore(self.folder), time.perf_counter(), Outcome()  # summed over the trials
+        regime_shown: list[bool] = []
+
+        def regime_once(records: list[dict]) -> None:
+            if not regime_shown:
+                regime_shown.append(True)
+                report_regime(records, session.reporter)
+
+        def objective(trial) -> float:
+            """One trial: its cells (those already on disk are reused), scored by Avg Gap over the tuning seeds."""
+            assignment = {trial.number: tuning.suggest(trial, self.space, self.options.search, self.options.points)}
+            outcome = run_grid(self.grid(assignment), store, progress=progress, log=session.reporter.log,
+                               after_references=regime_once, executor=session.executor)
+            total.computed += outcome.computed
+            total.failures += outcome.failures
+            if outcome.error is not None:
+                raise outcome.error
+            if outcome.interrupted:
+                raise KeyboardInterrupt  # Optuna marks the trial failed; the next invocation retries it
+            ranked = tuning.ranking(outcome.records, assignment, len(self.seeds))
+            if not ranked:
+                raise tuning.TrialFailed()
+            return ranked[0]["avg_gap"]
+
+        with session.reporter.progress() as progress:
+            # one trial per call: GridSampler's stop ends a call only
+            for _ in range(self.target - len(tuning.finished_trials(self.study))):
+                try:
+                    self.study.optimize(objective, n_trials=1, catch=(tuning.TrialFailed,))
+                except KeyboardInterrupt:
+                    total.interrupted = True
+                except UnlearnkitError as exc:
+                    total.error = exc
+                if total.interrupted or total.error or len(tuning.finished_trials(self.study)) >= self.target:
+                    break
+        total.seconds = time.perf_counter() - started
+        return total
+
+    def report(self, session: Session, total: Outcome) -> int:
+        """The reports of every finished trial; the best, and tuned.yaml, once all have finished."""
+        assignments = tuning.finished_trials(self.study)
+        grid, store = self.grid(assignments), CellStore(self.folder)
+        keys = Keys(grid)
+        total.records = finished(grid, keys, store)
+        total.done = sum(not store.missing(keys.cell[c]) for c in grid.cells)
+        history = record_invocation(self.folder, total, session.command)
+        header = (f"# unlearn tune: {self.name}\n\nCommand: `{session.command}`\n\nSearch ({self.options.search}, "
+                  f"{len(assignments)} of {self.target} trials finished): {self.searched}\n"
+                  f"\nWall time: {_wall_time(history)}\n")
+        files = write_reports(self.folder, total.records, header, {"tune": self.identity, "invocations": history})
+        if total.error is not None:
+            raise total.error  # reported as one message; the finished trials and their tables are kept
+        ranked = tuning.ranking(total.records, assignments, len(self.seeds))
+        complete = len(assignments) >= self.target
+        if ranked:
+            self._show_trials(session.reporter, ranked, complete)
+        if not complete:
+            session.reporter.err.print(f"{len(assignments)} of {self.target} trials finished: tuned.yaml is written "
+                                       "once all have; run the same command again to finish them")
+        return finish(total, files, self.folder, len(grid.cells), session.reporter)
+
+    def _show_trials(self, reporter: Reporter, ranked: list[dict], complete: bool) -> None:
+        """The trials best first (printed and added to results.md); a winner only once the study has every trial."""
+        scenario = self.options.scenario
+        table, trials_markdown = trial_tables(ranked, list(self.space), f"{self.name}: trials by mean Avg Gap to "
+                                              f"Retrain ({scenario}, seeds {self.options.seeds})")
+        best = ranked[0]
+        chosen = ", ".join(f"{k}={v}" for k, v in best["assignment"].items())
+        if complete:
+            self._write_tuned(best, len(ranked))
+        with (self.folder / "results.md").open("a") as handle:
+            handle.write("\n### Trials, best first\n\n" + trials_markdown + "\n\nChosen: " + chosen + "\n")
+        reporter.out.print(table)
+        if complete:
+            reporter.out.print(f"best: {chosen} (Avg Gap {best['avg_gap']:.2f}); written {self.folder / 'tuned.yaml'}")
+
+    def _write_tuned(self, best: dict, trials: int) -> None:
+        # the params the trials ran with: those set in the spec, then the search's choice
+        ran_with: dict[str, Any] = {"method": {"params": self.base["method"].get("params", {})}}
+        if self.base.get("augment"):
+            ran_with["augment"] = [{"name": a["name"], "params": a.get("params", {})} for a in self.base["augment"]]
+        tuned = {"params": {self.name: merge(ran_with, tuning.overlay(self.method, best["assignment"]))},
+                 "tuned_on": {"scenario": self.options.scenario, "seeds": self.seeds}}
+        note = (f"# unlearn tune: best of {trials} trials for {self.name} on {self.options.scenario}, seeds "
+                f"{self.seeds}: Avg Gap {best['avg_gap']:.2f}\n# use with: unlearn bench --params "
+                f"{self.folder / 'tuned.yaml'}\n")
+        atomic_write_text(self.folder / "tuned.yaml", note + yaml.safe_dump(tuned, sort_keys=False))
+
+
+def tune_bench(session: Session, path: Path, overrides: list[str], scenario: str, seeds: list[int], points: int,
+               out_dir: Optional[Path]) -> int:
+    """Tune every variant of a bench spec: methods first, then wrapped variants with their methods' choices."""
+    raw = read_spec_file(path)
+    for assignment in overrides:
+        set_path(raw, assignment)
+    spec = read_bench_spec(raw, str(path))
+    identity = {"bench": spec.model_dump(mode="json", exclude={"out"}), "scenario": scenario, "seeds": seeds,
+                "points": points}
+    folder = out_dir or Path("tune") / f"bench-{spec_key(identity)[:8]}"
+    check_grid([], folder)  # each phase's cells are checked before it runs
+    folder.mkdir(parents=True, exist_ok=True)
+    chosen: dict[str, Any] = {}
+    best: dict[str, dict[str, Any]] = {}  # each variant's best trial, for the table
+    for wrapped in (False, True):
+        spec.params = merge(spec.params, chosen)  # wrapped variants tune with their methods' choices
+        names, grid = bench_tuning_grid(spec, wrapped, scenario, seeds, points, installed())
+        if not grid.cells:
+            continue
+        session.reporter.err.print(f"tuning {'wrapped variants' if wrapped else 'methods'}: {', '.join(names)}; "
+                                   f"{len(grid.cells)} cells on {scenario}, seeds {seeds}; results in {folder}")
+        header = f"# unlearn tune --bench {path}\n\nCommand: `{session.command}`\n"
+        phase = folder / ("wrapped" if wrapped else "methods")
+        check_grid([r.spec for r in grid.resolved.values()], phase)
+        outcome, files = run_and_report(session, grid, phase, header, {"tune": identity})
+        if outcome.interrupted or outcome.failures:
+            return finish(outcome, files, folder, len(grid.cells), session.reporter)
+        for variant in names:
+            found = chosen_params(variant, outcome.records, grid, len(seeds))
+            if found is None:
+                raise UnlearnkitError(f"{variant}: not every trial finished", "Run the same command again to finish them.")
+            chosen[variant], best[variant] = found
+    tuned = {"params": chosen, "tuned_on": {"scenario": scenario, "seeds": seeds}}
+    note = (f"# unlearn tune --bench {path}: each variant's best trial on {scenario}, seeds {seeds}\n"
+            f"# use with: unlearn bench {path} --params {folder / 'tuned.yaml'}\n")
+    atomic_write_text(folder / "tuned.yaml", note + yaml.safe_dump(tuned, sort_keys=False))
+    (folder / "results.md").write_text(f"# Tuned on {scenario}, seeds {seeds}\n\nCommand: `{session.command}`\n\n"
+                                       + tuned_markdown(chosen, best) + "\n")
+    session.reporter.out.print((folder / "results.md").read_text(), markup=False, highlight=False, soft_wrap=True)
+    session.reporter.err.print(f"written {folder / 'tuned.yaml'}")
+    return 0
