@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from unlearnkit import cli
+from unlearnkit import Method, cli
 from unlearnkit.plugins import discover
 
 REGISTRY = discover(env={})
@@ -14,7 +14,7 @@ SCENARIOS = {"random": "random:0.1", "class": "class:3"}
 
 
 def cases():
-    for entry in REGISTRY.entries("method"):
+    for entry in REGISTRY.entries(Method):
         for kind, flag in SCENARIOS.items():
             if kind in entry.cls.scenarios:
                 yield pytest.param(entry.name, flag, id=f"{entry.name}-{kind}")
@@ -29,7 +29,7 @@ def cache(tmp_path_factory):
 @pytest.mark.parametrize("method,forget", list(cases()))
 def test_method_runs_from_the_cli(method, forget, cache, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("UNLEARNKIT_CACHE_DIR", str(cache))
-    fields = REGISTRY.get_class("method", method).Params.model_fields
+    fields = REGISTRY.get(Method, method).Params.model_fields
     short = [f"method.params.{k}={v}" for k, v in (("epochs", 1), ("batch_size", 64)) if k in fields]
     argv = ["run", "--method", method, "--forget", forget, "--out", str(tmp_path / "out"), "--quiet",
             "--set", "train.epochs=3", *(a for s in short for a in ("--set", s))]

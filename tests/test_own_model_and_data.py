@@ -17,7 +17,7 @@ from torch.utils.data import Dataset, Subset, TensorDataset
 
 import unlearnkit as uk
 from tests.test_cli import unlearn as unlearn_cli
-from unlearnkit import DataOutline, DataShape, plugins
+from unlearnkit import DataOutline, DataShape, DataSource, plugins
 from unlearnkit.checkpoint import save_model
 from unlearnkit.data.forget import random_split
 from unlearnkit.engine.data import StreamedData, dataset_labels
@@ -376,7 +376,7 @@ def test_third_party_model_and_data_set_are_listed_and_run(third_party, capsys, 
 
 
 def test_a_data_set_outline_lets_validate_check_what_needs_its_classes(third_party, capsys, tmp_path):
-    stripes = third_party.get_class("dataset", "stripes")
+    stripes = third_party.get(DataSource, "stripes")
     flags = ["--data", "stripes", "--model", "tiny-net", "--forget", "class:5", "--out", str(tmp_path / "b")]
     # no outline (the default): only loading tells the classes, so validate passes and run refuses once loaded
     code, out, err = unlearn_cli(capsys, "validate", *flags)
