@@ -78,3 +78,75 @@ def test_small_cnn_width_sets_the_feature_dimension():
     model = small_cnn(1, 4, width=4)
     assert model.feature_dim == 16
     assert model.features(torch.randn(3, 1, 8, 8)).shape == (3, 16)
+
+
+# --------------------------------------------------------------------------- a user's network: finding its head
+
+
+def test_a_plain_sequential_ending_in_linear_needs_no_head():
+    from unlearnkit.models import as_classifier
+
+    network = nn.Sequential(nn.Flatten(), nn.Linear(12, 8), nn.ReLU(), nn.Sequential(nn.Linear(8, 6), nn.Linear(6, 3)))
+    model = as_classifier(network)
+    x = torch.randn(5, 3, 2, 2)
+    assert model.head_path == "3.1" and model.features(x).shape == (5, 6)
+    assert torch.allclose(model(x), network(x))
+
+
+class Named(nn.Module):
+    """A network whose final layer has a name no family uses; `squash` puts a function after it."""
+
+    def __init__(self, squash: bool = False):
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(12, 8), nn.ReLU())
+        self.aux = nn.Linear(8, 2)
+        self.out = nn.Linear(8, 3)
+        self.squash = squash
+
+    def forward(self, x):
+        features = self.body(x)
+        self.aux(features)  # called, but not what the network returns
+        logits = self.out(features)
+        return torch.tanh(logits) if self.squash else logits.squeeze(1)
+
+
+def test_real_samples_show_which_linear_gives_the_output():
+    from unlearnkit.models import as_classifier
+
+    x = torch.randn(4, 3, 2, 2)
+    with pytest.raises(UnlearnkitError, match="cannot tell which layer of this Named is its classifier head") as info:
+        as_classifier(Named())
+    assert "head=" in (info.value.hint or "")
+    network = Named()
+    model = as_classifier(network, sample=x)
+    assert model.head_path == "out" and torch.allclose(model(x), network(x))
+    with pytest.raises(UnlearnkitError, match="not an nn.Linear's output"):
+        as_classifier(Named(squash=True), sample=x)
+    with pytest.raises(UnlearnkitError, match="the model's output is not what its layer 'aux' gives: the output comes from 'out'"):
+        as_classifier(Named(), head="aux", sample=x)
+    assert as_classifier(Named(), head="out", sample=x).head_path == "out"
+
+
+def test_a_head_path_that_is_not_there_names_what_is():
+    from unlearnkit.models import as_classifier
+
+    network = nn.Sequential()
+    network.add_module("features", nn.Flatten())
+    network.add_module("classifier", nn.Sequential(nn.Linear(12, 3)))
+    with pytest.raises(UnlearnkitError) as info:
+        as_classifier(network, head="classifier.6")
+    assert info.value.message == "model has no submodule 'classifier.6' (the children of 'classifier' are: 0)"
+    with pytest.raises(UnlearnkitError) as info:
+        as_classifier(network, head="fc")
+    assert info.value.message == "model has no submodule 'fc' (its top-level children are: features, classifier)"
+
+
+def test_probing_leaves_modes_and_batch_statistics_as_they_were():
+    from unlearnkit.models import as_classifier
+
+    network = nn.Sequential(nn.Flatten(), nn.Linear(12, 8), nn.BatchNorm1d(8), nn.Linear(8, 3)).train()
+    network[1].eval()
+    before = {k: v.clone() for k, v in network.state_dict().items()}
+    as_classifier(network, sample=torch.randn(4, 3, 2, 2))
+    assert [m.training for m in network.modules()] == [True, True, False, True, True]
+    assert all(torch.equal(v, network.state_dict()[k]) for k, v in before.items())

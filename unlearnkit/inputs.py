@@ -55,7 +55,8 @@ def check_own_inputs(
         raise UnlearnkitError(f"model must be a torch nn.Module, not {_kind(model)}",
                               "Pass the trained network itself, not its state dict or a path to it.")
     if head is not None and not isinstance(head, str):
-        raise UnlearnkitError(f"head must be the path of a submodule, such as 'fc' or 'classifier.6', not {head!r}")
+        raise UnlearnkitError(f"head must be the path of a submodule, such as 'fc' or 'classifier.6', not {head!r}",
+                              "Name the final nn.Linear as model.named_modules() does, as text.")
     check_finite_weights(model, "model")
     sets = {"train_set": train_set, "test_set": test_set}
     if train_eval_set is not None:
@@ -162,16 +163,18 @@ def _class_count(num_classes: Any, labels: tuple[torch.Tensor, torch.Tensor]) ->
     if num_classes is None:
         return max(int(y.max()) for y in labels) + 1
     if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
-        raise UnlearnkitError(f"num_classes must be an integer of at least 2, not {num_classes!r}")
+        raise UnlearnkitError(f"num_classes must be an integer of at least 2, not {num_classes!r}",
+                              "Pass the number of classes the model tells apart, or leave it out to count them from the labels.")
+    count = int(num_classes)
     for y, name in zip(labels, ("train_set", "test_set")):
-        above = (y >= num_classes).nonzero().flatten()
+        above = (y >= count).nonzero().flatten()
         if len(above):
             raise UnlearnkitError(
-                f"num_classes={num_classes}, but {name} sample {int(above[0])} has label {int(y[above[0]])}",
+                f"num_classes={count}, but {name} sample {int(above[0])} has label {int(y[above[0]])}",
                 f"Labels are classes 0..num_classes-1: pass num_classes={max(int(y.max()) for y in labels) + 1} "
                 "or more, or leave it out to count the classes from the labels.",
             )
-    return int(num_classes)
+    return count
 
 
 def _forget_indices(forget: Any, n: int) -> torch.Tensor | str:

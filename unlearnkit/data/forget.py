@@ -145,8 +145,8 @@ def given_split(n: int, indices, what: str = "the forget indices") -> Split:
     indices = values.long()
     outside = ((indices < 0) | (indices >= n)).nonzero().flatten()
     if len(outside):
-        at = int(outside[0])
-        raise UnlearnkitError(f"{what} must name indices in 0..{n - 1}: {int(indices[at])} at position {at} is outside "
+        position = int(outside[0])
+        raise UnlearnkitError(f"{what} must name indices in 0..{n - 1}: {int(indices[position])} at position {position} is outside "
                               "the training set", f"The training set has {n} samples; name indices 0 to {n - 1}.")
     named, counts = indices.unique(return_counts=True)
     if (counts > 1).any():
@@ -155,7 +155,7 @@ def given_split(n: int, indices, what: str = "the forget indices") -> Split:
         raise UnlearnkitError(f"{what}: index {twice} is named twice (positions {at[0]} and {at[1]})", "Name each sample once.")
     indices = named
     if len(indices) == n:
-        raise UnlearnkitError(f"{what} names every training sample; nothing would be retained")
+        raise UnlearnkitError(f"{what} names every training sample; nothing would be retained", "Leave some samples to retain.")
     return _split(n, indices)
 
 
