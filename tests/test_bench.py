@@ -12,8 +12,17 @@ from unlearnkit import Method, Range, hookimpl
 from unlearnkit.api import Choice
 from unlearnkit.bench.grid import BenchSpec, Cell, expand, merge, scenario_label, scenario_overrides
 from unlearnkit.bench.runner import CellStore, run_grid
-from unlearnkit.bench.summary import (cl_effects, csv_text, markdown, paired_interval, per_seed_effects, regime_markdown,
-                                      regimes, tabulate, welch_interval)
+from unlearnkit.bench.summary import (
+    cl_effects,
+    csv_text,
+    markdown,
+    paired_interval,
+    per_seed_effects,
+    regime_markdown,
+    regimes,
+    tabulate,
+    welch_interval,
+)
 from unlearnkit.bench.tune import grid_trials, overlay, parse_range, ranking, search_space
 from unlearnkit.errors import SpecError, UnlearnkitError
 from unlearnkit.plugins import discover
@@ -330,7 +339,7 @@ def test_the_memorising_bench_spec_expands_to_the_published_grid():
     from pathlib import Path
 
     from unlearnkit.api import TrainParams
-    from unlearnkit.spec import read_spec_file
+    from unlearnkit.spec_input import read_spec_file
 
     path = Path(__file__).parents[1] / "examples" / "bench" / "fashion-mnist-memorising.yaml"
     spec = BenchSpec.model_validate(read_spec_file(path))

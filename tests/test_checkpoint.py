@@ -296,3 +296,17 @@ def test_read_state_and_load_state_serve_both_formats(tmp_path):
     del b["head.bias"]
     with pytest.raises(CheckpointError, match="checkpoint somewhere does not fit this model: missing head.bias"):
         load_state(model(), b, "somewhere", {})
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_weights_that_are_not_finite_are_refused_naming_the_tensor(tmp_path, bad):
+    diverged = model()
+    with torch.no_grad():
+        diverged.head.weight[0, 0] = bad
+    path = tmp_path / "diverged.safetensors"
+    save_model(path, diverged)
+    with pytest.raises(CheckpointError, match=r"not finite \(NaN or infinity\): head\.weight"):
+        load_model(path, model())
+    torch.save(diverged.state_dict(), tmp_path / "diverged.pt")
+    with pytest.raises(CheckpointError, match="head.weight"):
+        read_state(tmp_path / "diverged.pt")

@@ -9,6 +9,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
+from unlearnkit_coun.contrastive import cross_view_infonce
 
 from unlearnkit.api import TrainParams
 from unlearnkit.engine.cost import CostMeter
@@ -16,7 +17,6 @@ from unlearnkit.engine.data import Batch, Step
 from unlearnkit.engine.distributed import World, gather_rows
 from unlearnkit.engine.train import Trainer, retain_cross_entropy
 from unlearnkit.models import Classifier
-from unlearnkit_coun.contrastive import cross_view_infonce
 
 
 def linear_classifier() -> Classifier:

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from unlearnkit.api import Augmenter, Method, TrainParams
 from unlearnkit.data.forget import random_split
 from unlearnkit.data.images import ImageSet, Transform
-from unlearnkit.engine.compute import Compute
 from unlearnkit.engine import AugmentedMethod, CostMeter, RunData, Trainer, Workbench, fit, forward_flops, lr_factor
+from unlearnkit.engine.compute import Compute
 from unlearnkit.engine.data import Step, shuffled, steps, steps_per_epoch
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.models import resnet18, small_cnn
@@ -570,3 +570,22 @@ def test_prepare_puts_convolutions_in_channels_last():
     assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
     x = torch.randn(2, 1, 8, 8)
     assert model(x).shape == (2, CLASSES)
+
+
+@pytest.mark.parametrize("bad_step", [3, 40])
+def test_a_loss_that_turns_non_finite_stops_training_naming_the_step(bad_step):
+    calls = []
+
+    def diverging(model, step):
+        calls.append(1)
+        loss = retain_ce(model, step)
+        return loss * float("inf") if len(calls) == bad_step else loss
+
+    model = tiny_model()
+    data = tiny_data()
+    params = TrainParams(epochs=10, lr=0.01, batch_size=4)
+    total = steps_per_epoch(data, "retain", 4) * params.epochs
+    assert total > 64 > 40  # both a check along the way and the one at the end are reached
+    with pytest.raises(UnlearnkitError, match=f"probe: the training loss became NaN or infinite at step {bad_step} of {total}"):
+        fit(model, data, "retain", diverging, params, generator=gen(), cost=CostMeter(1), label="probe")
+    assert len(calls) < bad_step + 32  # stopped within one check interval, not at the end of training

@@ -13,11 +13,18 @@ from torch import nn
 from unlearnkit.data.forget import Split, class_split
 from unlearnkit.data.images import ImageSet, Transform
 from unlearnkit.engine import RunData
+from unlearnkit.errors import UnlearnkitError
 from unlearnkit.evaluation.builtin import (
-    Accuracy, AverageGap, AvgGapParams, Cost, MembershipInference, MIAParams, Premise,
+    Accuracy,
+    AverageGap,
+    AvgGapParams,
+    Cost,
+    MembershipInference,
+    MIAParams,
+    Premise,
 )
-from unlearnkit.evaluation.representation import class_centroids, nearest_centroid_class, project
 from unlearnkit.evaluation.mia import FEATURES, attack_features, mia_efficacy
+from unlearnkit.evaluation.representation import class_centroids, nearest_centroid_class, project
 from unlearnkit.evaluation.subject import Subject
 
 # --------------------------------------------------------------------------- helpers
@@ -348,3 +355,14 @@ def test_projections_are_two_dimensional_and_separate_clusters(how):
     a, b = xy[:20].mean(0), xy[20:].mean(0)
     spread = max(xy[:20].std(0).max(), xy[20:].std(0).max())
     assert np.linalg.norm(a - b) > 2 * spread
+
+
+def test_a_model_with_non_finite_outputs_is_refused_before_any_metric():
+    images = ImageSet(coded_images([0, 1, 1, 0]), torch.tensor([0, 1, 1, 0]), coded_images([1, 0]), torch.tensor([1, 1]), ["a", "b"])
+    data = RunData(images, Transform((0.0,), (1.0,)), Split(torch.tensor([0]), torch.tensor([1, 2, 3])), torch.device("cpu"))
+    model = PixelCodeModel(2)
+    model.head = nn.Sequential(nn.Identity())
+    model.head.register_forward_hook(lambda module, inputs, output: output * float("nan"))
+    subject = Subject("unlearned", model, data, 0, 0.0)
+    with pytest.raises(UnlearnkitError, match="the unlearned model's outputs on retain samples are NaN or infinite"):
+        Accuracy().evaluate(subject, None)

@@ -34,7 +34,8 @@ from unlearnkit.bench.session import GRID_ENTRIES
 from unlearnkit.bundle import CONTENTS, check_destination, write_bundle
 from unlearnkit.errors import SpecError, UnlearnkitError
 from unlearnkit.plugins import discover
-from unlearnkit.spec import DEFAULT_EVALUATORS, RunSpec, resolve
+from unlearnkit.resolve import resolve
+from unlearnkit.spec import DEFAULT_EVALUATORS, RunSpec
 
 # examples share the test's tmp_path and environment on purpose: none of them may write anything there;
 # no example database: each run draws afresh and stores no examples in the work tree
@@ -262,7 +263,7 @@ def plugin_flags(field: Numeric) -> list[str]:
     return flags + [arg for a in field.base.get("augment", []) for arg in ("--augment", a["name"])]
 
 
-def spec_error_lines(err: str) -> list[str]:
+def specerror_lines(err: str) -> list[str]:
     return [line.strip() for line in err.splitlines() if line.startswith("  ")]
 
 
@@ -273,7 +274,7 @@ def test_the_cli_refuses_a_bad_number_before_training(tmp_path, private_cache, f
     out = tmp_path / "out"
     code, _, err = unlearn(command, *plugin_flags(field), "--set", f"{field.path}={as_yaml(value)}", "--out", str(out))
     refused(code, err)
-    lines = spec_error_lines(err)
+    lines = specerror_lines(err)
     assert len(lines) == 1 and names_field(lines[0], field), err
     assert not out.exists() and nothing_trained(private_cache)
 
@@ -287,7 +288,7 @@ def test_a_spec_file_with_a_bad_number_is_refused(tmp_path, field, data):
     spec.write_text(yaml.safe_dump(with_value(field.base, field.path, value)))
     code, _, err = unlearn("validate", str(spec), "--out", str(tmp_path / "out"))
     refused(code, err)
-    lines = spec_error_lines(err)
+    lines = specerror_lines(err)
     assert len(lines) == 1 and names_field(lines[0], field), err
 
 
@@ -296,7 +297,7 @@ def test_a_spec_file_with_a_bad_number_is_refused(tmp_path, field, data):
 def test_a_seed_flag_beyond_what_torch_takes_is_refused(tmp_path, private_cache, seed):
     code, _, err = unlearn("run", "--seed", str(seed), "--out", str(tmp_path / "out"))
     refused(code, err)
-    assert spec_error_lines(err)[0].startswith("seed: ")
+    assert specerror_lines(err)[0].startswith("seed: ")
     assert not (tmp_path / "out").exists() and nothing_trained(private_cache)
 
 

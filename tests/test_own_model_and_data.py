@@ -25,7 +25,6 @@ from unlearnkit.errors import UnlearnkitError
 from unlearnkit.models import AdaptedClassifier, as_classifier, build, fresh_copy, user_network
 from unlearnkit.plugins import discover
 
-
 pytestmark = pytest.mark.usefixtures("private_cache")
 
 

@@ -24,7 +24,7 @@ from unlearnkit.engine import CostMeter, RunData, Workbench
 from unlearnkit.errors import SpecError, UnknownPluginError
 from unlearnkit.models.small_cnn import small_cnn
 from unlearnkit.plugins import Registry, discover
-from unlearnkit.spec import resolve
+from unlearnkit.resolve import resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "unlearnkit-example-plugin"

@@ -18,11 +18,11 @@ from unlearnkit.data.forget import random_split, sequential_split
 from unlearnkit.engine import RunData
 from unlearnkit.engine.data import steps
 from unlearnkit.errors import SpecError, UnlearnkitError
-from unlearnkit.protocol import ProtocolRun
 from unlearnkit.plugins import discover
+from unlearnkit.protocol import ProtocolRun
 from unlearnkit.references import reference_model
+from unlearnkit.resolve import resolve
 from unlearnkit.sequence import run_protocol
-from unlearnkit.spec import resolve
 from unlearnkit.testing import TINY_TRANSFORM, tiny_images
 
 TINY = {"data": {"name": "digits", "train_subset": 240, "test_subset": 80}, "train": {"epochs": 1}, "device": "cpu"}

@@ -12,7 +12,9 @@ import pytest
 from unlearnkit import Augmenter, Evaluator, Method
 from unlearnkit.errors import SpecError, UnknownPluginError, UnlearnkitError
 from unlearnkit.plugins import discover
-from unlearnkit.spec import DEFAULT_EVALUATORS, RunSpec, build_spec, json_schema, read_spec_file, resolve, set_path
+from unlearnkit.resolve import json_schema, resolve
+from unlearnkit.spec import DEFAULT_EVALUATORS, RunSpec
+from unlearnkit.spec_input import build_spec, read_spec_file, set_path
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -352,3 +354,15 @@ def test_json_schema_describes_the_spec_and_every_plugins_params(registry):
     assert plugins["method"]["neggrad+"]["properties"]["beta"]["maximum"] == 1
     assert plugins["method"]["ga"]["properties"]["lr"]["default"] == 5e-4
     assert all(p["additionalProperties"] is False for kind in plugins.values() for p in kind.values())
+
+
+@pytest.mark.parametrize("name, text", [
+    ("spec.yaml", "method: ft\nseed: 1\nseed: 2\n"),
+    ("spec.yaml", "train:\n  lr: 0.1\n  epochs: 3\n  lr: 0.2\n"),
+    ("spec.json", '{"method": "ft", "seed": 1, "seed": 2}'),
+])
+def test_a_key_given_twice_is_refused_rather_than_the_last_one_kept(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(UnlearnkitError, match="is given twice"):
+        read_spec_file(path)

@@ -9,7 +9,17 @@ from typing import TYPE_CHECKING, Any
 
 from unlearnkit._version import __version__
 from unlearnkit.api import (
-    Architecture, Augmenter, Choice, DataOutline, DataShape, DataSource, Evaluator, Method, Params, Range, TrainParams,
+    Architecture,
+    Augmenter,
+    Choice,
+    DataOutline,
+    DataShape,
+    DataSource,
+    Evaluator,
+    Method,
+    Params,
+    Range,
+    TrainParams,
 )
 from unlearnkit.errors import DataNotFoundError, PluginFault, UnlearnkitError
 from unlearnkit.hookspecs import hookimpl

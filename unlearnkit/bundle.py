@@ -19,8 +19,8 @@ from unlearnkit.checkpoint import save_model
 from unlearnkit.errors import UnlearnkitError, few
 from unlearnkit.files import atomic_write_text, check_writable, write_error
 from unlearnkit.models import user_network
-from unlearnkit.sequence import RunResult
 from unlearnkit.report import describe_run, markdown_table
+from unlearnkit.sequence import RunResult
 
 RESULTS = "results.json"
 WEIGHTS = "unlearned.safetensors"

@@ -21,7 +21,7 @@ from unlearnkit.plugins import Registry
 from unlearnkit.progress import SILENT, Progress
 from unlearnkit.protocol import ProtocolRun
 from unlearnkit.references import reference_model
-from unlearnkit.spec import resolve
+from unlearnkit.resolve import resolve
 
 TITLES = {"pca": "PCA", "tsne": "t-SNE"}
 
@@ -41,9 +41,12 @@ def plot_bundle(
     folder: Path, out: Path, projections: list[str], samples: int, progress: Progress = SILENT,
     registry: Registry | None = None,
 ) -> tuple[list[Path], dict[str, float]]:
-    """Write one PNG per projection; returns the files and each model's premise agreement (percent)."""
+    """Write one PNG per projection (pca, tsne); returns the files and each model's premise agreement (percent)."""
     from unlearnkit.plugins import installed
 
+    unknown = [p for p in projections if p not in TITLES]
+    if unknown:
+        raise UnlearnkitError(f"--projection {unknown[0]} is not one of pca, tsne")
     folder = Path(folder)
     results = read_bundle(folder)
     check_writable(Path(out), f"the pictures in {out}", "Choose another --out.")  # before the models are computed

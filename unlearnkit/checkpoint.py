@@ -62,7 +62,20 @@ def read_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
 
 def read_checked(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str], bool]:
     """read_state, also saying whether the file carried a checksum (and so was verified against it)."""
-    path = Path(path)
+    state, metadata, checked = _read(Path(path))
+    _check_finite(state, path)
+    return state, metadata, checked
+
+
+def _check_finite(state: dict[str, torch.Tensor], path: Path) -> None:
+    """Weights holding NaN or infinity give a model whose every output is meaningless: refused before any use."""
+    broken = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if broken:
+        raise CheckpointError(f"{path} holds weights that are not finite (NaN or infinity): {few(broken)}",
+                              "The model diverged before it was saved; give the weights of a model that trained well.")
+
+
+def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str], bool]:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist", "Pass the path of a .safetensors, .pt or .pth file.")
     if _looks_like_safetensors(path) or path.suffix.lower() not in TORCH_SUFFIXES:

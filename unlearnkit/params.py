@@ -10,7 +10,6 @@ from typing import Any, Iterator, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
-
 #: the largest integer a field takes: C ints (sizes, counts) stop here, numpy's and scikit-learn's seeds at 2**32 - 1
 INT_LIMIT = 2**31 - 1
 

@@ -13,15 +13,15 @@ from typing import Any, Callable
 import torch
 
 from unlearnkit.api import Method
+from unlearnkit.devices import select_device
 from unlearnkit.engine import CostMeter, Workbench, forward_flops
 from unlearnkit.engine.compute import Compute, repeatable_kernels
 from unlearnkit.engine.distributed import main_first
-from unlearnkit.devices import select_device
 from unlearnkit.evaluation.subject import Subject
 from unlearnkit.models import Classifier
 from unlearnkit.plugins import plugin_code
 from unlearnkit.progress import SILENT, Progress
-from unlearnkit.spec import ResolvedRun
+from unlearnkit.resolve import ResolvedRun
 from unlearnkit.workload import Workload, spec_workload
 
 

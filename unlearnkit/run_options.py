@@ -12,7 +12,8 @@ from typing import Any, Optional
 
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.plugins import installed
-from unlearnkit.spec import ResolvedRun, build_spec, read_spec_file, resolve
+from unlearnkit.resolve import ResolvedRun, resolve
+from unlearnkit.spec_input import build_spec, read_spec_file
 
 
 @dataclass

@@ -23,8 +23,9 @@ from unlearnkit.models import build, user_network
 from unlearnkit.plugins import Registry, installed
 from unlearnkit.progress import Progress
 from unlearnkit.protocol import ProtocolRun
+from unlearnkit.resolve import ResolvedRun
 from unlearnkit.sequence import RunResult, run_protocol
-from unlearnkit.spec import ResolvedRun, RunSpec
+from unlearnkit.spec import RunSpec
 from unlearnkit.workload import make_split
 
 

@@ -20,7 +20,8 @@ from unlearnkit.evaluation.subject import Subject
 from unlearnkit.models import Classifier
 from unlearnkit.protocol import ProtocolRun
 from unlearnkit.references import reference_model
-from unlearnkit.spec import ResolvedRun, RunSpec
+from unlearnkit.resolve import ResolvedRun
+from unlearnkit.spec import RunSpec
 
 Metrics = dict[str, float | None]
 

@@ -28,9 +28,9 @@ from typing import Any, Iterable, Mapping, Sequence
 import torch
 
 from unlearnkit.api import Augmenter, Method, Params, Registered, TrainParams
+from unlearnkit.checkpoint import load_model, save_model
 from unlearnkit.data.forget import Split, class_split, random_split
 from unlearnkit.data.images import ImageSet, Transform
-from unlearnkit.checkpoint import load_model, save_model
 from unlearnkit.engine import AugmentedMethod, CostMeter, RunData, Workbench, fit, retain_cross_entropy
 from unlearnkit.models import Classifier, small_cnn
 

@@ -26,8 +26,10 @@ from unlearnkit.plugins import Registry, installed
 from unlearnkit.progress import SILENT, Progress
 from unlearnkit.protocol import ProtocolRun
 from unlearnkit.report import markdown_table, rich_table
+from unlearnkit.resolve import resolve
 from unlearnkit.sequence import RunResult, run_protocol
-from unlearnkit.spec import RunSpec, resolve, set_path
+from unlearnkit.spec import RunSpec
+from unlearnkit.spec_input import set_path
 from unlearnkit.workload import Workload, fingerprint, make_split
 
 

@@ -14,7 +14,9 @@ from pydantic import Field, TypeAdapter, ValidationError, field_validator
 from unlearnkit.api import Augmenter, Method
 from unlearnkit.errors import SpecError, UnknownPluginError, UnlearnkitError
 from unlearnkit.plugins import Registry, _close_matches
-from unlearnkit.spec import PluginSpec, ResolvedRun, Section, _error_lines, build_spec, resolve
+from unlearnkit.resolve import ResolvedRun, error_lines, resolve
+from unlearnkit.spec import PluginSpec, Section
+from unlearnkit.spec_input import build_spec
 
 # The paper's three settings: random 10%, random 50% and one class.
 DEFAULT_SCENARIOS = ["random:0.1", "random:0.5", "class:0"]
@@ -147,7 +149,7 @@ def _check_augment(entries: Any, where: str) -> None:
     try:
         _AUGMENT.validate_python(entries)
     except ValidationError as exc:
-        raise ValueError("; ".join(_error_lines(exc, where)) + " (give each augmenter as NAME or {name: NAME, "
+        raise ValueError("; ".join(error_lines(exc, where)) + " (give each augmenter as NAME or {name: NAME, "
                          "params: {...}})") from None
 
 
@@ -155,7 +157,7 @@ def read_bench_spec(raw: dict[str, Any], source: str = "bench spec") -> BenchSpe
     try:
         return BenchSpec.model_validate(raw)
     except ValidationError as exc:
-        raise SpecError(_error_lines(exc), source) from None
+        raise SpecError(error_lines(exc), source) from None
 
 
 def _name(plugin: Any) -> Any:

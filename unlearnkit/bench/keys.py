@@ -6,7 +6,8 @@ from typing import Any, Sequence
 
 from unlearnkit.api import Configurable
 from unlearnkit.bench.grid import Grid, spec_key
-from unlearnkit.spec import ComputeSpec, ResolvedRun
+from unlearnkit.resolve import ResolvedRun
+from unlearnkit.spec import ComputeSpec
 
 REFERENCES = ("retrain", "original")
 

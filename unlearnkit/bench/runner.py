@@ -23,7 +23,7 @@ from unlearnkit.bench.work import Done, Task
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.files import atomic_write_json, file_stamp, set_aside
 from unlearnkit.progress import SILENT, Progress
-from unlearnkit.spec import _error_lines
+from unlearnkit.resolve import error_lines
 
 RECORD_FORMAT = 1
 
@@ -105,7 +105,7 @@ def _record_problem(record: Any, key: str) -> str | None:
     try:
         RecordShape.model_validate(record)
     except ValidationError as exc:
-        return "; ".join(_error_lines(exc)[:3])
+        return "; ".join(error_lines(exc)[:3])
     return None
 
 

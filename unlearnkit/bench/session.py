@@ -26,9 +26,11 @@ from unlearnkit.errors import UnlearnkitError, few
 from unlearnkit.files import atomic_write_json, atomic_write_text, check_writable
 from unlearnkit.plugins import installed
 from unlearnkit.progress import Reporter
+from unlearnkit.resolve import resolve
 from unlearnkit.run_options import spec_from_flags
 from unlearnkit.runs import check_run_inputs
-from unlearnkit.spec import RunSpec, read_spec_file, resolve, set_path
+from unlearnkit.spec import RunSpec
+from unlearnkit.spec_input import read_spec_file, set_path
 
 #: what bench and tune write in their folders; a folder holding any of the markers is one they wrote
 GRID_MARKERS = {"cells", "bench.json", "invocations.json", "study.db", "methods", "wrapped"}

@@ -19,8 +19,8 @@ from typing import Any, Iterable
 
 from rich.table import Table
 
-from unlearnkit.files import atomic_write_json, atomic_write_text
 from unlearnkit.bench.grid import scenario_label
+from unlearnkit.files import atomic_write_json, atomic_write_text
 
 ACCURACIES = ("RA", "UA", "TA", "MIA")
 MEASURES = (*ACCURACIES, "avg_gap", "premise", "flops", "seconds")

@@ -17,15 +17,15 @@ from typing import Any, Callable, Mapping
 from unlearnkit import cache
 from unlearnkit.bench.grid import Cell, resolve_cell, scenario_label, step_scenario
 from unlearnkit.bench.keys import cell_keys, reference_keys
-from unlearnkit.errors import PluginFault, UnlearnkitError
 from unlearnkit.devices import environment
+from unlearnkit.errors import PluginFault, UnlearnkitError
 from unlearnkit.files import atomic_write_bytes
 from unlearnkit.plugins import installed
 from unlearnkit.progress import SILENT, Progress
 from unlearnkit.protocol import ProtocolRun
 from unlearnkit.references import cache_key
+from unlearnkit.resolve import ResolvedRun
 from unlearnkit.sequence import References, unlearn_steps
-from unlearnkit.spec import ResolvedRun
 
 
 @dataclass(frozen=True)

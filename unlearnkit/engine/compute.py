@@ -6,11 +6,10 @@ Trainer, so Original, Retrain and every method train the same way.
 
 from __future__ import annotations
 
+import os
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Literal, TypeVar
-
-import os
 
 import torch
 from torch import nn

@@ -19,8 +19,8 @@ from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 
 from unlearnkit.contract import Batch, Part, Step
 from unlearnkit.data.forget import Split
-from unlearnkit.engine.distributed import World
 from unlearnkit.data.images import ImageSet, Transform
+from unlearnkit.engine.distributed import World
 
 Over = Part  # the name callers outside the engine still use
 Tag = TypeVar("Tag")

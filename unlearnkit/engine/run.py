@@ -11,9 +11,9 @@ import torch
 from torch import nn
 
 from unlearnkit.api import Augmenter, Method, TrainParams
+from unlearnkit.contract import Batch, LossFn, Part, RepresentationTerms, Schedule, Step, UnlearnRun
 from unlearnkit.engine.compute import FP32, Compute
 from unlearnkit.engine.cost import CostMeter
-from unlearnkit.contract import Batch, LossFn, Part, RepresentationTerms, Schedule, Step, UnlearnRun
 from unlearnkit.engine.data import RunData, shuffled, steps, steps_per_epoch
 from unlearnkit.engine.train import Trainer
 from unlearnkit.errors import UnlearnkitError
@@ -42,13 +42,21 @@ def fit(
     _drive(Trainer(model, params, total, cost, augmenters, compute=compute), schedule, total, progress, label)
 
 
+#: steps between two looks at whether the loss is still finite (each look waits for the device)
+FINITE_CHECK_EVERY = 32
+
+
 def _drive(trainer: Trainer, schedule: Schedule, total: int, progress: Progress, label: str,
            check: Callable[[Step], None] = lambda step: None) -> None:
-    """The loop itself: one optimisation step per scheduled step, with progress."""
+    """The loop itself: one optimisation step per scheduled step, with progress; a loss that turns
+    non-finite stops it within FINITE_CHECK_EVERY steps, and at its end at the latest."""
     with progress.task(label, total) as advance:
-        for loss_fn, step in schedule:
+        for i, (loss_fn, step) in enumerate(schedule, 1):
             check(step)
             advance(trainer.step(loss_fn, step))
+            if i % FINITE_CHECK_EVERY == 0:
+                trainer.check_finite(label)
+    trainer.check_finite(label)
 
 
 class Workbench:

@@ -11,13 +11,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from unlearnkit.api import TrainParams
+from unlearnkit.contract import LossFn, RepresentationTerms, Step
 from unlearnkit.engine.compute import FP32, Compute
 from unlearnkit.engine.cost import CostMeter
-from unlearnkit.contract import LossFn, RepresentationTerms, Step
 from unlearnkit.engine.data import shard
 from unlearnkit.engine.distributed import average_gradients, broadcast_buffers, broadcast_state, world
+from unlearnkit.errors import UnlearnkitError
 from unlearnkit.models import Classifier
-
 
 
 def retain_cross_entropy(model: Classifier, step: Step) -> torch.Tensor:
@@ -109,6 +109,8 @@ class Trainer:
         else:
             self.optimizer = torch.optim.SGD(trainable, lr=params.lr, momentum=params.momentum, weight_decay=decay)
         self.steps_done = 0
+        #: the first step whose loss was not finite (-1: none yet), kept on the device: reading it waits for the device
+        self._first_nonfinite: torch.Tensor | None = None
 
     def loss_terms(self, loss_fn: LossFn, whole: Step) -> dict[str, torch.Tensor]:
         """The method's terms and each augmenter's, on this rank's rows of the step (all of it in one process)."""
@@ -154,8 +156,25 @@ class Trainer:
         if self.world.size > 1:
             broadcast_buffers(self.model)
         self.cost.trained(len(step))
+        self._watch(total.detach())
         self.steps_done += 1
         return total.detach()
+
+    def _watch(self, loss: torch.Tensor) -> None:
+        if self._first_nonfinite is None:
+            self._first_nonfinite = torch.full((), -1, dtype=torch.long, device=loss.device)
+        first = self._first_nonfinite
+        self._first_nonfinite = torch.where((first < 0) & ~torch.isfinite(loss), self.steps_done, first)
+
+    def check_finite(self, label: str) -> None:
+        """Stop with one message once a loss has been NaN or infinite: every later step and metric would be too."""
+        found = -1 if self._first_nonfinite is None else int(self._first_nonfinite)
+        if found >= 0:
+            raise UnlearnkitError(
+                f"{label}: the training loss became NaN or infinite at step {found + 1} of {self.total_steps}, "
+                "so the model's weights are no longer numbers; nothing was evaluated",
+                "Lower the learning rate (or the weight of the term that grew), or check the data and the "
+                "starting weights for non-finite values.")
 
     def _mask_updates(self) -> None:
         for group in self.optimizer.param_groups:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import torch
 
 from unlearnkit.engine.data import RunData
+from unlearnkit.errors import UnlearnkitError
 from unlearnkit.models import Classifier
 
 
@@ -33,7 +34,13 @@ class Subject:
                 features.append(z.float().cpu())
                 logits.append(self.model.head(z).float().cpu())
                 labels.append(y.cpu())
-            self._outputs[part] = (torch.cat(features), torch.cat(logits), torch.cat(labels))
+            outputs = (torch.cat(features), torch.cat(logits), torch.cat(labels))
+            if not bool(torch.isfinite(outputs[1]).all()):  # every metric of it would be meaningless
+                raise UnlearnkitError(f"the {self.name} model's outputs on {part} samples are NaN or infinite, "
+                                      "so it cannot be measured",
+                                      "Its weights or the data hold non-finite values; check the data, the starting "
+                                      "weights and the learning rates.")
+            self._outputs[part] = outputs
         return self._outputs[part]
 
     def outputs(self, part: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import torch
+from unlearnkit_example import FinetuneHead, FinetuneHeadParams
 
 from unlearnkit.testing import check_method, tiny_run
-from unlearnkit_example import FinetuneHead, FinetuneHeadParams
 
 
 def test_finetune_head_conforms():

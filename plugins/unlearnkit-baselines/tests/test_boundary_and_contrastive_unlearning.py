@@ -8,20 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from unlearnkit.api import TrainParams
-from unlearnkit.data.forget import Split
-from unlearnkit.data.images import ImageSet, Transform
-from unlearnkit.engine import AugmentedMethod, CostMeter, RunData, Workbench
-from unlearnkit.engine.data import Step
-from unlearnkit.errors import SpecError
-from unlearnkit.models import Classifier
-from unlearnkit.plugins import discover
-from unlearnkit.spec import resolve
-from unlearnkit.testing import RecordingData, tiny_data, tiny_model, tiny_run
-from unlearnkit_baselines import BoundaryExpand, BoundaryShrink, ContrastiveUnlearning
+from unlearnkit_baselines import BoundaryExpand, BoundaryShrink, ContrastiveUnlearning, contrastive_unlearning
 from unlearnkit_baselines.boundary import BoundaryParams, BoundaryShrinkParams
-from unlearnkit_baselines import contrastive_unlearning
 from unlearnkit_baselines.contrastive_unlearning import (
     ContrastiveUnlearningParams,
     ProjectionClassifier,
@@ -31,7 +19,18 @@ from unlearnkit_baselines.contrastive_unlearning import (
 )
 from unlearnkit_coun import ContrastiveAugmenter
 from unlearnkit_coun.contrastive import ContrastiveParams
+
 from unlearnkit import Method
+from unlearnkit.api import TrainParams
+from unlearnkit.data.forget import Split
+from unlearnkit.data.images import ImageSet, Transform
+from unlearnkit.engine import AugmentedMethod, CostMeter, RunData, Workbench
+from unlearnkit.engine.data import Step
+from unlearnkit.errors import SpecError
+from unlearnkit.models import Classifier
+from unlearnkit.plugins import discover
+from unlearnkit.resolve import resolve
+from unlearnkit.testing import RecordingData, tiny_data, tiny_model, tiny_run
 
 PLAIN = Transform(mean=(0.5,), std=(0.25,))  # no crop, no flip: the training view is the normalised image
 

@@ -8,6 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from unlearnkit_baselines import BadTeacher, Scrub, SelectiveSynapticDampening
+from unlearnkit_baselines import teacher as teacher_module
+from unlearnkit_baselines.dampening import SSDParams, dampen, importances
+from unlearnkit_baselines.scrub import ScrubParams, max_step_loss, min_step_loss
+from unlearnkit_baselines.teacher import BadTeacherParams, bad_teacher_loss, incompetent_teacher
 
 from unlearnkit import Augmenter, Method
 from unlearnkit.engine import AugmentedMethod
@@ -15,11 +20,6 @@ from unlearnkit.engine import run as engine_run
 from unlearnkit.engine.data import steps
 from unlearnkit.errors import SpecError
 from unlearnkit.testing import tiny_data, tiny_model, tiny_run, trained_model
-from unlearnkit_baselines import BadTeacher, Scrub, SelectiveSynapticDampening
-from unlearnkit_baselines import teacher as teacher_module
-from unlearnkit_baselines.dampening import SSDParams, dampen, importances
-from unlearnkit_baselines.scrub import ScrubParams, max_step_loss, min_step_loss
-from unlearnkit_baselines.teacher import BadTeacherParams, bad_teacher_loss, incompetent_teacher
 
 # tiny_data(): 40 training samples, 10 to forget, 30 to retain
 
@@ -458,7 +458,7 @@ def test_ssd_params_and_declarations():
 
 def test_ssd_with_coun_cl_is_refused_at_validation():
     from unlearnkit.plugins import discover
-    from unlearnkit.spec import resolve
+    from unlearnkit.resolve import resolve
 
     registry = discover(env={})
     assert resolve({"method": "ssd"}, registry).method.name == "ssd"

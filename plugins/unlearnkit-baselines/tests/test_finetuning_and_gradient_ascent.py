@@ -5,7 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from unlearnkit_baselines import FineTune, GradientAscent, NegGrad, NegGradPlus
+from unlearnkit_baselines.ascent import GradientAscentParams, NegGradPlusParams, weighted_difference
+from unlearnkit_baselines.finetune import retain_cross_entropy
 
+from unlearnkit import Method
 from unlearnkit.api import TrainParams
 from unlearnkit.data.forget import random_split
 from unlearnkit.data.images import ImageSet, Transform
@@ -14,10 +18,6 @@ from unlearnkit.engine.data import steps
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.models import small_cnn
 from unlearnkit.testing import RecordingData
-from unlearnkit_baselines import FineTune, GradientAscent, NegGrad, NegGradPlus
-from unlearnkit_baselines.ascent import GradientAscentParams, NegGradPlusParams, weighted_difference
-from unlearnkit_baselines.finetune import retain_cross_entropy
-from unlearnkit import Method
 
 # --------------------------------------------------------------------------- helpers
 

@@ -5,18 +5,11 @@ from __future__ import annotations
 import types
 
 import pytest
-from pydantic import ValidationError
 import torch
 import torch.nn.functional as F
+from pydantic import ValidationError
 from torch import nn
-
-from unlearnkit.api import TrainParams
-from unlearnkit.engine.data import steps
-from unlearnkit.errors import UnlearnkitError
-from unlearnkit.models import Classifier, resnet18, small_cnn, vgg16_bn
-from unlearnkit.testing import tiny_data, tiny_model, tiny_run, trained_model
-from unlearnkit_baselines import FineTune, L1Sparse, NegateThenTune, RandomLabel, Retrain, SalUn
-from unlearnkit_baselines import relabel
+from unlearnkit_baselines import FineTune, L1Sparse, NegateThenTune, RandomLabel, Retrain, SalUn, relabel
 from unlearnkit_baselines.negation import NegateThenTuneParams, default_layers, resolve_layers
 from unlearnkit_baselines.relabel import (
     RandomLabelLoss,
@@ -28,7 +21,13 @@ from unlearnkit_baselines.relabel import (
 )
 from unlearnkit_baselines.retrain import RetrainParams
 from unlearnkit_baselines.sparse import L1SparseParams, alpha_at, l1_norm
+
 from unlearnkit import Method
+from unlearnkit.api import TrainParams
+from unlearnkit.engine.data import steps
+from unlearnkit.errors import UnlearnkitError
+from unlearnkit.models import Classifier, resnet18, small_cnn, vgg16_bn
+from unlearnkit.testing import tiny_data, tiny_model, tiny_run, trained_model
 
 # --------------------------------------------------------------------------- helpers
 
@@ -495,8 +494,9 @@ def test_retrain_rl_salun_l1_sparse_and_not_are_registered():
 
 
 def test_rl_wrapped_by_coun_cl_reuses_the_joint_forward_for_retain_features():
-    from unlearnkit.engine import AugmentedMethod
     from unlearnkit_coun import ContrastiveAugmenter
+
+    from unlearnkit.engine import AugmentedMethod
 
     data = tiny_data()
     method = AugmentedMethod(RandomLabel(RandomLabelParams(epochs=2, batch_size=8)), [ContrastiveAugmenter()])

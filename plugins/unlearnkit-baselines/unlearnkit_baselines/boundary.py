@@ -12,8 +12,7 @@ from torch import nn
 from unlearnkit import Method, TrainParams, UnlearnkitError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from unlearnkit import Classifier, Step, UnlearnRun
-    from unlearnkit import Transform
+    from unlearnkit import Classifier, Step, Transform, UnlearnRun
 
 
 class BoundaryParams(TrainParams):

@@ -12,8 +12,7 @@ from torch import nn
 from unlearnkit import Method, TrainParams
 
 if TYPE_CHECKING:  # pragma: no cover
-    from unlearnkit import Classifier, Step, UnlearnRun
-    from unlearnkit import CostCounter
+    from unlearnkit import Classifier, CostCounter, Step, UnlearnRun
 
     #: a loss over one step, as `run.fit` takes it: its named terms
     StepLoss = Callable[[Classifier, Step], dict[str, torch.Tensor]]

@@ -12,8 +12,7 @@ from torch import nn
 from unlearnkit import Method, TrainParams
 
 if TYPE_CHECKING:  # pragma: no cover
-    from unlearnkit import Batch, Classifier, Step, UnlearnRun
-    from unlearnkit import CostCounter
+    from unlearnkit import Batch, Classifier, CostCounter, Step, UnlearnRun
 
 
 def incompetent_teacher(run: UnlearnRun) -> torch.nn.Module:

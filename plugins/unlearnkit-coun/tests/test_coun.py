@@ -8,7 +8,12 @@ import pydantic
 import pytest
 import torch
 import torch.nn.functional as F
+from unlearnkit_baselines import FineTune, GradientAscent, NegGrad, NegGradPlus
+from unlearnkit_coun import ContrastiveAugmenter, CoUn, cross_view_infonce
+from unlearnkit_coun.contrastive import ContrastiveParams
+from unlearnkit_coun.method import CoUnParams
 
+from unlearnkit import Augmenter, Method
 from unlearnkit.api import TrainParams
 from unlearnkit.data.forget import random_split
 from unlearnkit.data.images import ImageSet, Transform
@@ -16,11 +21,6 @@ from unlearnkit.engine import AugmentedMethod, CostMeter, RunData, Workbench
 from unlearnkit.engine.data import steps
 from unlearnkit.models import small_cnn
 from unlearnkit.testing import RecordingData
-from unlearnkit_baselines import FineTune, GradientAscent, NegGrad, NegGradPlus
-from unlearnkit_coun import CoUn, ContrastiveAugmenter, cross_view_infonce
-from unlearnkit_coun.contrastive import ContrastiveParams
-from unlearnkit_coun.method import CoUnParams
-from unlearnkit import Augmenter, Method
 
 # --------------------------------------------------------------------------- helpers
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
+from unlearnkit_baselines.finetune import FineTune
 
 from unlearnkit import AugmentedMethod, Method, Range, TrainParams
-from unlearnkit_baselines.finetune import FineTune
 from unlearnkit_coun.contrastive import ContrastiveAugmenter, ContrastiveParams
 
 if TYPE_CHECKING:  # pragma: no cover
