@@ -1,8 +1,5 @@
-"""The `unlearn` command line: run, bench, tune, plot, validate, schema, plugins.
-
-Each command parses its flags, calls the application layer (`unlearnkit.runs`, `unlearnkit.bench.session`,
-`unlearnkit.bundle_plots`) and prints what it returns.
-"""
+"""The `unlearn` command line: run, bench, tune, plot, validate, schema, plugins. Each command parses its flags,
+calls the application layer (`runs`, `bench.session`, `bundle_plots`) and prints what it returns."""
 
 from __future__ import annotations
 
@@ -14,7 +11,7 @@ import shlex
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Optional, get_type_hints
+from typing import Any, Callable, Optional
 
 import typer
 from rich.console import Console
@@ -24,8 +21,8 @@ from unlearnkit.bench.seeds import TUNING_SEEDS
 from unlearnkit.errors import PluginFault, UnlearnkitError
 from unlearnkit.plugins import installed, installed_listing
 from unlearnkit.progress import Reporter
+from unlearnkit.resolve import json_schema
 from unlearnkit.run_options import RunOptions
-from unlearnkit.spec import json_schema
 
 app = typer.Typer(
     help="Machine unlearning: run a method against the Retrain reference and measure the gap.",
@@ -45,19 +42,13 @@ def _console(stderr: bool = False) -> Console:
 out = _console()
 err = _console(stderr=True)
 
-SpecArg = typer.Argument(None, help="A YAML or JSON run spec; flags below override it.", show_default=False)
-MethodOpt = typer.Option(None, "--method", "-m", help="The unlearning method plugin, e.g. neggrad.")
-AugmentOpt = typer.Option(None, "--augment", "-a", help="An augmenter to wrap the method with (repeatable; 'none' for none).")
-SetOpt = typer.Option(None, "--set", "-s", help="Override a spec field: method.params.lr=0.02 (repeatable).")
-
-#: the flags of a run spec, shared by run and validate: RunOptions' fields, in its order
+#: the flags of a run spec, shared by run and validate: each of RunOptions' fields
 RUN_FLAGS: dict[str, Any] = {
-    "spec_file": SpecArg,
-    "method": MethodOpt,
-    "augment": AugmentOpt,
-    "overrides": SetOpt,
-    "data": typer.Option(
-        None, "--data", help="digits, fashion-mnist, mnist, cifar10, cifar100, svhn, a plugin's, or an ImageFolder path."),
+    "spec_file": typer.Argument(None, help="A YAML or JSON run spec; flags below override it.", show_default=False),
+    "method": typer.Option(None, "--method", "-m", help="The unlearning method plugin, e.g. neggrad."),
+    "augment": typer.Option(None, "--augment", "-a", help="An augmenter to wrap the method with (repeatable; 'none' for none)."),
+    "overrides": typer.Option(None, "--set", "-s", help="Override a spec field: method.params.lr=0.02 (repeatable)."),
+    "data": typer.Option(None, "--data", help="digits, fashion-mnist, mnist, cifar10, cifar100, svhn, a plugin's, or an ImageFolder path."),
     "data_root": typer.Option(None, "--data-root", help="Where the data set's files are."),
     "download": typer.Option(None, "--download/--no-download", help="Download missing data with torchvision."),
     "model": typer.Option(None, "--model", help="small-cnn, resnet18, vgg16-bn, torchvision:NAME, timm:NAME or a plugin's."),
@@ -73,24 +64,30 @@ RUN_FLAGS: dict[str, Any] = {
 }
 
 
-def _with_run_flags(command: Callable[..., None]) -> Callable[..., None]:
-    """Give `command` the run spec's flags (RUN_FLAGS) before its own; it receives them as one RunOptions `options`."""
-    types = get_type_hints(RunOptions)
-    shared = [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=flag, annotation=types[name])
-              for name, flag in RUN_FLAGS.items()]
-    own = [p for name, p in inspect.signature(command).parameters.items() if name != "options"]
+def _with_flags(flags: dict[str, Any], build: Callable[..., Any], into: str) -> Callable[[Callable], Callable]:
+    """Give a command flags it shares with others (`flags`: parameter of `build` -> typer option), in place of its
+    parameter `into`, which receives them as one object: `build(**the flags given)`."""
+    shared = [p.replace(kind=inspect.Parameter.POSITIONAL_OR_KEYWORD, default=flags[p.name])
+              for p in inspect.signature(build).parameters.values()]
 
-    @functools.wraps(command)
-    def with_flags(**given: Any) -> None:
-        command(RunOptions(**{name: given.pop(name) for name in RUN_FLAGS}), **given)
+    def decorate(command: Callable) -> Callable:
+        own = list(inspect.signature(command).parameters.values())
+        at = [p.name for p in own].index(into)
 
-    with_flags.__signature__ = inspect.Signature(shared + own)  # type: ignore[attr-defined]
-    with_flags.__annotations__ = {p.name: p.annotation for p in shared + own}
-    return with_flags
+        @functools.wraps(command)
+        def with_flags(**given: Any) -> None:
+            command(**{into: build(**{name: given.pop(name) for name in flags})}, **given)
+
+        parameters = own[:at] + shared + own[at + 1:]
+        with_flags.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+        with_flags.__annotations__ = {p.name: p.annotation for p in parameters}  # strings, read in this module
+        return with_flags
+
+    return decorate
 
 
 @app.command()
-@_with_run_flags
+@_with_flags(RUN_FLAGS, RunOptions, "options")
 def run(options: RunOptions, quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars.")) -> None:
     """Run the protocol: original, Retrain, the method (with augmenters), evaluation, result bundle.
 
@@ -98,7 +95,7 @@ def run(options: RunOptions, quiet: bool = typer.Option(False, "--quiet", "-q", 
     prints and writes the bundle (docs/distributed.md).
     """
     from unlearnkit import runs
-    from unlearnkit.report import rich_table, run_title
+    from unlearnkit.report import run_report
 
     resolved = options.resolve()
     destination = runs.preflight(resolved)  # before any process group: a usage error ends every rank alike
@@ -112,25 +109,20 @@ def run(options: RunOptions, quiet: bool = typer.Option(False, "--quiet", "-q", 
         raise typer.Exit(130) from None
     if done is None:
         return  # a torchrun rank other than 0: it trained alongside and reports nothing
-    result, name = done.result, resolved.name
-    for step in result.steps:  # one table per forget request (one in all but sequential forgetting)
-        out.print(rich_table(step.metrics, name, title=run_title(name, result.spec, step, len(result.steps))))
-    retrain_sources = ", ".join(step.sources.get("retrain", "not trained (--no-retrain)") for step in result.steps)
-    out.print(f"original: {result.sources['original']}; retrain: {retrain_sources}; "
-              f"total {done.seconds:.1f} s; bundle: {done.bundle}")
+    for printed in run_report(done.result, resolved.name, done.seconds, done.bundle):
+        out.print(printed)
 
 
 @app.command()
-@_with_run_flags
+@_with_flags(RUN_FLAGS, RunOptions, "options")
 def validate(options: RunOptions) -> None:
     """Check a spec and `unlearn run`'s flags as run does before training (plugins, names, files, folders), running nothing."""
+    from unlearnkit.report import validated
     from unlearnkit.runs import preflight
 
     resolved = options.resolve()
     preflight(resolved)
-    s = resolved.spec
-    wrappers = "".join(f" + {a.name}" for a in s.augment)
-    out.print(f"valid: {s.method.name}{wrappers} on {s.data.name} ({s.model.name}), {s.forget.kind} forgetting, seed {s.seed}")
+    out.print(validated(resolved.spec))
 
 
 @app.command()
@@ -141,29 +133,32 @@ def schema() -> None:
 
 # --- grids: bench and tune ------------------------------------------------------------------------
 
-ExecutorOpt = typer.Option("local", "--executor", help="Where cells run: local (this machine) or ray (a Ray cluster).")
-WorkersOpt = typer.Option(1, "--workers", "-w", min=1,
-                          help="local: cells computed at once, each worker a process with cores/N torch threads.")
-AddressOpt = typer.Option(None, "--address", help="ray: the cluster's address (default: start a local Ray).")
-CellCpusOpt = typer.Option(None, "--cell-cpus", min=0.1, help="ray: CPUs each cell asks for, and its torch threads [default: 1].")
-CellGpusOpt = typer.Option(None, "--cell-gpus", min=0.0, help="ray: GPUs each cell asks for (1 to train on GPUs) [default: 0].")
+#: where a grid's cells run, shared by bench and tune
+GRID_FLAGS: dict[str, Any] = {
+    "kind": typer.Option("local", "--executor", help="Where cells run: local (this machine) or ray (a Ray cluster)."),
+    "workers": typer.Option(1, "--workers", "-w", min=1,
+                            help="local: cells computed at once, each worker a process with cores/N torch threads."),
+    "address": typer.Option(None, "--address", help="ray: the cluster's address (default: start a local Ray)."),
+    "cpus": typer.Option(None, "--cell-cpus", min=0.1, help="ray: CPUs each cell asks for, and its torch threads [default: 1]."),
+    "gpus": typer.Option(None, "--cell-gpus", min=0.0, help="ray: GPUs each cell asks for (1 to train on GPUs) [default: 0]."),
+}
 
 
-def _session(ctx: typer.Context, executor: str, workers: int, address: Optional[str], cell_cpus: Optional[float],
-             cell_gpus: Optional[float], quiet: bool):
-    """Where the grid's cells run (checked now; started when cells first run, stopped by close()), and how it reports."""
+def _executor(kind: str, workers: int, address: Optional[str], cpus: Optional[float], gpus: Optional[float]) -> Any:
+    """The executor the flags choose: checked now, started when cells first run, stopped by close()."""
     from unlearnkit.bench.executors import make_executor
+
+    return make_executor(kind, workers, address, cpus, gpus)
+
+
+def _session(ctx: typer.Context, executor: Any, quiet: bool) -> Any:
     from unlearnkit.bench.session import Session
 
-    return Session(make_executor(executor, workers, address, cell_cpus, cell_gpus), Reporter(out, err, quiet), ctx.obj)
-
-
-def _exit(code: int) -> None:
-    if code:
-        raise typer.Exit(code)
+    return Session(executor, Reporter(out, err, quiet), ctx.obj)  # main() gives ctx.obj: the command as typed
 
 
 @app.command()
+@_with_flags(GRID_FLAGS, _executor, "executor")
 def bench(
     ctx: typer.Context,
     spec_file: Optional[Path] = typer.Argument(None, help="A YAML or JSON bench spec; flags below override it.", show_default=False),
@@ -176,37 +171,30 @@ def bench(
     model: Optional[str] = typer.Option(None, "--model", help="The architecture (base.model.name)."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps."),
     params_files: Optional[list[Path]] = typer.Option(None, "--params", help="A tuned.yaml from unlearn tune (repeatable)."),
-    overrides: Optional[list[str]] = typer.Option(
-        None, "--set", "-s", help="Override a bench spec field: base.train.epochs=12 (repeatable)."
-    ),
+    overrides: Optional[list[str]] = typer.Option(None, "--set", "-s",
+                                                  help="Override a bench spec field: base.train.epochs=12 (repeatable)."),
     out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Results folder (default bench/<hash of the grid>)."),
-    executor: str = ExecutorOpt,
-    workers: int = WorkersOpt,
-    address: Optional[str] = AddressOpt,
-    cell_cpus: Optional[float] = CellCpusOpt,
-    cell_gpus: Optional[float] = CellGpusOpt,
+    executor: Any = None,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or per-cell lines."),
 ) -> None:
     """Run a grid (methods x augmenters x scenarios x seeds), resumable; write the paper's tables and figure."""
     from unlearnkit.bench import session
 
-    running = _session(ctx, executor, workers, address, cell_cpus, cell_gpus, quiet)
     flags = {"methods": methods, "exclude": exclude, "augment": augment, "scenarios": scenarios, "seeds": seeds,
              "base.data.name": data, "base.model.name": model, "base.device": device, "out": out_dir}
-    _exit(session.bench(running, spec_file, flags, params_files or [], overrides or []))
+    raise typer.Exit(session.bench(_session(ctx, executor, quiet), spec_file, flags, params_files or [], overrides or []))
 
 
 @app.command()
+@_with_flags(GRID_FLAGS, _executor, "executor")
 def tune(
     ctx: typer.Context,
-    spec_file: Optional[Path] = SpecArg,
-    method: Optional[str] = MethodOpt,
-    augment: Optional[list[str]] = AugmentOpt,
-    overrides: Optional[list[str]] = SetOpt,
-    ranges: Optional[list[str]] = typer.Option(
-        None, "--range", "-r",
-        help="PLUGIN.PARAM=LOW:HIGH[:log] or =V1,V2 (repeatable); default: the plugins' declared ranges.",
-    ),
+    spec_file: Optional[Path] = RUN_FLAGS["spec_file"],
+    method: Optional[str] = RUN_FLAGS["method"],
+    augment: Optional[list[str]] = RUN_FLAGS["augment"],
+    overrides: Optional[list[str]] = RUN_FLAGS["overrides"],
+    ranges: Optional[list[str]] = typer.Option(None, "--range", "-r", help="PLUGIN.PARAM=LOW:HIGH[:log] or =V1,V2 "
+                                               "(repeatable); default: the plugins' declared ranges."),
     search: str = typer.Option("tpe", "--search", help="tpe, grid or random (Optuna's samplers)."),
     points: int = typer.Option(3, "--points", min=1, help="grid: values per range."),
     trials: int = typer.Option(8, "--trials", min=1, help="tpe, random: how many trials in all (grid: the grid's size)."),
@@ -219,11 +207,7 @@ def tune(
     out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Results folder (default tune/<variant>-<hash>)."),
     bench_file: Optional[Path] = typer.Option(None, "--bench", help="Tune every variant of this bench spec instead "
                                               "(--set then edits the bench spec); one tuned.yaml for all."),
-    executor: str = ExecutorOpt,
-    workers: int = WorkersOpt,
-    address: Optional[str] = AddressOpt,
-    cell_cpus: Optional[float] = CellCpusOpt,
-    cell_gpus: Optional[float] = CellGpusOpt,
+    executor: Any = None,
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Search a method's params for the lowest Avg Gap to Retrain; write tuned.yaml for unlearn bench --params."""
@@ -231,7 +215,7 @@ def tune(
 
     options = session.TuneOptions(spec_file, method, augment, overrides, ranges, search, points, trials, scenario,
                                   seeds, data, model, device, out_dir, bench_file)
-    _exit(session.tune(_session(ctx, executor, workers, address, cell_cpus, cell_gpus, quiet), options))
+    raise typer.Exit(session.tune(_session(ctx, executor, quiet), options))
 
 
 # --- pictures ---------------------------------------------------------------------------------------
@@ -246,15 +230,12 @@ def plot(
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Draw the representation space (PCA, t-SNE) of original, Retrain and the unlearned model, forget samples marked."""
-    from unlearnkit.bundle_plots import plot_bundle
+    from unlearnkit.bundle_plots import TITLES, plot_bundle
     from unlearnkit.report import premise_table
 
-    chosen = projections or ["pca", "tsne"]
-    unknown = [p for p in chosen if p not in ("pca", "tsne")]
-    if unknown:
-        raise UnlearnkitError(f"--projection {unknown[0]} is not one of pca, tsne")
     with Reporter(out, err, quiet).progress() as progress:
-        files, premise = plot_bundle(bundle, out_dir or bundle / "plots", chosen, samples, progress, installed())
+        files, premise = plot_bundle(bundle, out_dir or bundle / "plots", projections or list(TITLES), samples, progress,
+                                     installed())
     out.print(premise_table(premise))
     out.print("written: " + ", ".join(str(f) for f in files))
 
@@ -262,18 +243,15 @@ def plot(
 @app.command()
 def plugins(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """List installed plugins: name, kind, version, distribution, and whether they loaded."""
-    from unlearnkit.report import plugins_table
+    from unlearnkit.report import plugin_failures, plugins_table
 
     rows, failed = installed_listing()  # from the plugin index when it is current: no plugin (nor torch) imported
     if as_json:
         out.print_json(json.dumps(rows))
         return
     out.print(plugins_table(rows, out.width))
-    for record in failed:
-        err.print(Text.assemble((f"{record.source} failed:", "red"), f" {record.error}"), highlight=False, soft_wrap=True)
-    if failed:
-        err.print("UNLEARNKIT_STRICT_PLUGINS=1 shows a failing plugin's traceback; "
-                  "UNLEARNKIT_BLOCK_PLUGINS=NAME skips a plugin.", highlight=False)
+    for line in plugin_failures(failed):
+        err.print(line, highlight=False, soft_wrap=True)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

@@ -6,9 +6,13 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from rich import box
 from rich.table import Table
+from rich.text import Text
 
 if TYPE_CHECKING:  # annotations only: the protocol sequence imports torch, and `unlearn plugins` imports this module
-    from unlearnkit.sequence import StepResult
+    from pathlib import Path
+
+    from unlearnkit.plugins import PluginRecord
+    from unlearnkit.sequence import RunResult, StepResult
     from unlearnkit.spec import RunSpec
 
 LABELS = {"avg_gap": "Avg Gap", "premise": "Premise", "flops": "FLOPs", "seconds": "Time"}
@@ -46,6 +50,23 @@ def run_title(name: str, spec: RunSpec, step: StepResult, steps: int) -> str:
         f"of {len(step.split.forget)} samples"
         + (f", step {step.step} of {steps}" if step.step else "") + f", seed {spec.seed}"
     )
+
+
+def run_report(result: RunResult, name: str, seconds: float, bundle: Path) -> list[Table | str]:
+    """What `unlearn run` prints: a table per forget request (one in all but sequential forgetting), then where
+    the references came from, the time and the bundle."""
+    steps = result.steps
+    tables: list[Table | str] = [rich_table(s.metrics, name, title=run_title(name, result.spec, s, len(steps))) for s in steps]
+    retrain_sources = ", ".join(step.sources.get("retrain", "not trained (--no-retrain)") for step in steps)
+    return tables + [f"original: {result.sources['original']}; retrain: {retrain_sources}; "
+                     f"total {seconds:.1f} s; bundle: {bundle}"]
+
+
+def validated(spec: RunSpec) -> str:
+    """What `unlearn validate` prints of a spec it passed."""
+    wrappers = "".join(f" + {a.name}" for a in spec.augment)
+    return (f"valid: {spec.method.name}{wrappers} on {spec.data.name} ({spec.model.name}), "
+            f"{spec.forget.kind} forgetting, seed {spec.seed}")
 
 
 def rich_table(metrics: Mapping[str, Mapping[str, float | None]], method: str, title: str | None = None) -> Table:
@@ -107,3 +128,11 @@ def plugins_table(rows: Sequence[Mapping[str, Any]], width: int) -> Table:
         cell[4] = f"[{STATUS_COLOURS[cell[4]]}]{cell[4]}[/]"
         table.add_row(*cell[: len(shown)])
     return table
+
+
+def plugin_failures(failed: Sequence[PluginRecord]) -> list[Text | str]:
+    """The lines `unlearn plugins` prints below its table: each plugin that failed to load, then what to do."""
+    if not failed:
+        return []
+    return [*(Text.assemble((f"{record.source} failed:", "red"), f" {record.error}") for record in failed),
+            "UNLEARNKIT_STRICT_PLUGINS=1 shows a failing plugin's traceback; UNLEARNKIT_BLOCK_PLUGINS=NAME skips a plugin."]
