@@ -110,16 +110,28 @@ def test_a_replaced_head_goes_back_into_the_network():
     assert user_network(model).fc is model.head
 
 
+class Unnamed(nn.Module):
+    """A layout no family uses: its head has a name the toolkit does not know, and it is not a Sequential."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(12, 8), nn.ReLU())
+        self.decide = nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.decide(self.body(x))
+
+
 def test_an_unknown_layout_asks_for_the_head_and_a_given_head_works():
-    network = nn.Sequential(nn.Flatten(), nn.Linear(12, 8), nn.ReLU(), nn.Linear(8, 3))
+    network = Unnamed()
     with pytest.raises(UnlearnkitError, match="cannot tell which layer") as info:
         as_classifier(network)
     assert "head=" in info.value.hint
-    model = as_classifier(network, head="3")
+    model = as_classifier(network, head="decide")
     x = torch.randn(5, 3, 2, 2)
     assert model.features(x).shape == (5, 8) and torch.allclose(model(x), network(x))
-    with pytest.raises(UnlearnkitError, match="not the final nn.Linear"):
-        as_classifier(network, head="2")
+    with pytest.raises(UnlearnkitError, match="not what its layer 'body.1' gives: the output comes from 'decide'"):
+        as_classifier(network, head="body.1", sample=x)
 
 
 def test_a_timm_style_classifier_path_is_followed():
@@ -205,8 +217,9 @@ def test_streamed_training_reads_in_workers_and_repeats_bitwise_whatever_their_n
     assert all(torch.equal(v, weights[1][k]) for k, v in weights[0].items())
     assert main_reads[0][0] == main_reads[0][1] == main_reads[1][1]
     # with workers, this process reads only the second views of the batches the workers had been asked
-    # for before coun-cl first asked: the first, and the loader's 2 x 2 read ahead (8 samples each)
-    assert main_reads[1][0] == 5 * 8, main_reads
+    # for before coun-cl first asked: the first, and the loader's 2 x 2 read ahead (8 samples each); and the
+    # two samples the preflight runs the model on
+    assert main_reads[1][0] == 5 * 8 + 2, main_reads
 
 
 # --------------------------------------------------------------------------- unlearnkit.unlearn
@@ -247,9 +260,10 @@ def test_unlearn_a_users_resnet_with_coun_cl_and_no_retrain(user_setup):
     assert set(result.metrics) >= {"RA", "UA", "TA", "MIA", "flops"} and "avg_gap" not in result.metrics
     assert result.retrain_metrics is None and result.run.method == "ft+coun-cl"
     # each retain sample: read for its training view, again for coun-cl's second view, and once per model measured
-    # (Original, unlearned); each forget sample only to be measured: ft never trains on it
+    # (Original, unlearned); each forget sample only to be measured: ft never trains on it. Samples 0 and 1 once
+    # more: the preflight runs the model on them
     reads = Counter(train.reads)
-    assert {reads[i] for i in range(8, 64)} == {4} and {reads[i] for i in range(8)} == {2}
+    assert {reads[i] for i in range(8, 64)} == {4} and {reads[i] - (i < 2) for i in range(8)} == {2}
     assert "| ft+coun-cl |" in result._repr_markdown_()
 
 
@@ -259,7 +273,8 @@ def test_ft_trains_on_retain_samples_only_and_measures_on_the_test_time_views(us
     train.reads.clear()
     uk.unlearn(network, train, forget=forget, test_set=test, method="ft", params={"method": {"epochs": 1}},
                train_eval_set=Blobs(64, 0, augment=False))
-    assert train.reads and not set(train.reads) & set(forget)  # training read retain samples only
+    assert train.reads[:2] == [0, 1]  # the preflight runs the model on the first two samples
+    assert train.reads[2:] and not set(train.reads[2:]) & set(forget)  # training read retain samples only
 
 
 def test_retrain_fills_the_gap(user_setup):

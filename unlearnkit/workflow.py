@@ -19,9 +19,10 @@ from torch.utils.data import Dataset
 from unlearnkit.bench.grid import scenario_overrides
 from unlearnkit.bundle import check_destination, write_bundle
 from unlearnkit.devices import select_device
-from unlearnkit.engine.data import StreamedData, dataset_labels
+from unlearnkit.engine.data import StreamedData
 from unlearnkit.errors import UnlearnkitError
-from unlearnkit.models import as_classifier, fresh_copy, user_network
+from unlearnkit.inputs import check_own_inputs
+from unlearnkit.models import fresh_copy, user_network
 from unlearnkit.plugins import Registry, installed
 from unlearnkit.progress import SILENT, Progress
 from unlearnkit.protocol import ProtocolRun
@@ -96,6 +97,9 @@ def unlearn(
     - `out`: a folder to write the result bundle to, as `unlearn run --out` writes it; a folder that is
       neither missing nor empty is refused before any training.
     """
+    # the user's model, data and forget argument first: every mistake in them is one message, before anything runs
+    inputs = check_own_inputs(model, train_set, test_set, forget, num_classes=num_classes, head=head,
+                              train_eval_set=train_eval_set)
     registry = registry or installed()
     params = {k: dict(v) for k, v in (params or {}).items()}
     augmenters = [augment] if isinstance(augment, str) else list(augment)
@@ -107,7 +111,7 @@ def unlearn(
         "data": {"name": "(given torch Datasets)", "workers": workers},
         "model": {"name": f"(given {type(model).__name__})"},
     }
-    _set_forget(raw, forget)
+    _set_forget(raw, inputs.forget)
     if params:
         raise UnlearnkitError(
             f"params for {', '.join(sorted(params))}, which is neither 'method' nor an augmenter of this run",
@@ -118,10 +122,9 @@ def unlearn(
     if out is not None:
         check_destination(Path(out), overwrite=False)
 
-    labels = dataset_labels(train_set), dataset_labels(test_set)
-    classes = num_classes or int(max(y.max().item() for y in labels)) + 1
+    labels, classes = inputs.labels, inputs.num_classes
     split = make_split(spec.forget, labels[0], classes, seed)
-    original = as_classifier(copy.deepcopy(model), head)
+    original = inputs.model  # already a copy: the user's model is never touched
     template = copy.deepcopy(original)
     workload = Workload(
         data=StreamedData(train_set, test_set, split, select_device(spec.device), classes, train_eval_set, workers, labels),
@@ -136,8 +139,8 @@ def unlearn(
     return UnlearnResult(model=user_network(result.unlearned), run=result, bundle=bundle)
 
 
-def _set_forget(raw: dict[str, Any], forget: Sequence[int] | torch.Tensor | str) -> None:
-    """The spec's forget section: a scenario read as the bench reads it, or the indices (or mask) given."""
+def _set_forget(raw: dict[str, Any], forget: torch.Tensor | str) -> None:
+    """The spec's forget section: a scenario read as the bench reads it, or the (checked) indices."""
     if isinstance(forget, str):
         try:
             assignments = scenario_overrides(forget)
@@ -147,7 +150,4 @@ def _set_forget(raw: dict[str, Any], forget: Sequence[int] | torch.Tensor | str)
         for assignment in assignments:
             set_path(raw, assignment)
         return
-    indices = torch.as_tensor(forget).flatten()
-    if indices.dtype == torch.bool:  # a mask over the training set
-        indices = indices.nonzero().flatten()
-    raw["forget"] = {"kind": "indices", "indices": indices.tolist()}
+    raw["forget"] = {"kind": "indices", "indices": forget.tolist()}
