@@ -516,6 +516,7 @@ def _fault(kind: str, name: str, tmp: Path) -> list[str]:
     (tmp / "user" / "keep.txt").write_text("mine")
     (tmp / "far.txt").write_text("1437\n")  # digits has 1437 training samples: 0..1436
     save_file({"w": torch.zeros(2)}, tmp / "other-model.safetensors")
+    save_file({"head.weight": torch.full((10, 4), float("nan"))}, tmp / "diverged.safetensors")
     return {
         "model": ["--model", f"zz{name}"],
         "data-name": ["--data", f"zz{name}"],
@@ -538,12 +539,13 @@ def _fault(kind: str, name: str, tmp: Path) -> list[str]:
         "forget-index": ["--forget", f"indices:{tmp / 'far.txt'}"],
         "forget-fraction": ["--forget", f"random:{1 / (3000 * len(name))}"],  # under half a sample of 1437
         "original-shape": ["--original", str(tmp / "other-model.safetensors")],
+        "original-not-finite": ["--original", str(tmp / "diverged.safetensors")],
     }[kind]
 
 
 FAULTS = ["model", "data-name", "data-dir", "data-layout", "data-root", "data-files", "data-files-root", "original", "forget-file",
           "out-under-file", "out-not-bundle", "number", "count", "huge",
-          "forget-class", "forget-index", "forget-fraction", "original-shape"]
+          "forget-class", "forget-index", "forget-fraction", "original-shape", "original-not-finite"]
 FAULTS += [] if torch.cuda.is_available() else ["device"]
 # a word YAML reads as a string (yes, on, null are not): as --set train.lr=WORD, never a number
 WORD = st.text(alphabet="abcdefghijklmnopqrstuvwxyz", min_size=1, max_size=8).filter(lambda w: isinstance(yaml.safe_load(w), str))
