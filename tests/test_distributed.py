@@ -13,7 +13,7 @@ from unlearnkit_coun.contrastive import cross_view_infonce
 
 from unlearnkit.api import TrainParams
 from unlearnkit.engine.cost import CostMeter
-from unlearnkit.engine.data import Batch, Step
+from unlearnkit.engine.data import Batch, Step, shard
 from unlearnkit.engine.distributed import World, gather_rows
 from unlearnkit.engine.train import Trainer, retain_cross_entropy
 from unlearnkit.models import Classifier
@@ -90,7 +90,7 @@ def test_a_rank_takes_contiguous_rows_and_small_batches_stay_whole():
     assert World(0, 2).rows(3) is None and World(0, 1).rows(100) is None
     x = torch.arange(8.0).view(8, 1)
     step = Step(Batch(x, torch.zeros(8, dtype=torch.long), torch.arange(8), lambda: x * 10), None, 0, 1, 0, 1)
-    mine = step.shard(World(1, 2))
+    mine = shard(step, World(1, 2))
     assert mine.retain is not None and mine.retain.index.tolist() == [4, 5, 6, 7]
     assert torch.equal(mine.retain.view(), x[4:] * 10)  # a further view: cut from the whole batch's
 
