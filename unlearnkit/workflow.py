@@ -21,7 +21,7 @@ from unlearnkit.bundle import check_destination, write_bundle
 from unlearnkit.devices import select_device
 from unlearnkit.engine.data import StreamedData
 from unlearnkit.errors import UnlearnkitError
-from unlearnkit.inputs import check_own_inputs
+from unlearnkit.inputs import OwnInputs, check_own_inputs
 from unlearnkit.models import fresh_copy, user_network
 from unlearnkit.plugins import Registry, installed
 from unlearnkit.progress import SILENT, Progress
@@ -100,7 +100,21 @@ def unlearn(
     # the user's model, data and forget argument first: every mistake in them is one message, before anything runs
     inputs = check_own_inputs(model, train_set, test_set, forget, num_classes=num_classes, head=head,
                               train_eval_set=train_eval_set)
-    registry = registry or installed()
+    raw = _own_spec(type(model).__name__, inputs.forget, method, augment, params, retrain, train, seed, device, workers)
+    resolved = resolve(raw, registry or installed(), "unlearnkit.unlearn")
+    if out is not None:
+        check_destination(Path(out), overwrite=False)
+    workload = _own_workload(inputs, resolved.spec, train_set, test_set, train_eval_set)
+    with Progress() if progress else SILENT as bars:
+        result = run_protocol(ProtocolRun(resolved, progress=bars, workload=workload))
+    bundle = write_bundle(result, Path(out)) if out is not None else None
+    return UnlearnResult(model=user_network(result.unlearned), run=result, bundle=bundle)
+
+
+def _own_spec(model_name: str, forget: torch.Tensor | str, method: str, augment: str | Sequence[str],
+              params: Mapping[str, Mapping[str, Any]] | None, retrain: bool, train: Mapping[str, Any] | None,
+              seed: int, device: str, workers: int) -> dict[str, Any]:
+    """The run spec of `unlearn`'s arguments, as a spec file would write it."""
     params = {k: dict(v) for k, v in (params or {}).items()}
     augmenters = [augment] if isinstance(augment, str) else list(augment)
     raw: dict[str, Any] = {
@@ -109,34 +123,31 @@ def unlearn(
         "train": dict(train or {}),
         "seed": seed, "device": device, "retrain": retrain, "cache": False,
         "data": {"name": "(given torch Datasets)", "workers": workers},
-        "model": {"name": f"(given {type(model).__name__})"},
+        "model": {"name": f"(given {model_name})"},
     }
-    _set_forget(raw, inputs.forget)
+    _set_forget(raw, forget)
     if params:
         raise UnlearnkitError(
             f"params for {', '.join(sorted(params))}, which is neither 'method' nor an augmenter of this run",
             "Key params by 'method' or by an augmenter's name given in `augment`.",
         )
-    resolved = resolve(raw, registry, "unlearnkit.unlearn")
-    spec: RunSpec = resolved.spec
-    if out is not None:
-        check_destination(Path(out), overwrite=False)
+    return raw
 
+
+def _own_workload(inputs: OwnInputs, spec: RunSpec, train_set: Dataset, test_set: Dataset,
+                  train_eval_set: Dataset | None) -> Workload:
+    """The user's Datasets split as the spec says, and their model (already a copy) as the Original."""
     labels, classes = inputs.labels, inputs.num_classes
-    split = make_split(spec.forget, labels[0], classes, seed)
-    original = inputs.model  # already a copy: the user's model is never touched
-    template = copy.deepcopy(original)
-    workload = Workload(
-        data=StreamedData(train_set, test_set, split, select_device(spec.device), classes, train_eval_set, workers, labels),
+    split = make_split(spec.forget, labels[0], classes, spec.seed)
+    template = copy.deepcopy(inputs.model)
+    return Workload(
+        data=StreamedData(train_set, test_set, split, select_device(spec.device), classes, train_eval_set,
+                          spec.data.workers, labels),
         new_model=lambda: fresh_copy(template),
         data_id="given:" + fingerprint(*labels),
         classes=[str(c) for c in range(classes)],
-        original=original,
+        original=inputs.model,
     )
-    with Progress() if progress else SILENT as bars:
-        result = run_protocol(ProtocolRun(resolved, progress=bars, workload=workload))
-    bundle = write_bundle(result, Path(out)) if out is not None else None
-    return UnlearnResult(model=user_network(result.unlearned), run=result, bundle=bundle)
 
 
 def _set_forget(raw: dict[str, Any], forget: torch.Tensor | str) -> None:
