@@ -432,6 +432,13 @@ def tune_bench(session: Session, path: Path, overrides: list[str], scenario: str
             if found is None:
                 raise UnlearnkitError(f"{variant}: not every trial finished", "Run the same command again to finish them.")
             chosen[variant], best[variant] = found
+    _write_bench_tuned(session, path, folder, scenario, seeds, chosen, best)
+    return 0
+
+
+def _write_bench_tuned(session: Session, path: Path, folder: Path, scenario: str, seeds: list[int],
+                       chosen: dict[str, Any], best: dict[str, dict[str, Any]]) -> None:
+    """tuned.yaml with every variant's chosen params, and results.md with each one's best trial (printed too)."""
     tuned = {"params": chosen, "tuned_on": {"scenario": scenario, "seeds": seeds}}
     note = (f"# unlearn tune --bench {path}: each variant's best trial on {scenario}, seeds {seeds}\n"
             f"# use with: unlearn bench {path} --params {folder / 'tuned.yaml'}\n")
@@ -440,4 +447,3 @@ def tune_bench(session: Session, path: Path, overrides: list[str], scenario: str
                                        + tuned_markdown(chosen, best) + "\n")
     session.reporter.out.print((folder / "results.md").read_text(), markup=False, highlight=False, soft_wrap=True)
     session.reporter.err.print(f"written {folder / 'tuned.yaml'}")
-    return 0
