@@ -14,6 +14,7 @@ import torch
 from unlearnkit.checkpoint import load_model
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.evaluation.representation import premise_agreement, project
+from unlearnkit.evaluation.subject import Subject
 from unlearnkit.figures import representation
 from unlearnkit.files import check_writable
 from unlearnkit.models import user_network
@@ -42,22 +43,31 @@ def plot_bundle(
     registry: Registry | None = None,
 ) -> tuple[list[Path], dict[str, float]]:
     """Write one PNG per projection (pca, tsne); returns the files and each model's premise agreement (percent)."""
-    from unlearnkit.plugins import installed
-
     unknown = [p for p in projections if p not in TITLES]
     if unknown:
         raise UnlearnkitError(f"--projection {unknown[0]} is not one of pca, tsne")
     folder = Path(folder)
     results = read_bundle(folder)
     check_writable(Path(out), f"the pictures in {out}", "Choose another --out.")  # before the models are computed
+    run, subjects = _bundle_subjects(folder, results, registry, progress)
+    predictions = subjects["Retrain"].outputs("forget")[0].argmax(1)
+    premise = {name: premise_agreement(s.features("retain"), s.features("forget")[0], predictions)
+               for name, s in subjects.items()}
+    return _draw(run, subjects, premise, projections, samples, Path(out)), premise
+
+
+def _bundle_subjects(folder: Path, results: dict, registry: Registry | None,
+                     progress: Progress) -> tuple[ProtocolRun, dict[str, Subject]]:
+    """The bundle's run set up again, and its three models (Original, Retrain, the method's) as subjects."""
+    from unlearnkit.plugins import installed
+
     try:
         spec, method, weights = results["spec"], results["method"], folder / results["weights"]
         recorded = torch.tensor([int(v) for v in (folder / results["split"]["forget_indices"]).read_text().split()])
     except (KeyError, TypeError, OSError, ValueError) as exc:
         raise UnlearnkitError(f"the bundle {folder} is incomplete or damaged ({type(exc).__name__}: {exc})",
                               "Run `unlearn run` again to write a complete bundle.") from None
-    resolved = resolve(spec, registry or installed(), str(folder / "results.json"))
-    run = ProtocolRun(resolved, progress=progress)
+    run = ProtocolRun(resolve(spec, registry or installed(), str(folder / "results.json")), progress=progress)
     if not torch.equal(recorded.sort().values, run.split.forget.sort().values):
         raise UnlearnkitError(f"the forget set drawn from {folder}'s spec differs from its forget_indices.txt",
                               "The data set changed since the run; run `unlearn run` again.")
@@ -65,32 +75,29 @@ def plot_bundle(
     retrain, _, _ = reference_model(run, "retrain")
     unlearned = run.workload.new_model().to(run.device)
     load_model(weights, user_network(unlearned))
-    subjects = {name: run.subject(name, model, {"flops": None, "seconds": None})
-                for name, model in (("Original", original), ("Retrain", retrain), (method, unlearned))}
+    return run, {name: run.subject(name, model, {"flops": None, "seconds": None})
+                 for name, model in (("Original", original), ("Retrain", retrain), (method, unlearned))}
 
-    predictions = subjects["Retrain"].outputs("forget")[0].argmax(1)
-    premise = {name: premise_agreement(s.features("retain"), s.features("forget")[0], predictions)
-               for name, s in subjects.items()}
 
+def _draw(run: ProtocolRun, subjects: dict[str, Subject], premise: dict[str, float], projections: list[str],
+          samples: int, out: Path) -> list[Path]:
+    """Each projection of a sample of retain and forget features, one panel per model; `out` is made if need be."""
     generator = torch.Generator().manual_seed(0)
-    n_retain, n_forget = len(run.split.retain), len(run.split.forget)
-    pick_retain = torch.randperm(n_retain, generator=generator)[:samples]
-    pick_forget = torch.randperm(n_forget, generator=generator)[: max(samples // 3, 1)]
+    pick_retain = torch.randperm(len(run.split.retain), generator=generator)[:samples]
+    pick_forget = torch.randperm(len(run.split.forget), generator=generator)[: max(samples // 3, 1)]
     labels = torch.cat([subjects["Retrain"].features("retain")[1][pick_retain],
                         subjects["Retrain"].features("forget")[1][pick_forget]]).numpy()
     is_forget = torch.cat([torch.zeros(len(pick_retain), dtype=torch.bool), torch.ones(len(pick_forget), dtype=torch.bool)])
     points = {name: torch.cat([s.features("retain")[0][pick_retain], s.features("forget")[0][pick_forget]])
               for name, s in subjects.items()}
-
-    spec = resolved.spec
+    spec = run.spec
     scenario = {
         "random": f"random {spec.forget.fraction:.0%}",
         "class": f"class {', '.join(map(str, spec.forget.classes))}",
         "sequential": f"sequential {spec.forget.fraction:.0%} x{spec.forget.steps} (after the last step)",
     }.get(spec.forget.kind, "given indices")
-    out = Path(out)  # made, if need be, as the first picture is written
     files = []
-    with progress.task("projecting", len(projections) * len(points)) as advance:
+    with run.progress.task("projecting", len(projections) * len(points)) as advance:
         for how in projections:
             panels = []
             for name, features in points.items():
@@ -99,4 +106,4 @@ def plot_bundle(
             title = (f"{TITLES[how]} of penultimate features: {spec.data.name}, {spec.model.name}, {scenario} forgetting "
                      f"({len(pick_retain)} retain, {len(pick_forget)} forget samples)")
             files.append(representation(panels, labels, is_forget.numpy(), run.workload.classes, title, out / f"{how}.png"))
-    return files, premise
+    return files
