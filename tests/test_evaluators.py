@@ -22,6 +22,7 @@ from unlearnkit.evaluation.builtin import (
     MembershipInference,
     MIAParams,
     Premise,
+    RMIA,
 )
 from unlearnkit.evaluation.mia import FEATURES, attack_features, mia_efficacy
 from unlearnkit.evaluation.representation import class_centroids, nearest_centroid_class, project
@@ -366,3 +367,39 @@ def test_a_model_with_non_finite_outputs_is_refused_before_any_metric():
     subject = Subject("unlearned", model, data, 0, 0.0)
     with pytest.raises(UnlearnkitError, match="the unlearned model's outputs on retain samples are NaN or infinite"):
         Accuracy().evaluate(subject, None)
+
+
+# --------------------------------------------------------------------------- RMIA
+
+
+def rmia_subjects(forget_boost: float) -> tuple[Subject, Subject]:
+    """A model and its Retrain on 200 forget and 400 test samples drawn alike; the model's true-class logit on the
+    forget samples is raised by `forget_boost` over Retrain's."""
+    gen = torch.Generator().manual_seed(0)
+    logits = {part: torch.randn(n, 3, generator=gen) * 2 for part, n in (("forget", 200), ("test", 400))}
+    labels = {part: torch.zeros(len(out), dtype=torch.long) for part, out in logits.items()}
+    ours = {part: out + 0.3 * torch.randn(out.shape, generator=gen) for part, out in logits.items()}
+    ours["forget"][:, 0] += forget_boost
+    retrain = subject_with_outputs({part: (out, labels[part]) for part, out in logits.items()}, name="retrain")
+    return subject_with_outputs({part: (out, labels[part]) for part, out in ours.items()}), retrain
+
+
+def test_rmia_is_near_50_for_a_model_like_retrain_high_when_it_remembers_and_none_for_retrain():
+    model, retrain = rmia_subjects(0.0)
+    assert RMIA().evaluate(model, retrain)["RMIA"] == pytest.approx(50, abs=7)
+    remembering, retrain = rmia_subjects(3.0)
+    assert RMIA().evaluate(remembering, retrain)["RMIA"] > 80
+    assert RMIA().evaluate(retrain, None) == {"RMIA": None}
+
+
+def test_rmia_is_measured_on_a_real_run_with_a_retrain(registry, private_cache):
+    from unlearnkit.protocol import ProtocolRun
+    from unlearnkit.resolve import resolve
+    from unlearnkit.sequence import run_protocol
+
+    spec = {"data": {"name": "digits", "train_subset": 240, "test_subset": 80}, "train": {"epochs": 1}, "device": "cpu",
+            "method": {"name": "ft", "params": {"epochs": 1}}, "evaluate": ["accuracy", "mia", "rmia"]}
+    metrics = run_protocol(ProtocolRun(resolve(spec, registry))).metrics
+    assert metrics["retrain"]["RMIA"] is None
+    for name in ("original", "unlearned"):
+        assert 0 <= metrics[name]["RMIA"] <= 100

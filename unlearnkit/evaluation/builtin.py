@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Callable, Literal
 
+import numpy as np
 from pydantic import Field
 
 from unlearnkit.api import Evaluator, Params
 from unlearnkit.contract import Subject
 from unlearnkit.errors import UnlearnkitError
-from unlearnkit.evaluation.mia import mia_efficacy
+from unlearnkit.evaluation.mia import attack_features, mia_efficacy
+from unlearnkit.evaluation.privacy import rmia_scores, roc_auc
 from unlearnkit.evaluation.representation import premise_agreement
 from unlearnkit.hookspecs import hookimpl
 
@@ -110,7 +112,48 @@ class Premise(Evaluator):
         return {"premise": premise_agreement(subject.features("retain"), subject.features("forget")[0], predictions)}
 
 
+class RMIAParams(Params):
+    a: float = Field(0.3, ge=0, le=1, description="offline correction: Pr(x) = (1+a)/2 Pr_Retrain(x) + (1-a)/2")
+    gamma: float = Field(1.0, gt=0, description="a population sample z counts when ratio(x) / ratio(z) >= gamma")
+
+
+class RMIA(Evaluator):
+    """RMIA: AUC (percent) of a per-example attack telling forget samples from held-out test samples, 50 at chance.
+
+    Each sample's true-class probability under the model is divided by its probability under Retrain, which
+    saw neither (RMIA's offline reference, Zarifzadeh et al. 2024), and scored by the share of a population
+    of test samples whose ratio it beats. The test set splits in two by position: even positions are the
+    population, odd ones the held-out negatives. None for Retrain itself, its own reference.
+    """
+
+    name = "rmia"
+    metrics = ("RMIA",)
+    needs_reference = True
+    Params = RMIAParams
+    params: RMIAParams
+
+    def evaluate(self, subject: Subject, reference: Subject | None) -> dict[str, float | None]:
+        if reference is None:
+            return {"RMIA": None}
+
+        def probabilities(model: Subject) -> dict[str, np.ndarray]:
+            return {part: attack_features(*model.outputs(part), "confidence")[:, 0].numpy() for part in ("forget", "test")}
+
+        ours, retrain = probabilities(subject), probabilities(reference)
+        if len(ours["test"]) < 2:
+            raise UnlearnkitError("rmia needs at least 2 test samples: a population and held-out negatives",
+                                  "Use a larger test set, or leave rmia out of the evaluate list.")
+
+        def forget_then_held_out(p: dict[str, np.ndarray]) -> np.ndarray:
+            return np.r_[p["forget"], p["test"][1::2]]
+
+        scores = rmia_scores(forget_then_held_out(ours), forget_then_held_out(retrain)[None],
+                             ours["test"][::2], retrain["test"][None, ::2], a=self.params.a, gamma=self.params.gamma)
+        forgotten = len(ours["forget"])
+        return {"RMIA": 100.0 * roc_auc(scores[:forgotten], scores[forgotten:])}
+
+
 @hookimpl
 def register_evaluators(register: Callable[[type], None]) -> None:
-    for evaluator in (Accuracy, MembershipInference, AverageGap, Premise, Cost):
+    for evaluator in (Accuracy, MembershipInference, RMIA, AverageGap, Premise, Cost):
         register(evaluator)
