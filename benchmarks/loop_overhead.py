@@ -24,7 +24,7 @@ from unlearnkit.api import TrainParams
 from unlearnkit.data.forget import Split
 from unlearnkit.data.images import ImageSet, Transform
 from unlearnkit.engine import CostMeter, RunData, fit, retain_cross_entropy
-from unlearnkit.engine.data import shuffled
+from unlearnkit.engine.streams import shuffled
 from unlearnkit.engine.train import lr_factor
 from unlearnkit.models import resnet18, small_cnn
 

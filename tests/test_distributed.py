@@ -13,7 +13,7 @@ from unlearnkit_coun.contrastive import cross_view_infonce
 
 from unlearnkit.api import TrainParams
 from unlearnkit.engine.cost import CostMeter
-from unlearnkit.engine.data import Batch, Step, shard
+from unlearnkit.engine.streams import Batch, Step, shard
 from unlearnkit.engine.distributed import World, gather_rows
 from unlearnkit.engine.train import Trainer, retain_cross_entropy
 from unlearnkit.models import Classifier

@@ -13,7 +13,7 @@ from unlearnkit.data.forget import random_split
 from unlearnkit.data.images import ImageSet, Transform
 from unlearnkit.engine import AugmentedMethod, CostMeter, RunData, Trainer, Workbench, fit, forward_flops, lr_factor
 from unlearnkit.engine.compute import Compute
-from unlearnkit.engine.data import Step, shuffled, steps, steps_per_epoch
+from unlearnkit.engine.streams import Step, shuffled, steps, steps_per_epoch
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.models import resnet18, small_cnn
 

@@ -233,9 +233,9 @@ def test_cache_entries_carry_a_checksum_that_fetch_checks(tmp_path):
     with safe_open(str(path), framework="pt") as f:
         assert len(f.metadata()[CHECKSUM]) == 64
     target = linear(2)
-    assert cache.fetch("original-k1", target) == {"flops": "12.5", "seconds": "3"}  # the checksum is not metadata
+    assert cache.load("original-k1", target) == {"flops": "12.5", "seconds": "3"}  # the checksum is not metadata
     assert same_weights(target, linear(1))
-    assert cache.fetch("original-absent", target) is None
+    assert cache.load("original-absent", target) is None
 
 
 @pytest.mark.parametrize("damage", [float("nan"), 0.0], ids=["nan", "finite"])
@@ -244,14 +244,14 @@ def test_a_damaged_cache_entry_is_reported_set_aside_and_never_used(tmp_path, da
     overwrite_tensor(path, "weight", torch.full((3, 4), damage))
     target = linear(2)
     with pytest.warns(StorageWarning) as caught:
-        assert cache.fetch("retrain-k2", target) is None
+        assert cache.load("retrain-k2", target) is None
     assert len(caught) == 1
     line = str(caught[0].message)
     assert str(path) in line and "checksum" in line and "set aside as retrain-k2.safetensors.damaged" in line
     assert same_weights(target, linear(2))  # nothing was loaded
     assert not path.exists() and (tmp_path / "cache" / "retrain-k2.safetensors.damaged").is_file()
     cache.store("retrain-k2", linear(3), {})  # trained again and stored: a good entry once more
-    assert cache.fetch("retrain-k2", target) == {} and same_weights(target, linear(3))
+    assert cache.load("retrain-k2", target) == {} and same_weights(target, linear(3))
 
 
 @pytest.mark.parametrize("keep", [0, 5, 40, -8], ids=["empty", "in-length", "in-header", "in-weights"])
@@ -260,14 +260,14 @@ def test_a_truncated_cache_entry_is_reported_and_set_aside(tmp_path, keep):
     data = path.read_bytes()
     path.write_bytes(data[:keep])
     with pytest.warns(StorageWarning, match="not a valid safetensors file"):
-        assert cache.fetch("original-k3", linear(2)) is None
+        assert cache.load("original-k3", linear(2)) is None
     assert not path.exists()
 
 
 def test_an_entry_of_another_shape_is_not_loaded(tmp_path):
     cache.store("original-k4", linear(1, size=5), {})
     with pytest.warns(StorageWarning, match="does not fit this model"):
-        assert cache.fetch("original-k4", linear(2)) is None
+        assert cache.load("original-k4", linear(2)) is None
 
 
 def test_legacy_entries_without_a_checksum_are_accepted_only_when_finite(tmp_path):
@@ -276,12 +276,12 @@ def test_legacy_entries_without_a_checksum_are_accepted_only_when_finite(tmp_pat
     good = {k: v.contiguous() for k, v in linear(1).state_dict().items()}
     save_file(good, folder / "original-old.safetensors", metadata={"flops": "7"})
     target = linear(2)
-    assert cache.fetch("original-old", target) == {"flops": "7"}
+    assert cache.load("original-old", target) == {"flops": "7"}
     assert same_weights(target, linear(1))
     bad = {**good, "weight": torch.full((3, 4), float("nan"))}
     save_file(bad, folder / "retrain-old.safetensors")
     with pytest.warns(StorageWarning, match="not finite"):
-        assert cache.fetch("retrain-old", target) is None
+        assert cache.load("retrain-old", target) is None
     assert same_weights(target, linear(1))
 
 
@@ -292,7 +292,7 @@ def test_a_full_cache_folder_warns_and_keeps_the_previous_entry(tmp_path, monkey
         with pytest.warns(StorageWarning, match="original-k5 is not cached: no space left on device while writing .*original-k5"):
             assert cache.store("original-k5", linear(3), {}) is None
     target = linear(2)
-    assert cache.fetch("original-k5", target) == {} and same_weights(target, linear(1))
+    assert cache.load("original-k5", target) == {} and same_weights(target, linear(1))
     assert no_temporary_files(tmp_path / "cache")
 
 
@@ -328,7 +328,7 @@ def test_two_processes_storing_the_same_entries_at_once_leave_valid_ones(tmp_pat
     target = linear(0, 256)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a damaged entry would warn
-        meta = cache.fetch("retrain-shared", target)
+        meta = cache.load("retrain-shared", target)
         record = CellStore(tmp_path / "bench").get("unlearned-shared")
     assert meta is not None and same_weights(target, linear(int(meta["writer"]), 256))
     assert record is not None and record["metrics"] == {"ua": float(record["writer"])}

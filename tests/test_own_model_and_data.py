@@ -20,7 +20,7 @@ from tests.test_cli import unlearn as unlearn_cli
 from unlearnkit import DataOutline, DataShape, DataSource, plugins
 from unlearnkit.checkpoint import save_model
 from unlearnkit.data.forget import random_split
-from unlearnkit.engine.data import StreamedData, dataset_labels
+from unlearnkit.engine.streams import StreamedData, dataset_labels
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.models import AdaptedClassifier, as_classifier, build, fresh_copy, user_network
 from unlearnkit.plugins import discover

@@ -16,7 +16,7 @@ from unlearnkit.bench.runner import CellStore, run_grid
 from unlearnkit.bench.summary import markdown, tabulate
 from unlearnkit.data.forget import random_split, sequential_split
 from unlearnkit.engine import RunData
-from unlearnkit.engine.data import steps
+from unlearnkit.engine.streams import steps
 from unlearnkit.errors import SpecError, UnlearnkitError
 from unlearnkit.plugins import discover
 from unlearnkit.protocol import ProtocolRun

@@ -37,7 +37,7 @@ _LAZY = {
     "CostCounter": "unlearnkit.contract", "Part": "unlearnkit.contract",
     # what a method may build its training from: the wrapper, the shared loss, schedules and shuffles
     "AugmentedMethod": "unlearnkit.engine.run", "retain_cross_entropy": "unlearnkit.engine.train",
-    "lr_factor": "unlearnkit.engine.train", "shuffled": "unlearnkit.engine.data",
+    "lr_factor": "unlearnkit.engine.train", "shuffled": "unlearnkit.engine.streams",
     # what a data-set plugin returns
     "ImageSet": "unlearnkit.data.images", "Transform": "unlearnkit.data.images", "Datasets": "unlearnkit.data.streamed",
     "AdaptedClassifier": "unlearnkit.models.adapt",
@@ -49,7 +49,7 @@ if TYPE_CHECKING:  # what the type checker sees of the lazy names below
     from unlearnkit.contract import Batch, Classifier, CostCounter, LossFn, Part, Step, Subject, UnlearnRun
     from unlearnkit.data.images import ImageSet, Transform
     from unlearnkit.data.streamed import Datasets
-    from unlearnkit.engine.data import shuffled
+    from unlearnkit.engine.streams import shuffled
     from unlearnkit.engine.distributed import gather_rows
     from unlearnkit.engine.run import AugmentedMethod
     from unlearnkit.engine.train import lr_factor, retain_cross_entropy

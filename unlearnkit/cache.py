@@ -34,7 +34,7 @@ def entry(key: str) -> Path:
     return cache_dir() / f"{key}.safetensors"
 
 
-def fetch(key: str, model: nn.Module) -> dict[str, str] | None:
+def load(key: str, model: nn.Module) -> dict[str, str] | None:
     """Load a cached model into `model`; None when absent, or damaged (then reported, set aside and trained again)."""
     path = entry(key)
     seen = file_stamp(path)

@@ -1,17 +1,16 @@
-"""The `unlearn` command line: run, bench, tune, plot, validate, schema, plugins. Each command parses its flags,
-calls the application layer (`runs`, `bench.session`, `bundle_plots`) and prints what it returns."""
+"""The `unlearn` command line: run, validate, schema, bench, tune, audit, plot, plugins. Each command parses its
+flags (those several share are in `cli_flags`), calls the application layer (`runs`, `bench.session`,
+`audit.session`, `bundle_plots`) and prints what it returns."""
 
 from __future__ import annotations
 
-import functools
-import inspect
 import json
 import os
 import shlex
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import typer
 from rich.console import Console
@@ -22,6 +21,7 @@ from unlearnkit.errors import PluginFault, UnlearnkitError
 from unlearnkit.plugins import installed, installed_listing
 from unlearnkit.progress import Reporter
 from unlearnkit.resolve import json_schema
+from unlearnkit.cli_flags import GRID_FLAGS, RUN_FLAGS, executor_from_flags, with_flags
 from unlearnkit.run_options import RunOptions
 
 app = typer.Typer(
@@ -42,52 +42,8 @@ def _console(stderr: bool = False) -> Console:
 out = _console()
 err = _console(stderr=True)
 
-#: the flags of a run spec, shared by run and validate: each of RunOptions' fields
-RUN_FLAGS: dict[str, Any] = {
-    "spec_file": typer.Argument(None, help="A YAML or JSON run spec; flags below override it.", show_default=False),
-    "method": typer.Option(None, "--method", "-m", help="The unlearning method plugin, e.g. neggrad."),
-    "augment": typer.Option(None, "--augment", "-a", help="An augmenter to wrap the method with (repeatable; 'none' for none)."),
-    "overrides": typer.Option(None, "--set", "-s", help="Override a spec field: method.params.lr=0.02 (repeatable)."),
-    "data": typer.Option(None, "--data", help="digits, fashion-mnist, mnist, cifar10, cifar100, svhn, a plugin's, or an ImageFolder path."),
-    "data_root": typer.Option(None, "--data-root", help="Where the data set's files are."),
-    "download": typer.Option(None, "--download/--no-download", help="Download missing data with torchvision."),
-    "model": typer.Option(None, "--model", help="small-cnn, resnet18, vgg16-bn, torchvision:NAME, timm:NAME or a plugin's."),
-    "forget": typer.Option(None, "--forget", help="random:0.1, class:3, indices:FILE or sequential:0.1x5."),
-    "seed": typer.Option(None, "--seed"),
-    "device": typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps."),
-    "original": typer.Option(
-        None, "--original", help="Unlearn from this model (.safetensors, or a .pt/.pth state dict) instead of training one."),
-    "out_dir": typer.Option(None, "--out", "-o", help="Result bundle folder (default runs/<time>-<method>)."),
-    "overwrite": typer.Option(None, "--overwrite", help="Replace an existing result bundle once the new one is complete."),
-    "no_cache": typer.Option(False, "--no-cache", help="Train original and Retrain even if cached."),
-    "no_retrain": typer.Option(False, "--no-retrain", help="Train no Retrain: RA, UA, TA and MIA only, no gap."),
-}
-
-
-def _with_flags(flags: dict[str, Any], build: Callable[..., Any], into: str) -> Callable[[Callable], Callable]:
-    """Give a command flags it shares with others (`flags`: parameter of `build` -> typer option), in place of its
-    parameter `into`, which receives them as one object: `build(**the flags given)`."""
-    shared = [p.replace(kind=inspect.Parameter.POSITIONAL_OR_KEYWORD, default=flags[p.name])
-              for p in inspect.signature(build).parameters.values()]
-
-    def decorate(command: Callable) -> Callable:
-        own = list(inspect.signature(command).parameters.values())
-        at = [p.name for p in own].index(into)
-
-        @functools.wraps(command)
-        def with_flags(**given: Any) -> None:
-            command(**{into: build(**{name: given.pop(name) for name in flags})}, **given)
-
-        parameters = own[:at] + shared + own[at + 1:]
-        with_flags.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
-        with_flags.__annotations__ = {p.name: p.annotation for p in parameters}  # strings, read in this module
-        return with_flags
-
-    return decorate
-
-
 @app.command()
-@_with_flags(RUN_FLAGS, RunOptions, "options")
+@with_flags(RUN_FLAGS, RunOptions, "options")
 def run(options: RunOptions, quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars.")) -> None:
     """Run the protocol: original, Retrain, the method (with augmenters), evaluation, result bundle.
 
@@ -114,7 +70,7 @@ def run(options: RunOptions, quiet: bool = typer.Option(False, "--quiet", "-q", 
 
 
 @app.command()
-@_with_flags(RUN_FLAGS, RunOptions, "options")
+@with_flags(RUN_FLAGS, RunOptions, "options")
 def validate(options: RunOptions) -> None:
     """Check a spec and `unlearn run`'s flags as run does before training (plugins, names, files, folders), running nothing."""
     from unlearnkit.report import validated
@@ -133,24 +89,6 @@ def schema() -> None:
 
 # --- grids: bench and tune ------------------------------------------------------------------------
 
-#: where a grid's cells run, shared by bench and tune
-GRID_FLAGS: dict[str, Any] = {
-    "kind": typer.Option("local", "--executor", help="Where cells run: local (this machine) or ray (a Ray cluster)."),
-    "workers": typer.Option(1, "--workers", "-w", min=1,
-                            help="local: cells computed at once, each worker a process with cores/N torch threads."),
-    "address": typer.Option(None, "--address", help="ray: the cluster's address (default: start a local Ray)."),
-    "cpus": typer.Option(None, "--cell-cpus", min=0.1, help="ray: CPUs each cell asks for, and its torch threads [default: 1]."),
-    "gpus": typer.Option(None, "--cell-gpus", min=0.0, help="ray: GPUs each cell asks for (1 to train on GPUs) [default: 0]."),
-}
-
-
-def _executor(kind: str, workers: int, address: Optional[str], cpus: Optional[float], gpus: Optional[float]) -> Any:
-    """The executor the flags choose: checked now, started when cells first run, stopped by close()."""
-    from unlearnkit.bench.executors import make_executor
-
-    return make_executor(kind, workers, address, cpus, gpus)
-
-
 def _session(ctx: typer.Context, executor: Any, quiet: bool) -> Any:
     from unlearnkit.bench.session import Session
 
@@ -158,7 +96,7 @@ def _session(ctx: typer.Context, executor: Any, quiet: bool) -> Any:
 
 
 @app.command()
-@_with_flags(GRID_FLAGS, _executor, "executor")
+@with_flags(GRID_FLAGS, executor_from_flags, "executor")
 def bench(
     ctx: typer.Context,
     spec_file: Optional[Path] = typer.Argument(None, help="A YAML or JSON bench spec; flags below override it.", show_default=False),
@@ -186,7 +124,7 @@ def bench(
 
 
 @app.command()
-@_with_flags(GRID_FLAGS, _executor, "executor")
+@with_flags(GRID_FLAGS, executor_from_flags, "executor")
 def tune(
     ctx: typer.Context,
     spec_file: Optional[Path] = RUN_FLAGS["spec_file"],
@@ -216,6 +154,40 @@ def tune(
     options = session.TuneOptions(spec_file, method, augment, overrides, ranges, search, points, trials, scenario,
                                   seeds, data, model, device, out_dir, bench_file)
     raise typer.Exit(session.tune(_session(ctx, executor, quiet), options))
+
+
+# --- privacy audits ---------------------------------------------------------------------------------
+
+
+@app.command()
+def audit(
+    ctx: typer.Context,
+    spec_file: Path = typer.Argument(..., help="A bench spec (its setting, methods and budgets) or a run spec.", show_default=False),
+    methods: Optional[str] = typer.Option(None, "--methods", help="Comma-separated methods to audit (default: the spec's)."),
+    augment: Optional[str] = typer.Option(None, "--augment", "-a", help="Augmenter settings, comma-separated (default none)."),
+    shadows: int = typer.Option(16, "--shadows", "-k", help="K shadow models, even and 6 or more (LiRA uses 64)."),
+    scenario: Optional[str] = typer.Option(None, "--scenario", help="random:F or class:N, whose forget set is audited "
+                                           "(default: the spec's first)."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Draws the targets and the shadows' halves."),
+    overrides: Optional[list[str]] = typer.Option(None, "--set", "-s", help="Override a spec field (repeatable)."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Audit folder (default audit/<hash of the setting>)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or per-shadow lines."),
+) -> None:
+    """U-LiRA: can an attacker tell the forget samples a method unlearned from samples it never saw? (docs/audit.md)"""
+    from unlearnkit.audit import report, session
+
+    reporter = Reporter(out, err, quiet)
+    request = session.AuditRequest(spec_file, methods, augment, shadows, scenario, seed, tuple(overrides or ()), out_dir)
+    try:
+        result, folder = session.audit(request, reporter)
+    except KeyboardInterrupt:
+        err.print("interrupted: every finished shadow is kept; run the same command again to resume")
+        raise typer.Exit(130) from None
+    files = report.write(result, folder, ctx.obj)
+    out.print(report.table(result))
+    if (warning := report.verdict(result)) is not None:
+        reporter.warn(warning)
+    err.print(f"models trained: {result.trained}; {result.seconds:.0f} s; written: {', '.join(map(str, files))}")
 
 
 # --- pictures ---------------------------------------------------------------------------------------
@@ -260,7 +232,8 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 
 #: commands each of torchrun's processes would run whole (only `run` shares its work among them), and why
-_ONE_PROCESS = {"bench": "runs a grid of runs", "tune": "runs a grid of runs", "plot": "draws a finished bundle"}
+_ONE_PROCESS = {"bench": "runs a grid of runs", "tune": "runs a grid of runs", "audit": "trains a pool of shadow models",
+                "plot": "draws a finished bundle"}
 
 
 def _under_torchrun(args: list[str]) -> None:

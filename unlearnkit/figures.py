@@ -1,7 +1,9 @@
-"""PNG figures: the CL-integration bar chart and representation-space scatter plots (matplotlib, Agg)."""
+"""PNG figures: the CL-integration bar chart, representation-space scatter plots, and an audit's ROC curves and
+vulnerability histogram (matplotlib, Agg)."""
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Sequence
 
@@ -73,6 +75,44 @@ def representation(
     fig.legend(handles=handles, loc="center right", fontsize=8, frameon=False)
     fig.suptitle(title, fontsize=11)
     fig.tight_layout(rect=(0, 0, 0.9, 0.95))
+    return _save(fig, Path(path))
+
+
+def roc_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str, path: Path) -> Path:
+    """One ROC curve per audited variant on log-log axes, as LiRA draws them: what matters is the true-positive
+    rate at a low false-positive rate, where an attacker is confident."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.6, 5.0))
+    floor = 1e-4
+    for name, (fpr, tpr) in curves.items():
+        style = {"linestyle": "--", "color": "grey"} if name == "retrain" else {"linestyle": ":", "color": "black"} \
+            if name == "none" else {}
+        ax.plot(np.maximum(fpr, floor), np.maximum(tpr, floor), label=name, linewidth=1.2, **style)
+    ax.plot([floor, 1], [floor, 1], color="lightgrey", linewidth=0.8)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(floor, 1)
+    ax.set_ylim(floor, 1)
+    ax.set_xlabel("false positive rate (never seen, called unlearned)")
+    ax.set_ylabel("true positive rate (unlearned, called unlearned)")
+    ax.set_title("\n".join(textwrap.wrap(title, 70)), fontsize=8)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, Path(path))
+
+
+def vulnerability_histogram(values: dict[str, np.ndarray], path: Path) -> Path:
+    """Per-target vulnerability (each target's own AUC over the shadow models), one histogram per variant."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.0, 4.0))
+    bins = np.linspace(0, 1, 21)
+    for name, vulnerability in values.items():
+        ax.hist(vulnerability[~np.isnan(vulnerability)], bins=bins, histtype="step", linewidth=1.2, label=name)
+    ax.axvline(0.5, color="black", linewidth=0.8)
+    ax.set_xlabel("a target's own AUC (0.5: unlearned and never seen look alike)")
+    ax.set_ylabel("targets")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
     return _save(fig, Path(path))
 
 

@@ -15,7 +15,7 @@ import torch
 from unlearnkit import cache
 from unlearnkit.checkpoint import load_model
 from unlearnkit.engine import CostMeter, fit, retain_cross_entropy
-from unlearnkit.engine.data import Over
+from unlearnkit.contract import Part
 from unlearnkit.engine.distributed import agreed, broadcast_state, world
 from unlearnkit.models import Classifier, user_network
 from unlearnkit.protocol import ProtocolRun
@@ -41,6 +41,9 @@ def _identity(run: ProtocolRun, kind: Kind) -> dict[str, Any]:
     }
     if kind == "retrain":
         identity["forget"] = fingerprint(run.split.forget)
+    held = torch.cat([run.split.forget, run.split.retain]).sort().values
+    if len(held) < len(run.data.train_y):  # trained on part of the training set (an audit's shadow model): which part
+        identity["members"] = fingerprint(held)
     if compute.precision != "fp32" or compute.channels_last or compute.compile:
         identity["compute"] = {"precision": compute.precision, "channels_last": compute.channels_last,
                                "compile": compute.compile}  # fp32 models keep the keys they always had
@@ -64,7 +67,7 @@ def reference_model(run: ProtocolRun, kind: Kind) -> tuple[Classifier, dict[str,
     main = world().rank == 0
     if run.spec.cache:
         # rank 0 alone reads the cache; the other ranks take its answer (so all train, or none) and its weights
-        cached = cache.fetch(key, model) if main else None
+        cached = cache.load(key, model) if main else None
         if agreed(cached is not None):
             if world().size > 1:
                 broadcast_state(model)
@@ -81,7 +84,7 @@ def _train(run: ProtocolRun, kind: Kind) -> tuple[Classifier, dict[str, Any]]:
     model = run.compute.prepare(run.workload.new_model())
     meter = CostMeter(run.flops_per_forward)
     generator = torch.Generator().manual_seed(run.spec.seed + (1 if kind == "retrain" else 0))
-    over: Over = "retain" if kind == "retrain" else "all"
+    over: Part = "retain" if kind == "retrain" else "all"
     start = time.perf_counter()
     fit(model, run.data, over, retain_cross_entropy, run.spec.train, generator=generator, cost=meter,
         progress=run.progress, label=kind, compute=run.compute)

@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 from unlearnkit.bench.grid import scenario_overrides
 from unlearnkit.bundle import check_destination, write_bundle
 from unlearnkit.devices import select_device
-from unlearnkit.engine.data import StreamedData
+from unlearnkit.engine.streams import StreamedData
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.inputs import OwnInputs, check_own_inputs
 from unlearnkit.models import fresh_copy, user_network

@@ -13,7 +13,7 @@ from unlearnkit.data import catalog
 from unlearnkit.data.forget import Split, class_split, given_split, indices_split, random_split, sequential_split
 from unlearnkit.data.streamed import Datasets
 from unlearnkit.engine import RunData
-from unlearnkit.engine.data import StreamedData, dataset_labels
+from unlearnkit.engine.streams import StreamedData, dataset_labels
 from unlearnkit.models import Classifier, build
 from unlearnkit.spec import ForgetSpec, RunSpec
 

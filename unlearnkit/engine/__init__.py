@@ -1,7 +1,7 @@
 """The training engine every method shares."""
 
 from unlearnkit.engine.cost import CostMeter, forward_flops
-from unlearnkit.engine.data import RunData
+from unlearnkit.engine.streams import RunData
 from unlearnkit.engine.run import AugmentedMethod, Workbench, fit
 from unlearnkit.engine.train import Trainer, lr_factor, retain_cross_entropy
 

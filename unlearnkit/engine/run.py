@@ -14,7 +14,7 @@ from unlearnkit.api import Augmenter, Method, TrainParams
 from unlearnkit.contract import Batch, LossFn, Part, RepresentationTerms, Schedule, Step, UnlearnRun
 from unlearnkit.engine.compute import FP32, Compute
 from unlearnkit.engine.cost import CostMeter
-from unlearnkit.engine.data import RunData, shuffled, steps, steps_per_epoch
+from unlearnkit.engine.streams import RunData, shuffled, steps, steps_per_epoch
 from unlearnkit.engine.train import Trainer
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.models import Classifier
@@ -132,7 +132,7 @@ class Workbench:
             self._check_index(step.retain.index)
 
     def steps(self, over: Part, batch_size: int, epochs: int, among: torch.Tensor | None = None) -> Iterator[Step]:
-        """The engine's step stream (see `unlearnkit.engine.data.steps`), drawn with the run's generator;
+        """The engine's step stream (see `unlearnkit.engine.streams.steps`), drawn with the run's generator;
         `among` limits it to some training positions."""
         self._check(over)
         return steps(self.data, over, batch_size, epochs, self.generator, among)

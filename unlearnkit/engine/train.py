@@ -14,7 +14,7 @@ from unlearnkit.api import TrainParams
 from unlearnkit.contract import LossFn, RepresentationTerms, Step
 from unlearnkit.engine.compute import FP32, Compute
 from unlearnkit.engine.cost import CostMeter
-from unlearnkit.engine.data import shard
+from unlearnkit.engine.streams import shard
 from unlearnkit.engine.distributed import average_gradients, broadcast_buffers, broadcast_state, world
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.models import Classifier

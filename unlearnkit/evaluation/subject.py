@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from unlearnkit.engine.data import RunData
+from unlearnkit.engine.streams import RunData
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.models import Classifier
 

@@ -25,7 +25,7 @@ from unlearnkit.api import TrainParams
 from unlearnkit.data.forget import Split
 from unlearnkit.data.images import ImageSet, Transform
 from unlearnkit.engine import AugmentedMethod, CostMeter, RunData, Workbench
-from unlearnkit.engine.data import Step
+from unlearnkit.engine.streams import Step
 from unlearnkit.errors import SpecError
 from unlearnkit.models import Classifier
 from unlearnkit.plugins import discover

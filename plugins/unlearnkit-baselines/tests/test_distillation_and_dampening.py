@@ -17,7 +17,7 @@ from unlearnkit_baselines.teacher import BadTeacherParams, bad_teacher_loss, inc
 from unlearnkit import Augmenter, Method
 from unlearnkit.engine import AugmentedMethod
 from unlearnkit.engine import run as engine_run
-from unlearnkit.engine.data import steps
+from unlearnkit.engine.streams import steps
 from unlearnkit.errors import SpecError
 from unlearnkit.testing import tiny_data, tiny_model, tiny_run, trained_model
 

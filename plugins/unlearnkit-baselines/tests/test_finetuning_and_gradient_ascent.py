@@ -14,7 +14,7 @@ from unlearnkit.api import TrainParams
 from unlearnkit.data.forget import random_split
 from unlearnkit.data.images import ImageSet, Transform
 from unlearnkit.engine import CostMeter, RunData, Workbench, fit
-from unlearnkit.engine.data import steps
+from unlearnkit.engine.streams import steps
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.models import small_cnn
 from unlearnkit.testing import RecordingData

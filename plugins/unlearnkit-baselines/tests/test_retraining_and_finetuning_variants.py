@@ -24,7 +24,7 @@ from unlearnkit_baselines.sparse import L1SparseParams, alpha_at, l1_norm
 
 from unlearnkit import Method
 from unlearnkit.api import TrainParams
-from unlearnkit.engine.data import steps
+from unlearnkit.engine.streams import steps
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.models import Classifier, resnet18, small_cnn, vgg16_bn
 from unlearnkit.testing import tiny_data, tiny_model, tiny_run, trained_model

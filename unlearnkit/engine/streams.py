@@ -22,7 +22,6 @@ from unlearnkit.data.forget import Split
 from unlearnkit.data.images import ImageSet, Transform
 from unlearnkit.engine.distributed import World
 
-Over = Part  # the name callers outside the engine still use
 Tag = TypeVar("Tag")
 
 

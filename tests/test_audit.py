@@ -1,0 +1,153 @@
+"""`unlearn audit` (U-LiRA): the shadow design, the shadows' data, records that resume, and audits end to end."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from unlearnkit import cli
+from unlearnkit.audit import report
+from unlearnkit.audit.session import check_folder
+from unlearnkit.audit.ulira import ShadowRecords, check_shadow_count, shadow_design, shadow_run
+from unlearnkit.errors import UnlearnkitError
+from unlearnkit.plugins import installed
+from unlearnkit.protocol import ProtocolRun
+from unlearnkit.resolve import resolve
+
+
+def unlearn(*argv: str) -> tuple[int, str, str]:
+    """The CLI in-process: its exit code, stdout and stderr."""
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        try:
+            cli.main(list(argv))
+            code: Any = 0
+        except SystemExit as exc:
+            code = exc.code
+    return (code if isinstance(code, int) else 0), stdout.getvalue(), stderr.getvalue()
+
+
+def test_every_sample_is_in_exactly_half_of_the_shadow_models():
+    design = shadow_design(101, torch.tensor([7, 3, 50]), shadows=8, seed=0)
+    assert design.members.shape == (8, 101)
+    assert (design.members.sum(dim=0) == 4).all()  # the balance the per-target attacker relies on
+    assert design.targets.tolist() == [3, 7, 50]
+    sizes = design.members.sum(dim=1)
+    assert sizes.min() > 30 and sizes.max() < 70  # halves, not a fixed split: each model a random half
+    assert torch.equal(design.members, shadow_design(101, torch.tensor([3, 7, 50]), 8, 0).members)
+    assert not torch.equal(design.members, shadow_design(101, torch.tensor([3, 7, 50]), 8, 1).members)
+
+
+@pytest.mark.parametrize("shadows", [0, 2, 4, 7, 9])
+def test_too_few_or_an_odd_number_of_shadows_is_refused(shadows):
+    with pytest.raises(UnlearnkitError, match=f"--shadows {shadows}: .*even number of shadow models, 6 or more"):
+        check_shadow_count(shadows)
+
+
+@pytest.fixture(scope="module")
+def digits_run():
+    spec = {"data": {"name": "digits", "train_subset": 200, "test_subset": 100}, "model": {"name": "small-cnn", "width": 4},
+            "train": {"epochs": 2, "batch_size": 32}, "forget": {"kind": "random", "fraction": 0.1}, "cache": False}
+    return ProtocolRun(resolve(spec, installed()))
+
+
+def test_a_shadow_trains_on_its_half_and_forgets_the_targets_it_saw(digits_run):
+    design = shadow_design(len(digits_run.data.train_y), digits_run.split.forget, shadows=6, seed=3)
+    for k in range(6):
+        shadow = shadow_run(digits_run, design, k)
+        members = set(design.members[k].nonzero().flatten().tolist())
+        forget, retain = set(shadow.split.forget.tolist()), set(shadow.split.retain.tolist())
+        assert forget == members & set(design.targets.tolist())
+        assert retain == members - forget
+        assert set(shadow.data.indices("all").tolist()) == members  # the Original of shadow k trains on S_k only
+        assert shadow.spec.seed == design.shadow_seed(k) and digits_run.spec.seed == 0
+
+
+def test_records_resume_and_refuse_another_design(tmp_path):
+    design = shadow_design(20, torch.tensor([1, 2]), shadows=6, seed=0)
+    records = ShadowRecords(tmp_path, design)
+    records.put("ft", 3, np.array([0.5, -1.0]), {"flops": 10, "seconds": 1.0})
+    assert records.get("ft", 3)["phi"] == [0.5, -1.0] and records.get("ft", 2) is None
+    assert ShadowRecords(tmp_path, shadow_design(20, torch.tensor([1, 2]), 6, seed=1)).get("ft", 3) is None
+    records.path("ft", 4).parent.mkdir(parents=True, exist_ok=True)
+    records.path("ft", 4).write_text("{not json")
+    assert records.get("ft", 4) is None  # damaged: computed again
+
+
+def test_an_audit_folder_of_another_setting_or_of_other_files_is_refused(tmp_path):
+    setting = {"setting": "original-abc", "scenario": "random:0.1", "seed": 0, "shadows": 8}
+    check_folder(tmp_path / "new", setting)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    with pytest.raises(UnlearnkitError, match="is not an audit folder: it holds notes.txt"):
+        check_folder(tmp_path / "mine", setting)
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "setting.json").write_text(json.dumps({**setting, "shadows": 16}))
+    with pytest.raises(UnlearnkitError, match="holds an audit of another setting \\(its shadows differ\\)"):
+        check_folder(tmp_path / "old", setting)
+
+
+# a setting in which the Original memorises (40 epochs on 200 images), so that membership shows in its outputs
+AUDIT_SPEC = """
+base:
+  data: {name: digits, train_subset: 200, test_subset: 100}
+  model: {name: small-cnn, width: 16}
+  train: {epochs: 40, batch_size: 32}
+methods: [ft]
+params:
+  ft: {method: {params: {epochs: 2, batch_size: 32}}}
+"""
+
+
+@pytest.mark.slow
+def test_a_small_audit_end_to_end_calibrates_and_resumes(tmp_path, private_cache):
+    spec = tmp_path / "bench.yaml"
+    spec.write_text(AUDIT_SPEC)
+    out = tmp_path / "audit"
+    code, printed, err = unlearn("audit", str(spec), "--shadows", "8", "--scenario", "random:0.2", "--out", str(out), "-q")
+    assert code == 0, err
+    result = json.loads((out / "audit.json").read_text())
+    assert set(result["variants"]) == {"none", "retrain", "ft"}
+    auc = {name: row["figures"]["auc"] for name, row in result["variants"].items()}
+    assert abs(auc["retrain"] - 0.5) < 0.1, auc  # models that never saw the targets cannot be told apart
+    assert auc["none"] > 0.6 and auc["none"] > auc["retrain"] + 0.1, auc  # no unlearning: the attacker sees who trained
+    for name in ("audit.md", "roc.png", "vulnerability.png"):
+        assert (out / name).stat().st_size > 0
+    assert "U-LiRA on random 20%" in printed and "retrain" in printed
+    # every phi is in audit.json: the figures recompute from it alone
+    seen = np.array(result["seen"], dtype=bool)
+    phi = np.array(result["variants"]["ft"]["phi"])
+    from unlearnkit.evaluation.privacy import attack_figures, lira_scores
+    again = attack_figures(lira_scores(phi, seen, ~seen), seen, ~seen, seed=0)
+    assert again.auc == pytest.approx(result["variants"]["ft"]["figures"]["auc"])
+    # a second method reuses the shadows (cached) and the calibrations' records: only its own runs are made
+    code, printed, err = unlearn("audit", str(spec), "--shadows", "8", "--scenario", "random:0.2", "--out", str(out),
+                                 "--methods", "ft,neggrad", "-q")
+    assert code == 0, err
+    assert "models trained: 0" in err and set(json.loads((out / "audit.json").read_text())["variants"]) >= {"neggrad"}
+
+
+def test_bad_audit_requests_are_one_message_and_write_nothing(tmp_path, private_cache):
+    spec = tmp_path / "bench.yaml"
+    spec.write_text(AUDIT_SPEC)
+    for flags, message in [
+        (["--shadows", "5"], "even number of shadow models"),
+        (["--scenario", "sequential:0.1x3"], "targets from a random or class scenario"),
+        (["--methods", "nosuch"], "unknown method 'nosuch'"),
+    ]:
+        code, _, err = unlearn("audit", str(spec), *flags, "--out", str(tmp_path / "a"))
+        assert code == 2 and message in err and "Traceback" not in err, err
+        assert not (tmp_path / "a").exists()
+
+
+def test_the_report_warns_plainly_when_the_retrain_calibration_is_broken():
+    figures = type("F", (), {"auc": 0.8, "auc_ci": (0.7, 0.9)})()
+    result = type("R", (), {"row": lambda self, name: type("V", (), {"figures": figures})()})()
+    assert "cannot be trusted" in report.verdict(result)
+
