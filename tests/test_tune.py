@@ -100,3 +100,19 @@ def test_the_command_line_does_not_import_optuna_until_tune_runs():
     loaded = subprocess.run([sys.executable, "-c", "import sys, unlearnkit.cli; print('optuna' in sys.modules)"],
                             capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == "False"
+
+
+@pytest.mark.parametrize("given", ["ft.lr=abc", "ft.batch_size=0,64", "ft.epochs=-1:3"])
+def test_a_range_value_the_params_refuse_is_refused_before_anything_is_written(capsys, tmp_path, given):
+    code, _, err = unlearn(capsys, "tune", *FT, "--range", given, "--out", "refused")
+    assert code == 2 and "Traceback" not in err, err
+    assert "method.params." in err
+    assert not (tmp_path / "refused").exists()  # neither study.db nor any result file
+
+
+def test_a_study_path_that_is_a_folder_is_one_message(capsys, tmp_path):
+    (tmp_path / "taken" / "study.db").mkdir(parents=True)
+    code, _, err = unlearn(capsys, "tune", *FT, "--out", "taken")
+    assert code == 2 and "Traceback" not in err, err
+    assert "study.db is not a file, so the study cannot be kept there" in err
+    assert sorted(p.name for p in (tmp_path / "taken").iterdir()) == ["study.db"]

@@ -283,7 +283,8 @@ class Search:
         resolved = resolve(base, registry, source)  # the spec and names are valid before anything is searched
         method, augment = resolved.method.name, tuple(a.name for a in resolved.augmenters)
         space = tuning.search_space(method, augment, registry, list(o.ranges or []))
-        tuning.tuning_grid(base, method, augment, o.scenario, seeds, {}, registry)  # the scenario is valid
+        # the scenario, and every value a range can give (its ends, each choice), valid for the plugins' params
+        tuning.tuning_grid(base, method, augment, o.scenario, seeds[:1], tuning.range_probes(space), registry)
         tuning.load_optuna()  # missing: one message before anything is trained
         # workers on other devices share the study; the trial count can grow between invocations
         identity = {"base": {k: v for k, v in base.items() if k != "device"}, "scenario": o.scenario, "seeds": seeds,

@@ -87,6 +87,13 @@ def search_space(method: str, augment: tuple[str, ...], registry: Registry, give
     return space
 
 
+def range_probes(space: dict[str, SearchRange]) -> dict[int, dict[str, Any]]:
+    """One assignment per value at the edge of the space (each range's ends, each choice), so that a value the
+    plugin's params refuse (--range ft.lr=abc) is refused before a study or any result file is written."""
+    edges = [(key, value) for key, values in grid_axes(space, 2).items() for value in values]
+    return {i: {key: value} for i, (key, value) in enumerate(edges)}
+
+
 def grid_trials(space: dict[str, SearchRange], points: int) -> list[dict[str, Any]]:
     """Every assignment of the full grid: `points` per range, every choice."""
     axes = grid_axes(space, points)
@@ -238,7 +245,11 @@ def load_optuna() -> Any:
 def open_study(folder: Path, name: str, search: str, space: dict[str, SearchRange], points: int, seed: int) -> Any:
     """The study `name` in `folder`/study.db, created or loaded; failed trials are queued again, so a rerun retries them."""
     optuna = load_optuna()
-    _set_aside_if_damaged(folder / "study.db")
+    path = folder / "study.db"
+    if path.exists() and not path.is_file():
+        raise UnlearnkitError(f"{path} is not a file, so the study cannot be kept there",
+                              "Choose another --out, or move that folder away.")
+    _set_aside_if_damaged(path)
     storage = optuna.storages.RDBStorage(
         f"sqlite:///{folder.resolve() / 'study.db'}", heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
         engine_kwargs={"connect_args": {"timeout": 60}})  # workers sharing the file wait for its lock
