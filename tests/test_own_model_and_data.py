@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import types
 from collections import Counter
 
@@ -21,7 +22,7 @@ from unlearnkit import DataOutline, DataShape, DataSource, plugins
 from unlearnkit.checkpoint import save_model
 from unlearnkit.data.forget import random_split
 from unlearnkit.engine.streams import StreamedData, dataset_labels
-from unlearnkit.errors import UnlearnkitError
+from unlearnkit.errors import PluginFault, UnlearnkitError
 from unlearnkit.models import AdaptedClassifier, as_classifier, build, fresh_copy, user_network
 from unlearnkit.plugins import discover
 
@@ -472,3 +473,15 @@ def test_the_engine_imports_the_flop_counter_only_to_count():
             "e.forward_flops(torch.nn.Linear(2, 1), torch.ones(1, 2)); print(before, 'torch.utils.flop_counter' in sys.modules)")
     found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert found == "False True"
+
+
+def test_a_method_whose_loss_diverges_stops_with_one_message_not_a_plugin_fault():
+    torch.manual_seed(0)
+    network = nn.Sequential(nn.Flatten(), nn.Linear(12, 8), nn.ReLU(), nn.Linear(8, 3))
+    x = torch.randn(48, 3, 2, 2, generator=torch.Generator().manual_seed(0))
+    train, test = TensorDataset(x, torch.arange(48) % 3), TensorDataset(x[:12], torch.arange(12) % 3)
+    with pytest.raises(UnlearnkitError) as caught:
+        uk.unlearn(network, train, forget=[0, 1, 2], test_set=test, method="ft",
+                   params={"method": {"lr": 1e12, "epochs": 20, "batch_size": 8}})
+    assert not isinstance(caught.value, PluginFault)
+    assert re.match(r"ft: the training loss became NaN or infinite at step \d+ of \d+, so", caught.value.message)
