@@ -113,6 +113,9 @@ def resolve(raw: dict[str, Any] | RunSpec, registry: Registry, source: str = "sp
         if missing:
             errors.append(f"evaluate.{i}: '{evaluator.name}' needs {', '.join(missing)} from evaluators listed before it")
         produced.update(evaluator.metrics)
+    if not spec.retrain and "evaluate" in spec.model_fields_set:  # asked for by name, it would be dropped silently
+        errors += [f"evaluate.{i}: '{e.name}' compares with Retrain, and this run trains none (retrain: false, "
+                   "--no-retrain)" for i, e in enumerate(evaluators) if e.needs_reference]
     if errors:
         raise SpecError(errors, source)
     return ResolvedRun(spec, method, augmenters, evaluators)

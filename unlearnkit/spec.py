@@ -113,7 +113,7 @@ class OutputSpec(Section):
 
 
 DEFAULT_METHOD = "ft"
-DEFAULT_EVALUATORS = ["accuracy", "mia", "avg-gap", "premise", "cost"]
+DEFAULT_EVALUATORS = ["accuracy", "mia", "rmia", "avg-gap", "premise", "cost"]
 
 
 class RunSpec(Section):
