@@ -366,3 +366,9 @@ def test_a_key_given_twice_is_refused_rather_than_the_last_one_kept(tmp_path, na
     path.write_text(text)
     with pytest.raises(UnlearnkitError, match="is given twice"):
         read_spec_file(path)
+
+
+def test_an_evaluator_that_needs_retrain_named_in_a_run_without_one_is_refused(registry):
+    with pytest.raises(SpecError, match="evaluate.2: 'rmia' compares with Retrain, and this run trains none"):
+        resolve({"retrain": False, "evaluate": ["accuracy", "mia", "rmia"]}, registry)
+    resolve({"retrain": False}, registry)  # the default list: those needing Retrain are left out quietly
