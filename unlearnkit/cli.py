@@ -139,14 +139,14 @@ def tune(
     scenario: str = typer.Option("random:0.1", "--scenario", help="random:0.1 or class:N."),
     seeds: str = typer.Option("2", "--seeds", help=f"Tuning seeds: a list, or a count N = seeds {TUNING_SEEDS}.."
                               f"{TUNING_SEEDS}+N-1, apart from the evaluation seeds a bench reports."),
-    data: Optional[str] = typer.Option(None, "--data"),
-    model: Optional[str] = typer.Option(None, "--model"),
-    device: Optional[str] = typer.Option(None, "--device"),
+    data: Optional[str] = typer.Option(None, "--data", help="The data set (data.name)."),
+    model: Optional[str] = typer.Option(None, "--model", help="The architecture (model.name)."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps."),
     out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Results folder (default tune/<variant>-<hash>)."),
     bench_file: Optional[Path] = typer.Option(None, "--bench", help="Tune every variant of this bench spec instead "
                                               "(--set then edits the bench spec); one tuned.yaml for all."),
     executor: Any = None,
-    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or per-cell lines."),
 ) -> None:
     """Search a method's params for the lowest Avg Gap to Retrain; write tuned.yaml for unlearn bench --params."""
     from unlearnkit.bench import session
@@ -199,7 +199,7 @@ def plot(
     out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Where the PNGs go (default BUNDLE/plots)."),
     projections: Optional[list[str]] = typer.Option(None, "--projection", "-p", help="pca and/or tsne (default both)."),
     samples: int = typer.Option(1500, "--samples", min=10, help="Retain samples drawn (all forget samples up to a third of this)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Draw the representation space (PCA, t-SNE) of original, Retrain and the unlearned model, forget samples marked."""
     from unlearnkit.bundle_plots import TITLES, plot_bundle

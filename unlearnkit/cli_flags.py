@@ -20,7 +20,7 @@ RUN_FLAGS: dict[str, Any] = {
     "download": typer.Option(None, "--download/--no-download", help="Download missing data with torchvision."),
     "model": typer.Option(None, "--model", help="small-cnn, resnet18, vgg16-bn, torchvision:NAME, timm:NAME or a plugin's."),
     "forget": typer.Option(None, "--forget", help="random:0.1, class:3, indices:FILE or sequential:0.1x5."),
-    "seed": typer.Option(None, "--seed"),
+    "seed": typer.Option(None, "--seed", help="Draws the forget set and seeds every training (default 0)."),
     "device": typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps."),
     "original": typer.Option(
         None, "--original", help="Unlearn from this model (.safetensors, or a .pt/.pth state dict) instead of training one."),
@@ -59,8 +59,8 @@ GRID_FLAGS: dict[str, Any] = {
     "workers": typer.Option(1, "--workers", "-w", min=1,
                             help="local: cells computed at once, each worker a process with cores/N torch threads."),
     "address": typer.Option(None, "--address", help="ray: the cluster's address (default: start a local Ray)."),
-    "cpus": typer.Option(None, "--cell-cpus", min=0.1, help="ray: CPUs each cell asks for, and its torch threads [default: 1]."),
-    "gpus": typer.Option(None, "--cell-gpus", min=0.0, help="ray: GPUs each cell asks for (1 to train on GPUs) [default: 0]."),
+    "cpus": typer.Option(None, "--cell-cpus", min=0.1, help="ray: CPUs each cell asks for, and its torch threads (default 1)."),
+    "gpus": typer.Option(None, "--cell-gpus", min=0.0, help="ray: GPUs each cell asks for (1 to train on GPUs; default 0)."),
 }
 
 

@@ -21,8 +21,8 @@ class Section(Checked):
 class PluginSpec(Section):
     """A plugin by name, with params for its own Params model. A bare string means no params."""
 
-    name: str
-    params: dict[str, Any] = Field(default_factory=dict)
+    name: str = Field(description="the plugin's registered name (unlearn plugins lists them)")
+    params: dict[str, Any] = Field(default_factory=dict, description="its params, checked against its own Params model")
 
     @model_validator(mode="before")
     @classmethod
@@ -35,6 +35,8 @@ class PluginSpec(Section):
 
 
 class DataSpec(Section):
+    """The data set, and which of its images a run uses."""
+
     name: str = Field(
         "digits",
         description="a registered data set (digits, fashion-mnist, mnist, cifar10, cifar100, svhn, or a plugin's), "
@@ -53,6 +55,8 @@ class DataSpec(Section):
 
 
 class ModelSpec(Section):
+    """The architecture, built for the data set's channels, classes and image side."""
+
     name: str = Field(
         "small-cnn",
         description="a registered architecture: small-cnn, resnet18, vgg16-bn, torchvision:NAME, timm:NAME, or a plugin's",
@@ -65,7 +69,11 @@ class ModelSpec(Section):
 
 
 class ForgetSpec(Section):
-    kind: Literal["random", "class", "indices", "sequential"] = "random"
+    """Which training samples the run forgets (the forget set D_u; the rest is the retain set D_r)."""
+
+    kind: Literal["random", "class", "indices", "sequential"] = Field(
+        "random", description="random: a fraction; class: every sample of some classes; indices: given samples; "
+        "sequential: several random requests in a row")
     fraction: float = Field(
         0.1, gt=0, lt=1, description="random: share of the training set to forget; sequential: share per request"
     )
@@ -91,10 +99,11 @@ class ForgetSpec(Section):
 class Recipe(TrainParams):
     """The original training recipe (Retrain uses it too): SGD, lr 0.1, x0.1 at 50% and 75% of training."""
 
-    epochs: int = Field(30, ge=1)
-    lr: float = Field(0.1, gt=0)
-    batch_size: int = Field(128, ge=2)
-    schedule: Literal["constant", "cosine", "multistep"] = "multistep"
+    epochs: int = Field(30, ge=1, description="passes over the training data")
+    lr: float = Field(0.1, gt=0, description="initial learning rate")
+    batch_size: int = Field(128, ge=2, description="samples per optimisation step")
+    schedule: Literal["constant", "cosine", "multistep"] = Field(
+        "multistep", description="cosine decays to min_lr; multistep multiplies by 0.1 at each milestone")
 
 
 class ComputeSpec(Section):
@@ -108,6 +117,8 @@ class ComputeSpec(Section):
 
 
 class OutputSpec(Section):
+    """Where `unlearn run` writes its result bundle."""
+
     dir: Path | None = Field(None, description="the result bundle's folder (default: runs/<time>-<method>)")
     overwrite: bool = Field(False, description="replace an existing bundle (only once the new one is complete)")
 
@@ -117,16 +128,19 @@ DEFAULT_EVALUATORS = ["accuracy", "mia", "rmia", "avg-gap", "premise", "cost"]
 
 
 class RunSpec(Section):
-    data: DataSpec = Field(default_factory=DataSpec)
-    model: ModelSpec = Field(default_factory=ModelSpec)
-    forget: ForgetSpec = Field(default_factory=ForgetSpec)
-    train: Recipe = Field(default_factory=Recipe)
-    method: PluginSpec = Field(default_factory=lambda: PluginSpec(name=DEFAULT_METHOD))
-    augment: list[PluginSpec] = Field(default_factory=list)
-    evaluate: list[PluginSpec] = Field(default_factory=lambda: [PluginSpec(name=n) for n in DEFAULT_EVALUATORS])
-    seed: int = Field(0, ge=0)
+    """One run of the protocol: Original, Retrain and the method, measured (`unlearn run`)."""
+
+    data: DataSpec = Field(default_factory=DataSpec, description="the data set")
+    model: ModelSpec = Field(default_factory=ModelSpec, description="the architecture")
+    forget: ForgetSpec = Field(default_factory=ForgetSpec, description="the forget set")
+    train: Recipe = Field(default_factory=Recipe, description="the recipe Original and Retrain are trained with")
+    method: PluginSpec = Field(default_factory=lambda: PluginSpec(name=DEFAULT_METHOD), description="the unlearning method")
+    augment: list[PluginSpec] = Field(default_factory=list, description="augmenters wrapping the method, in order")
+    evaluate: list[PluginSpec] = Field(default_factory=lambda: [PluginSpec(name=n) for n in DEFAULT_EVALUATORS],
+                                       description="evaluators, in order (each sees the metrics of those before it)")
+    seed: int = Field(0, ge=0, description="draws the forget set and seeds every training of the run")
     device: str = Field("auto", description="auto (CUDA when available), cpu, cuda, cuda:N or mps")
-    compute: ComputeSpec = Field(default_factory=ComputeSpec)
+    compute: ComputeSpec = Field(default_factory=ComputeSpec, description="how training runs on the device")
     original: Path | None = Field(
         None, description="the original model's weights (.safetensors, or a .pt/.pth state dict) to unlearn from, instead of training one"
     )
@@ -134,7 +148,7 @@ class RunSpec(Section):
         True, description="train Retrain and score every model against it; false: the reference-free metrics only (RA, UA, TA, MIA)"
     )
     cache: bool = Field(True, description="reuse cached original and Retrain models (UNLEARNKIT_CACHE_DIR)")
-    output: OutputSpec = Field(default_factory=OutputSpec)
+    output: OutputSpec = Field(default_factory=OutputSpec, description="the result bundle")
 
     @field_validator("augment", mode="before")
     @classmethod
