@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 from typing import Any
 
 import numpy as np
@@ -12,9 +13,9 @@ import pytest
 import torch
 
 from unlearnkit import cli
-from unlearnkit.audit import report
-from unlearnkit.audit.session import check_folder
-from unlearnkit.audit.ulira import ShadowRecords, check_shadow_count, shadow_design, shadow_run
+from unlearnkit.auditing import report
+from unlearnkit.auditing.session import check_folder
+from unlearnkit.auditing.ulira import check_shadow_count, shadow_design, shadow_records, shadow_run
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.plugins import installed
 from unlearnkit.protocol import ProtocolRun
@@ -71,25 +72,25 @@ def test_a_shadow_trains_on_its_half_and_forgets_the_targets_it_saw(digits_run):
 
 def test_records_resume_and_refuse_another_design(tmp_path):
     design = shadow_design(20, torch.tensor([1, 2]), shadows=6, seed=0)
-    records = ShadowRecords(tmp_path, design)
+    records = shadow_records(tmp_path, design)
     records.put("ft", 3, np.array([0.5, -1.0]), {"flops": 10, "seconds": 1.0})
     assert records.get("ft", 3)["phi"] == [0.5, -1.0] and records.get("ft", 2) is None
-    assert ShadowRecords(tmp_path, shadow_design(20, torch.tensor([1, 2]), 6, seed=1)).get("ft", 3) is None
+    assert shadow_records(tmp_path, shadow_design(20, torch.tensor([1, 2]), 6, seed=1)).get("ft", 3) is None
     records.path("ft", 4).parent.mkdir(parents=True, exist_ok=True)
     records.path("ft", 4).write_text("{not json")
     assert records.get("ft", 4) is None  # damaged: computed again
 
 
 def test_an_audit_folder_of_another_setting_or_of_other_files_is_refused(tmp_path):
-    setting = {"setting": "original-abc", "scenario": "random:0.1", "seed": 0, "shadows": 8}
+    setting = {"setting": "original-abc", "scenario": "random:0.1", "seed": 0, "kind": "ulira", "models": 8}
     check_folder(tmp_path / "new", setting)
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep")
     with pytest.raises(UnlearnkitError, match="is not an audit folder: it holds notes.txt"):
         check_folder(tmp_path / "mine", setting)
     (tmp_path / "old").mkdir()
-    (tmp_path / "old" / "setting.json").write_text(json.dumps({**setting, "shadows": 16}))
-    with pytest.raises(UnlearnkitError, match="holds an audit of another setting \\(its shadows differ\\)"):
+    (tmp_path / "old" / "setting.json").write_text(json.dumps({**setting, "models": 16}))
+    with pytest.raises(UnlearnkitError, match="holds an audit of another setting \\(its models differ\\)"):
         check_folder(tmp_path / "old", setting)
 
 
@@ -151,3 +152,63 @@ def test_the_report_warns_plainly_when_the_retrain_calibration_is_broken():
     result = type("R", (), {"row": lambda self, name: type("V", (), {"figures": figures})()})()
     assert "cannot be trusted" in report.verdict(result)
 
+
+
+@pytest.mark.slow
+def test_the_epsilon_score_from_runs_and_retrains_of_one_original(tmp_path, private_cache):
+    spec = tmp_path / "bench.yaml"
+    spec.write_text(AUDIT_SPEC)
+    out = tmp_path / "epsilon"
+    code, printed, err = unlearn("audit", str(spec), "--kind", "epsilon", "--runs", "4", "--scenario", "random:0.2",
+                                 "--methods", "ft", "--out", str(out), "-q")
+    assert code == 0, err
+    result = json.loads((out / "audit.json").read_text())
+    assert result["kind"] == "epsilon" and result["runs"] == 4 and result["seeds"] == [0, 1, 2, 3]
+    assert result["epsilon_ceiling"] == pytest.approx(math.log(4 * (1 - 1e-5) - 1))
+    ft = result["variants"]["ft"]
+    assert np.array(ft["phi"]).shape == (4, 40) and 0 <= ft["forget_quality"] <= 1
+    assert ft["score"] == pytest.approx(ft["forget_quality"] * ft["RA"] / result["variants"]["retrain"]["RA"]
+                                        * ft["TA"] / result["variants"]["retrain"]["TA"])
+    assert "epsilon resolved up to 1.10" in printed.replace("\n", " ")
+    code, _, err = unlearn("audit", str(spec), "--kind", "epsilon", "--runs", "4", "--scenario", "random:0.2",
+                           "--methods", "ft", "--out", str(out), "-q")
+    assert code == 0 and "models trained: 0" in err  # every run's record is reused
+
+
+def test_an_odd_number_of_runs_is_refused(tmp_path, private_cache):
+    spec = tmp_path / "bench.yaml"
+    spec.write_text(AUDIT_SPEC)
+    code, _, err = unlearn("audit", str(spec), "--kind", "epsilon", "--runs", "3", "--out", str(tmp_path / "e"))
+    assert code == 2 and "--runs 3: the epsilon score needs an even number of runs" in err
+    assert not (tmp_path / "e").exists()
+
+
+@pytest.mark.slow
+def test_audit_on_the_users_own_model_and_data_from_python(tmp_path):
+    from torch import nn
+    from torch.utils.data import TensorDataset
+
+    import unlearnkit as uk
+
+    generator = torch.Generator().manual_seed(0)
+    centres = torch.randn(3, 12, generator=generator) * 2
+    y = torch.arange(90) % 3
+    x = (centres[y] + torch.randn(90, 12, generator=generator)).reshape(90, 3, 2, 2)
+    train, test = TensorDataset(x[:60], y[:60]), TensorDataset(x[60:], y[60:])
+    made = []
+
+    def factory() -> nn.Module:
+        made.append(1)
+        return nn.Sequential(nn.Flatten(), nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 3))
+
+    report = uk.audit(factory, train, forget="random:0.2", test_set=test, method="ft", shadows=6,
+                      params={"method": {"epochs": 1, "batch_size": 16}}, train={"epochs": 3, "batch_size": 16})
+    assert made == [1]  # built once; each shadow is a re-initialised copy
+    assert {row.name for row in report.result.rows} == {"none", "retrain", "ft"}
+    assert 0 <= report.figures("ft").auc <= 1 and report.folder is None
+    assert "| retrain |" in report._repr_markdown_()
+    assert not any(tmp_path.iterdir())  # nothing written without out=
+    out = tmp_path / "own"
+    written = uk.audit(factory, train, forget="random:0.2", test_set=test, method="ft", shadows=6,
+                       params={"method": {"epochs": 1, "batch_size": 16}}, train={"epochs": 3, "batch_size": 16}, out=out)
+    assert (out / "audit.json").is_file() and written.figures("none").auc == pytest.approx(report.figures("none").auc)

@@ -31,6 +31,7 @@ RepresentationAugmenter = Augmenter  # the contract's name in the design
 # torch and the engine, so they are imported on first use: listing plugins and the CLI stay fast.
 _LAZY = {
     "unlearn": "unlearnkit.workflow", "UnlearnResult": "unlearnkit.workflow",
+    "audit": "unlearnkit.workflow", "AuditReport": "unlearnkit.workflow",
     # the types a plugin's code sees
     "UnlearnRun": "unlearnkit.contract", "Batch": "unlearnkit.contract", "Step": "unlearnkit.contract",
     "Subject": "unlearnkit.contract", "Classifier": "unlearnkit.contract", "LossFn": "unlearnkit.contract",
@@ -54,7 +55,7 @@ if TYPE_CHECKING:  # what the type checker sees of the lazy names below
     from unlearnkit.engine.run import AugmentedMethod
     from unlearnkit.engine.train import lr_factor, retain_cross_entropy
     from unlearnkit.models.adapt import AdaptedClassifier
-    from unlearnkit.workflow import UnlearnResult, unlearn
+    from unlearnkit.workflow import AuditReport, UnlearnResult, audit, unlearn
 
 
 def __getattr__(name: str) -> Any:
@@ -67,10 +68,10 @@ def __getattr__(name: str) -> Any:
 
 #: the public API: what plugins and users import (from `unlearnkit` itself); every other module is internal
 __all__ = [
-    "AdaptedClassifier", "Architecture", "AugmentedMethod", "Augmenter", "Batch", "Choice", "Classifier", "CostCounter",
+    "AdaptedClassifier", "Architecture", "AuditReport", "AugmentedMethod", "Augmenter", "Batch", "Choice", "Classifier", "CostCounter",
     "DataNotFoundError", "DataOutline", "DataShape", "DataSource", "Datasets", "Evaluator", "ImageSet", "LossFn", "Method",
     "Params", "Part", "PluginFault", "Range",
     "RepresentationAugmenter", "Step", "Subject", "TrainParams", "Transform", "UnlearnResult", "UnlearnRun",
-    "UnlearnkitError", "gather_rows", "hookimpl", "lr_factor", "retain_cross_entropy", "shuffled", "unlearn",
+    "UnlearnkitError", "audit", "gather_rows", "hookimpl", "lr_factor", "retain_cross_entropy", "shuffled", "unlearn",
     "__version__",
 ]

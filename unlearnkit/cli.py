@@ -165,7 +165,10 @@ def audit(
     spec_file: Path = typer.Argument(..., help="A bench spec (its setting, methods and budgets) or a run spec.", show_default=False),
     methods: Optional[str] = typer.Option(None, "--methods", help="Comma-separated methods to audit (default: the spec's)."),
     augment: Optional[str] = typer.Option(None, "--augment", "-a", help="Augmenter settings, comma-separated (default none)."),
-    shadows: int = typer.Option(16, "--shadows", "-k", help="K shadow models, even and 6 or more (LiRA uses 64)."),
+    kind: str = typer.Option("ulira", "--kind", help="ulira (shadow models on random halves) or epsilon (the NeurIPS "
+                             "2023 challenge's score from runs and Retrains of one Original)."),
+    shadows: int = typer.Option(16, "--shadows", "-k", help="ulira: K shadow models, even and 6 or more (LiRA uses 64)."),
+    runs: int = typer.Option(8, "--runs", "-n", help="epsilon: N runs of each method and N Retrains, even."),
     scenario: Optional[str] = typer.Option(None, "--scenario", help="random:F or class:N, whose forget set is audited "
                                            "(default: the spec's first)."),
     seed: int = typer.Option(0, "--seed", min=0, help="Draws the targets and the shadows' halves."),
@@ -173,11 +176,12 @@ def audit(
     out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Audit folder (default audit/<hash of the setting>)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or per-shadow lines."),
 ) -> None:
-    """U-LiRA: can an attacker tell the forget samples a method unlearned from samples it never saw? (docs/audit.md)"""
-    from unlearnkit.audit import report, session
+    """Did the forget set leave the model? U-LiRA, or the challenge's epsilon score, per forget sample (docs/audit.md)."""
+    from unlearnkit.auditing import report, session
 
     reporter = Reporter(out, err, quiet)
-    request = session.AuditRequest(spec_file, methods, augment, shadows, scenario, seed, tuple(overrides or ()), out_dir)
+    request = session.AuditRequest(spec_file, methods, augment, shadows, scenario, seed, tuple(overrides or ()), out_dir,
+                                   kind, runs)
     try:
         result, folder = session.audit(request, reporter)
     except KeyboardInterrupt:

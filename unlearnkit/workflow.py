@@ -1,4 +1,4 @@
-"""`unlearnkit.unlearn`: unlearn a user's own trained model on their own torch Datasets, from Python.
+"""`unlearnkit.unlearn` and `unlearnkit.audit`: a user's own model and torch Datasets, from Python.
 
 It builds a run spec from its arguments and runs the same protocol sequence as `unlearn run`
 (`unlearnkit.sequence.run_protocol`), and with `out` writes the same result bundle; only the workload
@@ -7,19 +7,26 @@ differs: the user's model is the Original, their Datasets the data.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import nn
+from rich.table import Table
 from torch.utils.data import Dataset
 
+from unlearnkit.auditing import report as audit_report
+from unlearnkit.auditing.session import open_folder
+from unlearnkit.auditing.ulira import AuditResult, check_shadow_count, shadow_design, ulira, variants_of
 from unlearnkit.bench.grid import scenario_overrides
 from unlearnkit.bundle import check_destination, write_bundle
 from unlearnkit.devices import select_device
 from unlearnkit.engine.streams import StreamedData
+from unlearnkit.evaluation.privacy import AttackFigures
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.inputs import OwnInputs, check_own_inputs
 from unlearnkit.models import fresh_copy, user_network
@@ -109,6 +116,80 @@ def unlearn(
         result = run_protocol(ProtocolRun(resolved, progress=bars, workload=workload))
     bundle = write_bundle(result, Path(out)) if out is not None else None
     return UnlearnResult(model=user_network(result.unlearned), run=result, bundle=bundle)
+
+
+@dataclass
+class AuditReport:
+    """What `audit` returns: the U-LiRA figures of the method and of both calibrations (`result.rows`, each
+    with its `figures`), shown as a table; `folder` holds audit.json, audit.md and the PNGs when `out` was given."""
+
+    result: AuditResult
+    folder: Path | None = None
+
+    def figures(self, variant: str) -> AttackFigures:
+        """The figures of one row: the method's name, `none` or `retrain`."""
+        return self.result.row(variant).figures
+
+    def table(self) -> Table:
+        return audit_report.table(self.result)
+
+    def _repr_markdown_(self) -> str:  # how a notebook shows the result
+        return audit_report.markdown(self.result, "unlearnkit.audit")
+
+
+def audit(
+    model: nn.Module | Callable[[], nn.Module],
+    train_set: Dataset,
+    forget: Sequence[int] | torch.Tensor | str,
+    *,
+    test_set: Dataset,
+    method: str = "ft",
+    augment: str | Sequence[str] = (),
+    params: Mapping[str, Mapping[str, Any]] | None = None,
+    shadows: int = 16,
+    train: Mapping[str, Any] | None = None,
+    train_eval_set: Dataset | None = None,
+    num_classes: int | None = None,
+    head: str | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    workers: int = 0,
+    progress: bool = False,
+    registry: Registry | None = None,
+    out: str | Path | None = None,
+) -> AuditReport:
+    """U-LiRA on the user's own architecture and data: did `method` make the `forget` samples look never seen?
+
+    `shadows` models of `model`'s architecture (a module, whose weights are re-initialised and never used, or a
+    function that builds one) are trained with the `train` recipe on random halves of `train_set`; each forgets
+    the targets it saw with `method` (and `augment`, `params` as in `unlearn`). Beside the method, two
+    calibration rows: `none` (no unlearning) and `retrain` (trained without the targets: near AUC 0.5).
+    `out`: a folder for audit.json (every phi), audit.md and the pictures; it also lets an interrupted audit
+    resume. Without it nothing is written (the records live in a temporary folder).
+    """
+    check_shadow_count(shadows)
+    network = model() if callable(model) and not isinstance(model, nn.Module) else model
+    inputs = check_own_inputs(network, train_set, test_set, forget, num_classes=num_classes, head=head,
+                              train_eval_set=train_eval_set)
+    raw = _own_spec(type(network).__name__, inputs.forget, method, augment, params, True, train, seed, device, workers)
+    resolved = resolve(raw, registry or installed(), "unlearnkit.audit")
+    if resolved.spec.forget.kind == "sequential":
+        raise UnlearnkitError("an audit takes its targets from one forget set, not a sequence of requests",
+                              "Give indices, 'random:0.1' or 'class:3'.")
+    workload = _own_workload(inputs, resolved.spec, train_set, test_set, train_eval_set)
+    workload.original = None  # every shadow trains its own Original from scratch
+    with contextlib.ExitStack() as stack:
+        folder = Path(out) if out is not None else Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        bars = stack.enter_context(Progress() if progress else SILENT)
+        run = ProtocolRun(resolved, progress=bars, workload=workload)
+        scenario = forget if isinstance(forget, str) else "indices"
+        open_folder(folder, run, scenario, seed, "ulira", shadows)
+        design = shadow_design(len(inputs.labels[0]), run.split.forget, shadows, seed)
+        result = ulira(run, design, variants_of({resolved.name: resolved}), folder)
+        result.scenario = scenario
+        if out is not None:
+            audit_report.write(result, folder, "unlearnkit.audit")
+    return AuditReport(result, Path(out) if out is not None else None)
 
 
 def _own_spec(model_name: str, forget: torch.Tensor | str, method: str, augment: str | Sequence[str],

@@ -111,13 +111,14 @@ class Variant:
     resolved: ResolvedRun | None = None
 
 
-class ShadowRecords:
-    """Each variant's phi on each shadow, one JSON file apiece: what an interrupted audit resumes from."""
+class PhiRecords:
+    """Each variant's phi (and what else was measured) on each model, one JSON file apiece: what an interrupted
+    audit resumes from. `design` identifies what the records are of; a record of another design is not used."""
 
-    def __init__(self, folder: Path, design: ShadowDesign):
-        self.folder = folder / "shadows"
-        self.identity = {"targets": design.targets.tolist(), "seed": design.seed, "shadows": design.shadows}
-        self.count = len(design.targets)
+    def __init__(self, folder: Path, design: dict[str, Any], count: int):
+        self.folder = folder
+        self.design = design
+        self.count = count  # phi values per record
 
     def path(self, variant: str, k: int) -> Path:
         return self.folder / variant / f"{k}.json"
@@ -128,12 +129,17 @@ class ShadowRecords:
         except (OSError, ValueError):
             return None  # absent or damaged: computed again
         phi = record.get("phi") if isinstance(record, dict) else None
-        if record.get("design") != self.identity or not isinstance(phi, list) or len(phi) != self.count:
+        if record.get("design") != self.design or not isinstance(phi, list) or len(phi) != self.count:
             return None
         return record
 
-    def put(self, variant: str, k: int, phi: np.ndarray, cost: dict[str, Any]) -> None:
-        atomic_write_json(self.path(variant, k), {"design": self.identity, "phi": phi.tolist(), "cost": cost})
+    def put(self, variant: str, k: int, phi: np.ndarray, cost: dict[str, Any], **measured: Any) -> None:
+        atomic_write_json(self.path(variant, k), {"design": self.design, "phi": phi.tolist(), "cost": cost, **measured})
+
+
+def shadow_records(folder: Path, design: ShadowDesign) -> PhiRecords:
+    identity = {"targets": design.targets.tolist(), "seed": design.seed, "shadows": design.shadows}
+    return PhiRecords(folder / "shadows", identity, len(design.targets))
 
 
 @dataclass
@@ -164,7 +170,7 @@ def ulira(run: ProtocolRun, design: ShadowDesign, variants: list[Variant], folde
           log: Callable[[str], None] = lambda line: None) -> AuditResult:
     """Every variant's phi on every shadow (computing what the records lack), then the U-LiRA figures."""
     started = time.perf_counter()
-    records = ShadowRecords(folder, design)
+    records = shadow_records(folder, design)
     trained = 0
     for k in range(design.shadows):
         missing = [v for v in variants if records.get(v.name, k) is None]
@@ -195,7 +201,7 @@ def _variant_model(shadow: ProtocolRun, original: Classifier, variant: Variant) 
     return shadow.unlearn(original, wrapped)
 
 
-def _score(name: str, records: ShadowRecords, design: ShadowDesign) -> VariantResult:
+def _score(name: str, records: PhiRecords, design: ShadowDesign) -> VariantResult:
     found = [records.get(name, k) for k in range(design.shadows)]
     phi = np.array([record["phi"] for record in found if record is not None], dtype=float)
     seen = design.target_members()

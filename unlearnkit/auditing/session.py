@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from unlearnkit.audit.ulira import AuditResult, ShadowDesign, Variant, check_shadow_count, shadow_design, ulira, variants_of
+from unlearnkit.auditing.epsilon import EpsilonResult, check_run_count, epsilon_audit
+from unlearnkit.auditing.ulira import AuditResult, ShadowDesign, Variant, check_shadow_count, shadow_design, ulira, variants_of
 from unlearnkit.bench.grid import expand, read_bench_spec, scenario_label, spec_key
 from unlearnkit.errors import UnlearnkitError, few
 from unlearnkit.files import atomic_write_json, check_writable
@@ -24,10 +25,12 @@ from unlearnkit.resolve import ResolvedRun
 from unlearnkit.runs import check_run_inputs
 from unlearnkit.spec_input import read_spec_file, set_path
 
+#: U-LiRA (shadow models on random halves) or the challenge's epsilon score (runs and Retrains of one Original)
+KINDS = ("ulira", "epsilon")
 #: the scenarios whose forget set an audit can take as its targets
 AUDITED_SCENARIOS = ("random", "class")
 #: what an audit writes in its folder
-AUDIT_ENTRIES = {"shadows", "setting.json", "audit.json", "audit.md", "roc.png", "vulnerability.png"}
+AUDIT_ENTRIES = {"shadows", "runs", "setting.json", "audit.json", "audit.md", "roc.png", "vulnerability.png"}
 
 
 @dataclass
@@ -42,6 +45,8 @@ class AuditRequest:
     seed: int = 0
     overrides: tuple[str, ...] = ()
     out: Path | None = None
+    kind: str = "ulira"  # ulira | epsilon
+    runs: int = 8  # epsilon: runs of each method and Retrains from the one Original
 
 
 def variants(request: AuditRequest) -> tuple[dict[str, ResolvedRun], str]:
@@ -103,26 +108,48 @@ def check_folder(folder: Path, setting: dict[str, Any]) -> None:
                               "Choose another --out for this setting, or rerun the command that wrote it to resume.")
 
 
-def audit(request: AuditRequest, reporter: Reporter) -> tuple[AuditResult, Path]:
-    """The U-LiRA audit the request asks for, computing only what the folder lacks."""
+def open_folder(folder: Path, run: ProtocolRun, scenario: str, seed: int, kind: str, models: int) -> None:
+    """Check the audit's folder against what it will compute (the Original's setting, targets, K or N) and record it."""
+    setting = {"setting": cache_key(run, "original"), "scenario": scenario, "seed": seed, "kind": kind, "models": models}
+    check_folder(folder, setting)
+    atomic_write_json(folder / "setting.json", setting)
+
+
+def default_folder(run: ProtocolRun, scenario: str, seed: int, kind: str, models: int) -> Path:
+    return Path("audit") / spec_key(cache_key(run, "original"), scenario, seed, kind, models)[:10]
+
+
+def audit(request: AuditRequest, reporter: Reporter) -> tuple[AuditResult | EpsilonResult, Path]:
+    """The audit the request asks for (U-LiRA, or the challenge's epsilon score), computing only what its
+    folder lacks."""
+    if request.kind not in KINDS:
+        raise UnlearnkitError(f"--kind {request.kind} is not one of {', '.join(KINDS)}")
+    if request.kind == "ulira":
+        check_shadow_count(request.shadows)
+    else:
+        check_run_count(request.runs)
     resolved, scenario = variants(request)
     first = next(iter(resolved.values()))
-    if first.spec.original is not None:
-        raise UnlearnkitError("an audit trains its own shadow Originals, so it cannot start from --original",
-                              "Leave `original` out of the spec.")
+    if first.spec.original is not None and request.kind == "ulira":
+        raise UnlearnkitError("a U-LiRA audit trains its own shadow Originals, so it cannot start from --original",
+                              "Leave `original` out of the spec, or use --kind epsilon.")
     check_run_inputs(first.spec)
-    check_shadow_count(request.shadows)
     with reporter.progress() as progress:
         run = ProtocolRun(first, progress=progress, log=reporter.log)
-        design = shadow_design(len(run.data.train_y), run.split.forget, request.shadows, request.seed)
-        setting = {"setting": cache_key(run, "original"), "scenario": scenario, "seed": request.seed,
-                   "shadows": request.shadows}
-        folder = request.out or Path("audit") / spec_key(setting)[:10]
-        check_folder(folder, setting)
-        atomic_write_json(folder / "setting.json", setting)
-        reporter.err.print(f"auditing {', '.join(resolved)} on {scenario_label(scenario)} ({len(design.targets)} targets) "
-                           f"with {design.shadows} shadow models; records in {folder} (rerun to resume)")
-        result = ulira(run, design, variants_of(resolved), folder, reporter.log)
+        count = request.shadows if request.kind == "ulira" else request.runs
+        folder = request.out or default_folder(run, scenario, request.seed, request.kind, count)
+        open_folder(folder, run, scenario, request.seed, request.kind, count)
+        targets = f"{len(run.split.forget)} {'targets' if request.kind == 'ulira' else 'forget samples'}"
+        models = f"{count} shadow models" if request.kind == "ulira" else f"{count} runs and {count} Retrains"
+        reporter.err.print(f"auditing {', '.join(resolved)} on {scenario_label(scenario)} ({targets}) with {models}; "
+                           f"records in {folder} (rerun to resume)")
+        result: AuditResult | EpsilonResult
+        if request.kind == "ulira":
+            design = shadow_design(len(run.data.train_y), run.split.forget, request.shadows, request.seed)
+            result = ulira(run, design, variants_of(resolved), folder, reporter.log)
+        else:
+            methods = [Variant(name, one) for name, one in resolved.items()]
+            result = epsilon_audit(run, methods, request.runs, folder, reporter.log)
     result.scenario = scenario
     return result, folder
 

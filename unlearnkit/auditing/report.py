@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 from rich.table import Table
 
-from unlearnkit.audit.ulira import RETRAIN, RETRAIN_ALARM, AuditResult, VariantResult, iter_rows
+from unlearnkit.auditing.epsilon import EpsilonResult, as_record
+from unlearnkit.auditing.ulira import RETRAIN, RETRAIN_ALARM, AuditResult, VariantResult, iter_rows
 from unlearnkit.bench.grid import scenario_label
 from unlearnkit.evaluation.privacy import AttackFigures
 from unlearnkit.files import atomic_write_json, atomic_write_text
@@ -35,7 +36,9 @@ def title(result: AuditResult) -> str:
             "intervals over targets; AUC 50 = an attacker cannot tell unlearned from never seen")
 
 
-def table(result: AuditResult) -> Table:
+def table(result: AuditResult | EpsilonResult) -> Table:
+    if isinstance(result, EpsilonResult):
+        return epsilon_table(result)
     grid = Table(title=title(result), title_justify="left")
     grid.add_column("variant")
     for column in COLUMNS:
@@ -46,8 +49,10 @@ def table(result: AuditResult) -> Table:
     return grid
 
 
-def verdict(result: AuditResult) -> str | None:
-    """The plain warning a broken audit deserves: Retrain must be indistinguishable from never seeing the targets."""
+def verdict(result: AuditResult | EpsilonResult) -> str | None:
+    """The plain warning a broken U-LiRA audit deserves: Retrain must be indistinguishable from never seeing the targets."""
+    if isinstance(result, EpsilonResult):
+        return None
     retrain = result.row(RETRAIN).figures
     if retrain.auc_ci[0] > RETRAIN_ALARM:
         return (f"the retrain calibration's AUC is {100 * retrain.auc:.1f} (interval from {100 * retrain.auc_ci[0]:.1f}), "
@@ -94,7 +99,12 @@ def record(result: AuditResult, command: str) -> dict[str, Any]:
     }
 
 
-def write(result: AuditResult, folder: Path, command: str) -> list[Path]:
+def write(result: AuditResult | EpsilonResult, folder: Path, command: str) -> list[Path]:
+    if isinstance(result, EpsilonResult):
+        files = [folder / "audit.json", folder / "audit.md"]
+        atomic_write_json(files[0], {"command": command, **as_record(result)})
+        atomic_write_text(files[1], epsilon_markdown(result, command))
+        return files
     rows = list(iter_rows(result))
     files = [folder / "audit.json", folder / "audit.md"]
     atomic_write_json(files[0], record(result, command))
@@ -102,3 +112,44 @@ def write(result: AuditResult, folder: Path, command: str) -> list[Path]:
     files.append(roc_curves({row.name: (row.figures.fpr, row.figures.tpr) for row in rows}, title(result), folder / "roc.png"))
     files.append(vulnerability_histogram({row.name: row.vulnerability for row in rows}, folder / "vulnerability.png"))
     return files
+
+
+# --- the challenge's epsilon score ------------------------------------------------------------------
+
+EPSILON_COLUMNS = ("score", "forget quality F", "median epsilon", "RA / RA*", "TA / TA*")
+
+
+def epsilon_title(result: EpsilonResult) -> str:
+    return (f"Forget quality on {scenario_label(result.scenario)}: {len(result.forget)} forget samples, N = {result.runs} "
+            f"runs of each method and {result.runs} Retrains of one Original (seeds {result.seeds[0]}.."
+            f"{result.seeds[-1]}); epsilon resolved up to {result.ceiling:.2f}; score = F x RA/RA* x TA/TA* "
+            "(1 = indistinguishable from Retrain at its utility)")
+
+
+def _epsilon_cells(result: EpsilonResult, name: str) -> list[str]:
+    row = next(r for r in result.rows if r.name == name)
+    retrain = next(r for r in result.rows if r.name == RETRAIN)
+    if row.score is None:  # Retrain, every other row's reference: its utility, in percent
+        return ["reference", "", "", f"RA {row.ra:.2f}", f"TA {row.ta:.2f}"]
+    median = float(np.median(row.eps))
+    shown = f"≥ {result.ceiling:.2f}" if median > result.ceiling else f"{median:.2f}"  # beyond what N models resolve
+    return [f"{row.score:.3f}", f"{row.forget_quality:.3f}", shown, f"{row.ra / retrain.ra:.3f}", f"{row.ta / retrain.ta:.3f}"]
+
+
+def epsilon_table(result: EpsilonResult) -> Table:
+    grid = Table(title=epsilon_title(result), title_justify="left")
+    grid.add_column("variant")
+    for column in EPSILON_COLUMNS:
+        grid.add_column(column, justify="right")
+    for row in result.rows:
+        grid.add_row(row.name, *_epsilon_cells(result, row.name))
+    return grid
+
+
+def epsilon_markdown(result: EpsilonResult, command: str) -> str:
+    lines = [f"# unlearn audit --kind epsilon\n\nCommand: `{command}`\n\n{epsilon_title(result)}.\n",
+             "| variant | " + " | ".join(EPSILON_COLUMNS) + " |", "| --- |" + " ---: |" * len(EPSILON_COLUMNS)]
+    lines += [f"| {row.name} | " + " | ".join(_epsilon_cells(result, row.name)) + " |" for row in result.rows]
+    lines.append(f"\nModels trained by the last invocation: {result.trained}; its wall time: {result.seconds:.0f} s. "
+                 "RA / RA* and TA / TA*: each variant's mean over its runs against the Retrains' mean.")
+    return "\n".join(lines) + "\n"
