@@ -14,6 +14,7 @@ import torch
 
 from unlearnkit import cli
 from unlearnkit.auditing import report
+from unlearnkit.bench import executors
 from unlearnkit.auditing.session import check_folder
 from unlearnkit.auditing.ulira import check_shadow_count, shadow_design, shadow_records, shadow_run
 from unlearnkit.errors import UnlearnkitError
@@ -212,3 +213,25 @@ def test_audit_on_the_users_own_model_and_data_from_python(tmp_path):
     written = uk.audit(factory, train, forget="random:0.2", test_set=test, method="ft", shadows=6,
                        params={"method": {"epochs": 1, "batch_size": 16}}, train={"epochs": 3, "batch_size": 16}, out=out)
     assert (out / "audit.json").is_file() and written.figures("none").auc == pytest.approx(report.figures("none").auc)
+
+
+@pytest.mark.slow
+def test_shadows_trained_by_worker_processes_give_the_records_one_process_gives(tmp_path, private_cache):
+    if executors.cores() < 2:
+        pytest.skip("two worker processes need two cores")
+    spec = tmp_path / "bench.yaml"
+    spec.write_text(AUDIT_SPEC)
+    flags = ["--shadows", "6", "--scenario", "random:0.2", "--set", "base.cache=false", "-q"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each of two workers on two cores has: training repeats bit for bit at one count
+    try:
+        code, _, err = unlearn("audit", str(spec), *flags, "--out", str(tmp_path / "serial"))
+    finally:
+        torch.set_num_threads(threads)
+    assert code == 0, err
+    code, _, err = unlearn("audit", str(spec), *flags, "--workers", "2", "--out", str(tmp_path / "workers"))
+    assert code == 0, err
+    assert "models trained: 12" in err  # six Originals and six Retrains, in the two worker processes
+    serial, workers = (json.loads((tmp_path / f / "audit.json").read_text())["variants"] for f in ("serial", "workers"))
+    for name in ("none", "retrain", "ft"):
+        assert serial[name]["phi"] == workers[name]["phi"], name

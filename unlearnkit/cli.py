@@ -9,6 +9,7 @@ import os
 import shlex
 import sys
 import warnings
+from contextlib import closing
 from pathlib import Path
 from typing import Any, Optional
 
@@ -160,12 +161,13 @@ def tune(
 
 
 @app.command()
+@with_flags(GRID_FLAGS, executor_from_flags, "executor")
 def audit(
     ctx: typer.Context,
     spec_file: Path = typer.Argument(..., help="A bench spec (its setting, methods and budgets) or a run spec.", show_default=False),
     methods: Optional[str] = typer.Option(None, "--methods", help="Comma-separated methods to audit (default: the spec's)."),
     augment: Optional[str] = typer.Option(None, "--augment", "-a", help="Augmenter settings, comma-separated (default none)."),
-    kind: str = typer.Option("ulira", "--kind", help="ulira (shadow models on random halves) or epsilon (the NeurIPS "
+    audit_kind: str = typer.Option("ulira", "--kind", help="ulira (shadow models on random halves) or epsilon (the NeurIPS "
                              "2023 challenge's score from runs and Retrains of one Original)."),
     shadows: int = typer.Option(16, "--shadows", "-k", help="ulira: K shadow models, even and 6 or more (LiRA uses 64)."),
     runs: int = typer.Option(8, "--runs", "-n", help="epsilon: N runs of each method and N Retrains, even."),
@@ -174,6 +176,7 @@ def audit(
     seed: int = typer.Option(0, "--seed", min=0, help="Draws the targets and the shadows' halves."),
     overrides: Optional[list[str]] = typer.Option(None, "--set", "-s", help="Override a spec field (repeatable)."),
     out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Audit folder (default audit/<hash of the setting>)."),
+    executor: Any = None,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or per-shadow lines."),
 ) -> None:
     """Did the forget set leave the model? U-LiRA, or the challenge's epsilon score, per forget sample (docs/audit.md)."""
@@ -181,9 +184,10 @@ def audit(
 
     reporter = Reporter(out, err, quiet)
     request = session.AuditRequest(spec_file, methods, augment, shadows, scenario, seed, tuple(overrides or ()), out_dir,
-                                   kind, runs)
+                                   audit_kind, runs)
     try:
-        result, folder = session.audit(request, reporter)
+        with closing(executor):
+            result, folder = session.audit(request, reporter, executor)
     except KeyboardInterrupt:
         err.print("interrupted: every finished shadow is kept; run the same command again to resume")
         raise typer.Exit(130) from None

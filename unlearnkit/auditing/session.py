@@ -14,6 +14,7 @@ from typing import Any
 
 from unlearnkit.auditing.epsilon import EpsilonResult, check_run_count, epsilon_audit
 from unlearnkit.auditing.ulira import AuditResult, ShadowDesign, Variant, check_shadow_count, shadow_design, ulira, variants_of
+from unlearnkit.bench.executors import Executor
 from unlearnkit.bench.grid import expand, read_bench_spec, scenario_label, spec_key
 from unlearnkit.errors import UnlearnkitError, few
 from unlearnkit.files import atomic_write_json, check_writable
@@ -119,9 +120,10 @@ def default_folder(run: ProtocolRun, scenario: str, seed: int, kind: str, models
     return Path("audit") / spec_key(cache_key(run, "original"), scenario, seed, kind, models)[:10]
 
 
-def audit(request: AuditRequest, reporter: Reporter) -> tuple[AuditResult | EpsilonResult, Path]:
+def audit(request: AuditRequest, reporter: Reporter,
+          executor: Executor | None = None) -> tuple[AuditResult | EpsilonResult, Path]:
     """The audit the request asks for (U-LiRA, or the challenge's epsilon score), computing only what its
-    folder lacks."""
+    folder lacks; U-LiRA's shadows on the executor's workers."""
     if request.kind not in KINDS:
         raise UnlearnkitError(f"--kind {request.kind} is not one of {', '.join(KINDS)}")
     if request.kind == "ulira":
@@ -146,7 +148,7 @@ def audit(request: AuditRequest, reporter: Reporter) -> tuple[AuditResult | Epsi
         result: AuditResult | EpsilonResult
         if request.kind == "ulira":
             design = shadow_design(len(run.data.train_y), run.split.forget, request.shadows, request.seed)
-            result = ulira(run, design, variants_of(resolved), folder, reporter.log)
+            result = ulira(run, design, variants_of(resolved), folder, reporter.log, executor)
         else:
             methods = [Variant(name, one) for name, one in resolved.items()]
             result = epsilon_audit(run, methods, request.runs, folder, reporter.log)

@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
+from unlearnkit.bench.executors import Executor, Serial
 from unlearnkit.data.forget import Split
 from unlearnkit.engine.run import AugmentedMethod
 from unlearnkit.errors import UnlearnkitError
@@ -34,7 +35,8 @@ from unlearnkit.files import atomic_write_json
 from unlearnkit.models import Classifier
 from unlearnkit.protocol import ProtocolRun
 from unlearnkit.references import reference_model
-from unlearnkit.resolve import ResolvedRun
+from unlearnkit.plugins import installed
+from unlearnkit.resolve import ResolvedRun, resolve
 
 #: the calibration rows: no unlearning at all (the attack's upper bound), and retraining from scratch (its floor)
 NONE, RETRAIN = "none", "retrain"
@@ -166,24 +168,72 @@ class AuditResult:
         return next(r for r in self.rows if r.name == name)
 
 
+@dataclass(frozen=True)
+class ShadowTask:
+    """Shadow k's missing variants as a worker process or a Ray task can compute them: specs, not objects."""
+
+    base: dict[str, Any]  # the audit's run spec: its setting and targets
+    variants: tuple[tuple[str, dict[str, Any] | None], ...]  # (name, its run spec; None for a calibration)
+    design: tuple[int, tuple[int, ...], int, int]  # shadow_design's arguments: n, targets, K, seed
+    k: int
+
+
+@dataclass
+class ShadowDone:
+    """Shadow k's phi of the targets under each variant computed, with what each cost."""
+
+    k: int
+    phi: dict[str, list[float]]
+    cost: dict[str, dict[str, Any]]
+    trained: int  # models trained (its Original, its Retrain)
+    source: str  # where its Original came from: trained or cached
+
+
+#: the audit's run in this process, set up once per process (its data loaded once) and reused by its tasks
+_runs: dict[str, ProtocolRun] = {}
+
+
+def _run_of(spec: dict[str, Any]) -> ProtocolRun:
+    key = json.dumps(spec, sort_keys=True, default=str)
+    if key not in _runs:
+        _runs.clear()
+        _runs[key] = ProtocolRun(resolve(spec, installed()))
+    return _runs[key]
+
+
+def compute_shadow(task: ShadowTask) -> ShadowDone:
+    """What a task asks of shadow k: its Original (cached or trained), each variant's u_k, and their phi."""
+    run = _run_of(task.base)
+    design = shadow_design(task.design[0], torch.tensor(task.design[1]), task.design[2], task.design[3])
+    shadow = shadow_run(run, design, task.k)
+    original, _, source = reference_model(shadow, "original")
+    done = ShadowDone(task.k, {}, {}, int(source == "trained"), source)
+    for name, spec in task.variants:
+        model, cost = _variant_model(shadow, original, Variant(name, None if spec is None else resolve(spec, installed())))
+        done.trained += cost.pop("trained", False)
+        done.phi[name], done.cost[name] = target_phi(run, design, model).tolist(), cost
+    return done
+
+
 def ulira(run: ProtocolRun, design: ShadowDesign, variants: list[Variant], folder: Path,
-          log: Callable[[str], None] = lambda line: None) -> AuditResult:
-    """Every variant's phi on every shadow (computing what the records lack), then the U-LiRA figures."""
+          log: Callable[[str], None] = lambda line: None, executor: Executor | None = None) -> AuditResult:
+    """Every variant's phi on every shadow (computing what the records lack, shadows in parallel on the
+    executor's workers), then the U-LiRA figures."""
     started = time.perf_counter()
     records = shadow_records(folder, design)
+    base = run.resolved.spec.model_dump(mode="json")
+    _runs.clear()
+    _runs[json.dumps(base, sort_keys=True, default=str)] = run  # tasks in this process use the run as it is
+    specs = {v.name: None if v.resolved is None else v.resolved.spec.model_dump(mode="json") for v in variants}
+    arguments = (len(design.members[0]), tuple(design.targets.tolist()), design.shadows, design.seed)
+    tasks = [ShadowTask(base, tuple((v.name, specs[v.name]) for v in missing), arguments, k)
+             for k in range(design.shadows) if (missing := [v for v in variants if records.get(v.name, k) is None])]
     trained = 0
-    for k in range(design.shadows):
-        missing = [v for v in variants if records.get(v.name, k) is None]
-        if not missing:
-            continue
-        shadow = shadow_run(run, design, k)
-        original, _, source = reference_model(shadow, "original")
-        trained += source == "trained"
-        for variant in missing:
-            model, cost = _variant_model(shadow, original, variant)
-            trained += cost.pop("trained", False)
-            records.put(variant.name, k, target_phi(run, design, model), cost)
-        log(f"shadow {k + 1} of {design.shadows} ({source} Original): " + ", ".join(v.name for v in missing))
+    for done in (executor or Serial()).map(compute_shadow, tasks):
+        for name, phi in done.phi.items():
+            records.put(name, done.k, np.array(phi), done.cost[name])
+        trained += done.trained
+        log(f"shadow {done.k + 1} of {design.shadows} ({done.source} Original): {', '.join(done.phi)}")
     rows = [_score(variant.name, records, design) for variant in variants]
     return AuditResult(design, rows, "", trained, time.perf_counter() - started)
 

@@ -20,6 +20,8 @@ from unlearnkit.errors import UnlearnkitError
 from unlearnkit.progress import Progress
 
 Handle = TypeVar("Handle")
+Item = TypeVar("Item")
+Result = TypeVar("Result")
 
 
 class Executor(Protocol):
@@ -28,6 +30,11 @@ class Executor(Protocol):
 
     def run(self, grid: Grid, tasks: Iterable[Task], progress: Progress, log: Callable[[str], None],
             files: Mapping[Cell, Any]) -> Iterator[Done]: ...
+
+    def map(self, function: Callable[[Item], Result], items: Iterable[Item]) -> Iterator[Result]:
+        """`function` of each item, as they finish (an audit's shadow models): `function` must be importable by
+        name and the items picklable, for a worker process or a Ray task to run them."""
+        ...
 
     def share(self, files: dict[str, bytes]) -> Any:
         """What `run` needs of a group's shipped reference files (Ray: a handle to them in its object store)."""
@@ -40,9 +47,9 @@ def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def _windowed(tasks: Iterable[Task], width: int, submit: Callable[[Task], Handle],
+def _windowed(tasks: Iterable[Item], width: int, submit: Callable[[Item], Handle],
               wait_any: Callable[[list[Handle]], tuple[list[Handle], list[Handle]]],
-              result: Callable[[Handle], Done], cancel: Callable[[Handle], object]) -> Iterator[Done]:
+              result: Callable[[Handle], Result], cancel: Callable[[Handle], object]) -> Iterator[Result]:
     """At most `width` tasks in flight; the next task is taken from `tasks` only when one finishes."""
     pending: list[Handle] = []
     queue = iter(tasks)
@@ -78,6 +85,10 @@ class Serial:
         for task in tasks:
             yield self._worker.perform(task)
 
+    def map(self, function: Callable[[Item], Result], items: Iterable[Item]) -> Iterator[Result]:
+        for item in items:
+            yield function(item)
+
     def share(self, files: dict[str, bytes]) -> Any:
         return files
 
@@ -101,22 +112,25 @@ class LocalWorkers:
         self._pool: ProcessPoolExecutor | None = None
 
     def run(self, grid, tasks, progress, log, files) -> Iterator[Done]:
+        return self.map(perform, tasks)
+
+    def map(self, function: Callable[[Item], Result], items: Iterable[Item]) -> Iterator[Result]:
         if self._pool is None:  # spawned, not forked: a forked torch with threads running can deadlock
             self._pool = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"),
                                              initializer=start_process, initargs=(self.threads, True))
         pool = self._pool
 
-        def wait_any(pending: list[Future[Done]]) -> tuple[list[Future[Done]], list[Future[Done]]]:
+        def wait_any(pending: list[Future[Result]]) -> tuple[list[Future[Result]], list[Future[Result]]]:
             finished, left = wait(pending, return_when=FIRST_COMPLETED)
             # results that arrived are handed over before a broken pool is reported, so none is lost
             return sorted(finished, key=lambda f: f.exception() is not None), list(left)
 
         try:
-            yield from _windowed(tasks, self.workers, lambda task: pool.submit(perform, task), wait_any,
+            yield from _windowed(items, self.workers, lambda item: pool.submit(function, item), wait_any,
                                  lambda future: future.result(), lambda future: future.cancel())
         except BrokenProcessPool:
             self.close()
-            raise UnlearnkitError("a bench worker process died (killed, or out of memory); finished cells are kept",
+            raise UnlearnkitError("a worker process died (killed, or out of memory); finished work is kept",
                                   "Run the same command again to resume, with fewer --workers if memory ran out.") from None
 
     def share(self, files: dict[str, bytes]) -> Any:
@@ -188,6 +202,23 @@ class RayCluster:
         yield from _windowed(tasks, width, submit, lambda pending: ray.wait(pending, num_returns=1), result,
                              lambda ref: ray.cancel(ref, force=True))
 
+    def map(self, function: Callable[[Item], Result], items: Iterable[Item]) -> Iterator[Result]:
+        ray = self._ray
+        self._connect()
+        remote = ray.remote(_ray_call).options(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=0)
+        threads = max(1, int(self.cpus))
+
+        def result(ref: Any) -> Result:
+            try:
+                return ray.get(ref)
+            except ray.exceptions.RayError as exc:  # a lost machine or process: what finished is kept
+                raise UnlearnkitError(f"a Ray task was lost: {type(exc).__name__}: {str(exc).splitlines()[0]}",
+                                      "Run the same command again to resume.") from None
+
+        width = max(1, int(ray.cluster_resources().get("CPU", 1) // max(self.cpus, 1e-9)))
+        yield from _windowed(items, width, lambda item: remote.remote(function, item, threads),
+                             lambda pending: ray.wait(pending, num_returns=1), result, lambda ref: ray.cancel(ref, force=True))
+
     def share(self, files: dict[str, bytes]) -> Any:
         return self._ray.put(files)  # held once in the object store; each cell of the group gets a reference
 
@@ -200,6 +231,11 @@ class RayCluster:
 def _ray_perform(task: Task, files: dict[str, bytes] | None, threads: int) -> Done:
     start_process(threads)
     return perform(task, files)
+
+
+def _ray_call(function: Callable[[Item], Result], item: Item, threads: int) -> Result:
+    start_process(threads)
+    return function(item)
 
 
 def load_ray() -> Any:
