@@ -216,9 +216,12 @@ def test_audit_on_the_users_own_model_and_data_from_python(tmp_path):
 
 
 @pytest.mark.slow
-def test_shadows_trained_by_worker_processes_give_the_records_one_process_gives(tmp_path, private_cache):
+@pytest.mark.parametrize("where", [["--workers", "2"], ["--executor", "ray", "--cell-cpus", "1"]], ids=["workers", "ray"])
+def test_shadows_trained_by_worker_processes_give_the_records_one_process_gives(tmp_path, private_cache, where):
     if executors.cores() < 2:
         pytest.skip("two worker processes need two cores")
+    if "ray" in where:
+        pytest.importorskip("ray")
     spec = tmp_path / "bench.yaml"
     spec.write_text(AUDIT_SPEC)
     flags = ["--shadows", "6", "--scenario", "random:0.2", "--set", "base.cache=false", "-q"]
@@ -229,9 +232,9 @@ def test_shadows_trained_by_worker_processes_give_the_records_one_process_gives(
     finally:
         torch.set_num_threads(threads)
     assert code == 0, err
-    code, _, err = unlearn("audit", str(spec), *flags, "--workers", "2", "--out", str(tmp_path / "workers"))
+    code, _, err = unlearn("audit", str(spec), *flags, *where, "--out", str(tmp_path / "workers"))
     assert code == 0, err
-    assert "models trained: 12" in err  # six Originals and six Retrains, in the two worker processes
+    assert "models trained: 12" in err  # six Originals and six Retrains, in the workers
     serial, workers = (json.loads((tmp_path / f / "audit.json").read_text())["variants"] for f in ("serial", "workers"))
     for name in ("none", "retrain", "ft"):
         assert serial[name]["phi"] == workers[name]["phi"], name
