@@ -238,3 +238,20 @@ def test_shadows_trained_by_worker_processes_give_the_records_one_process_gives(
     serial, workers = (json.loads((tmp_path / f / "audit.json").read_text())["variants"] for f in ("serial", "workers"))
     for name in ("none", "retrain", "ft"):
         assert serial[name]["phi"] == workers[name]["phi"], name
+
+
+@pytest.mark.slow
+def test_a_damaged_cached_shadow_is_set_aside_and_trained_again(tmp_path, private_cache):
+    spec = tmp_path / "bench.yaml"
+    spec.write_text(AUDIT_SPEC)
+    flags = ["--shadows", "6", "--scenario", "random:0.2", "-q"]
+    code, _, err = unlearn("audit", str(spec), *flags, "--out", str(tmp_path / "first"))
+    assert code == 0 and "models trained: 12" in err, err
+    originals = sorted(private_cache.glob("original-*.safetensors"))
+    assert len(originals) == 6  # one cached Original per shadow, each keyed by its half
+    data = bytearray(originals[0].read_bytes())
+    data[-64:] = b"\x00" * 64  # weights overwritten on disk
+    originals[0].write_bytes(bytes(data))
+    code, _, err = unlearn("audit", str(spec), *flags, "--methods", "neggrad", "--out", str(tmp_path / "second"))
+    assert code == 0, err
+    assert "set aside" in err and "models trained: 1" in err  # the damaged one alone; its Retrain and the rest cached
