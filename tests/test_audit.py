@@ -102,6 +102,7 @@ base:
   model: {name: small-cnn, width: 16}
   train: {epochs: 40, batch_size: 32}
 methods: [ft]
+augment: [none]
 params:
   ft: {method: {params: {epochs: 2, batch_size: 32}}}
 """
@@ -255,3 +256,17 @@ def test_a_damaged_cached_shadow_is_set_aside_and_trained_again(tmp_path, privat
     code, _, err = unlearn("audit", str(spec), *flags, "--methods", "neggrad", "--out", str(tmp_path / "second"))
     assert code == 0, err
     assert "set aside" in err and "models trained: 1" in err  # the damaged one alone; its Retrain and the rest cached
+
+
+def test_a_run_spec_is_audited_with_its_own_method_augmenters_and_params(tmp_path):
+    spec = tmp_path / "run.yaml"
+    spec.write_text("data: {name: digits}\nforget: {kind: class, classes: [3]}\n"
+                    "method: {name: neggrad, params: {lr: 0.002}}\naugment: [coun-cl]\n")
+    from unlearnkit.auditing.session import AuditRequest, variants
+
+    found, scenario = variants(AuditRequest(spec))
+    assert scenario == "class:3" and list(found) == ["neggrad+coun-cl"]
+    resolved = found["neggrad+coun-cl"]
+    assert resolved.method.params.lr == 0.002 and [a.name for a in resolved.augmenters] == ["coun-cl"]
+    found, _ = variants(AuditRequest(spec, methods="ft", augment="none"))
+    assert list(found) == ["ft"]  # the flags replace the spec's choice

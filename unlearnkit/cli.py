@@ -166,7 +166,8 @@ def audit(
     ctx: typer.Context,
     spec_file: Path = typer.Argument(..., help="A bench spec (its setting, methods and budgets) or a run spec.", show_default=False),
     methods: Optional[str] = typer.Option(None, "--methods", help="Comma-separated methods to audit (default: the spec's)."),
-    augment: Optional[str] = typer.Option(None, "--augment", "-a", help="Augmenter settings, comma-separated (default none)."),
+    augment: Optional[str] = typer.Option(None, "--augment", "-a", help="Augmenter settings, comma-separated, e.g. "
+                                          "none,coun-cl (default: the spec's)."),
     audit_kind: str = typer.Option("ulira", "--kind", help="ulira (shadow models on random halves) or epsilon (the NeurIPS "
                              "2023 challenge's score from runs and Retrains of one Original)."),
     shadows: int = typer.Option(16, "--shadows", "-k", help="ulira: K shadow models, even and 6 or more (LiRA uses 64)."),

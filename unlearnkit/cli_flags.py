@@ -55,7 +55,8 @@ def with_flags(flags: dict[str, Any], build: Callable[..., Any], into: str) -> C
 
 #: where a grid's cells run, shared by bench and tune
 GRID_FLAGS: dict[str, Any] = {
-    "kind": typer.Option("local", "--executor", help="Where cells (or an audit's shadow models) run: local (this machine) or ray (a Ray cluster)."),
+    "kind": typer.Option("local", "--executor",
+                         help="Where cells (or an audit's shadow models) run: local (this machine) or ray (a Ray cluster)."),
     "workers": typer.Option(1, "--workers", "-w", min=1,
                             help="local: cells (or shadow models) computed at once, each worker a process with cores/N torch threads."),
     "address": typer.Option(None, "--address", help="ray: the cluster's address (default: start a local Ray)."),

@@ -24,6 +24,7 @@ from unlearnkit.protocol import ProtocolRun
 from unlearnkit.references import cache_key
 from unlearnkit.resolve import ResolvedRun
 from unlearnkit.runs import check_run_inputs
+from unlearnkit.spec import DEFAULT_METHOD
 from unlearnkit.spec_input import read_spec_file, set_path
 
 #: U-LiRA (shadow models on random halves) or the challenge's epsilon score (runs and Retrains of one Original)
@@ -40,7 +41,7 @@ class AuditRequest:
 
     spec_file: Path
     methods: str | None = None  # comma-separated; default: the spec's
-    augment: str | None = None  # comma-separated settings, none or NAME(+NAME); default: none
+    augment: str | None = None  # comma-separated settings, none or NAME(+NAME); default: the spec's
     shadows: int = 16
     scenario: str | None = None  # default: the bench spec's first random or class scenario, or the run spec's
     seed: int = 0
@@ -55,12 +56,8 @@ def variants(request: AuditRequest) -> tuple[dict[str, ResolvedRun], str]:
     raw = read_spec_file(request.spec_file)
     for assignment in request.overrides:
         set_path(raw, assignment)
-    if "base" not in raw:  # a run spec: the bench spec of its own method
-        method = raw.get("method") or "ft"
-        raw = {"base": {k: v for k, v in raw.items() if k not in ("method", "augment", "output")},
-               "methods": [method if isinstance(method, str) else method.get("name")],
-               "params": {} if isinstance(method, str) else {method.get("name"): {"method": {"params": method.get("params", {})}}},
-               "augment": ["none"], "scenarios": [_scenario_of(raw.get("forget") or {})]}
+    if "base" not in raw:
+        raw = _as_bench_spec(raw)
     scenario = request.scenario or next((s for s in raw.get("scenarios") or ["random:0.1"]
                                          if s.partition(":")[0] in AUDITED_SCENARIOS), "random:0.1")
     if scenario.partition(":")[0] not in AUDITED_SCENARIOS:
@@ -69,13 +66,30 @@ def variants(request: AuditRequest) -> tuple[dict[str, ResolvedRun], str]:
     raw.update({"scenarios": [scenario], "seeds": [request.seed], "out": None})
     if request.methods is not None:
         raw["methods"] = [m.strip() for m in request.methods.split(",") if m.strip()]
-    raw["augment"] = [a.strip() for a in (request.augment or "none").split(",") if a.strip()]
+    if request.augment is not None:
+        raw["augment"] = [a.strip() for a in request.augment.split(",") if a.strip()]
     spec = read_bench_spec(raw, str(request.spec_file))
     grid = expand(spec, installed())
     if not grid.cells:
         raise UnlearnkitError("no variant to audit: " + (few(grid.skipped) if grid.skipped else "the spec names none"),
                               "Check --methods, --augment and --scenario.")
     return {cell.variant: grid.resolved[cell] for cell in grid.cells}, scenario
+
+
+def _as_bench_spec(run: dict[str, Any]) -> dict[str, Any]:
+    """A run spec as the bench spec of its one variant: its method and augmenters with their params."""
+    def named(entry: Any) -> tuple[Any, Any]:
+        return (entry, {}) if not isinstance(entry, dict) else (entry.get("name"), entry.get("params") or {})
+
+    method, params = named(run.get("method") or DEFAULT_METHOD)
+    augment = [named(a) for a in run.get("augment") or [] if a != "none"]
+    variant = "+".join([str(method), *(str(name) for name, _ in augment)])
+    overlay: dict[str, Any] = {"method": {"params": params}}
+    if augment:
+        overlay["augment"] = [{"name": name, "params": given} for name, given in augment]
+    return {"base": {k: v for k, v in run.items() if k not in ("method", "augment", "output")}, "methods": [method],
+            "augment": ["+".join(str(name) for name, _ in augment) or "none"], "params": {variant: overlay},
+            "scenarios": [_scenario_of(run.get("forget") or {})]}
 
 
 def _scenario_of(forget: dict[str, Any]) -> str:
