@@ -12,16 +12,16 @@ from unlearnkit import Augmenter, Method, Range, hookimpl
 from unlearnkit.api import Choice
 from unlearnkit.bench.grid import BenchSpec, Cell, expand, merge, scenario_label, scenario_overrides
 from unlearnkit.bench.runner import CellStore, run_grid
+from unlearnkit.bench.statistics import holm
 from unlearnkit.bench.summary import (
     cl_effects,
     csv_text,
+    effects_markdown,
+    family_power,
     markdown,
-    paired_interval,
-    per_seed_effects,
     regime_markdown,
     regimes,
     tabulate,
-    welch_interval,
 )
 from unlearnkit.bench.tune import grid_trials, overlay, parse_range, ranking, search_space
 from unlearnkit.errors import SpecError, UnlearnkitError
@@ -243,36 +243,47 @@ def test_csv_has_one_numeric_row_per_variant():
     assert float(rows[1]["MIA_gap"]) == 3 and float(rows[2]["avg_gap_mean"]) == 1.5 and rows[2]["augment"] == "coun-cl"
 
 
-def test_the_cl_effect_is_a_paired_per_seed_difference_with_a_t_interval():
+def test_the_cl_effect_tests_the_avg_gap_difference_the_table_ranks():
+    rows = tabulate(RECORDS)["random:0.1"]
     effect = cl_effects(tabulate(RECORDS))["random:0.1"]["ft"]
-    # per seed: 1.0 - 2.0 and 2.0 - 3.0 -> both -1: the interval has no width and excludes 0
-    assert (effect.mean, effect.low, effect.high, effect.n) == (-1, -1, -1, 2) and effect.significant
-    interval = paired_interval([-1.0, 0.5, -2.0, -0.5, -1.5])
-    # mean -0.9, sd 0.9618, t(0.975, 4) = 2.7764: half-width 1.1942
-    assert interval.mean == pytest.approx(-0.9) and interval.high - interval.mean == pytest.approx(1.1942, abs=1e-4)
-    assert not interval.significant  # [-2.09, 0.29] holds 0
-    assert paired_interval([-1.0, -1.2, -0.8]).significant
-    assert not paired_interval([-3.0]).significant  # one seed: no interval, never significant
+    # the paper's Avg Gap: ft+coun-cl 0.5 (RA 1, UA 0.5, TA 0.5, MIA 0.5 -> 0.625), ft 2.0: the difference tested
+    assert effect.mean == pytest.approx(rows["ft+coun-cl"].avg_gap - rows["ft"].avg_gap) == pytest.approx(-1.375)
+    assert effect == rows["ft+coun-cl"].cl_effect.avg_gap and effect.n == 2
+    # two seeds, 4 resamples: (0,0) 0.5 - 1.5, (0,1) and (1,0) -1.375, (1,1) 1.25 - 3.0; none at or above 0, and
+    # numpy's linear percentiles of [-1.75, -1.375, -1.375, -1.0]
+    assert (effect.low, effect.high, effect.p) == pytest.approx((-1.721875, -1.028125, 0.0))
+    assert effect.adjusted_p == pytest.approx(0.0) and effect.verdict == "lower"  # a family of one
+    # where the gap comes from, metric by metric: |mean - Retrain's mean| wrapped minus unwrapped
+    found = rows["ft+coun-cl"].cl_effect
+    assert {k: i.mean for k, i in found.metrics.items()} == pytest.approx({"RA": -1, "UA": -1.5, "TA": -0.5, "MIA": -2.5})
+    # the per-seed gap keeps its own name and paired t interval: 1.0 - 2.0 and 2.0 - 3.0
+    assert (found.per_seed.mean, found.per_seed.low, found.per_seed.high) == (-1, -1, -1)
 
 
-def test_a_change_of_effect_between_scenarios_is_a_welch_interval():
-    # means 1 and 5, variances 1 and 2 over 3 and 2 samples: se^2 = 1/3 + 1, Welch's dof 1.684
-    interval = welch_interval([0.0, 1.0, 2.0], [4.0, 6.0])
-    assert interval.mean == 4 and interval.high - interval.mean == pytest.approx(5.977, abs=1e-3)  # as scipy ttest_ind, equal_var=False
-    assert not interval.significant and welch_interval([0.0, 1.0, 2.0], [9.0, 9.5, 10.0]).significant
-    cells = [{"variant": v, "seed": s, "metrics": {"avg_gap": g}}
-             for v, s, g in [("ft", 0, 3.0), ("ft+coun-cl", 0, 1.0), ("ft", 1, 2.0), ("ft+coun-cl", 1, 2.5),
-                             ("ft+coun-cl", 2, 9.0)]]  # seed 2 has no unwrapped cell to pair with
-    assert per_seed_effects(cells, "ft+coun-cl", "ft") == [-2.0, 0.5]
+def test_claim_one_compares_coun_with_each_unwrapped_baseline_holm_corrected():
+    coun = [record("coun", s, RA=99, UA=5 + s, TA=90 + s, MIA=11 + s, avg_gap=1.0) for s in (0, 1)]
+    far = [record("ga", s, RA=80, UA=30, TA=70, MIA=40 - s, avg_gap=20.0) for s in (0, 1)]
+    rows = tabulate(RECORDS + coun + far)["random:0.1"]
+    assert rows["coun"].coun_difference is None and rows["ft+coun-cl"].coun_difference is None  # not baselines
+    against = {name: rows[name].coun_difference.avg_gap for name in ("ft", "ga")}
+    assert against["ga"].mean == pytest.approx(rows["coun"].avg_gap - rows["ga"].avg_gap)
+    raw = [against["ft"].p, against["ga"].p]
+    assert [against["ft"].adjusted_p, against["ga"].adjusted_p] == pytest.approx(holm(raw))
+    text = markdown(tabulate(RECORDS + coun + far), {})
+    assert "| coun − ga |" in text and "| ft+coun-cl − ft |" in text  # the comparisons under the table
+    assert "Power: " in text and "claim 1 (coun − each baseline), 2 comparisons over 2 seeds" in text
+    power = family_power(rows, "coun_difference")
+    assert power["alpha"] == pytest.approx(0.025) and power["comparisons"] == 2
 
 
 def test_the_cl_effect_pairs_seeds_and_shows_in_tables():
     records = RECORDS + [record("ft", 2, RA=99, UA=4, TA=90, MIA=9, avg_gap=9.0)]  # no wrapped seed 2 to pair with
     effect = tabulate(records)["random:0.1"]["ft+coun-cl"].cl_effect
-    assert effect.n == 2 and effect.mean == -1
+    assert effect.avg_gap.n == 2 and effect.per_seed.mean == -1
     text = markdown(tabulate(RECORDS), {})
     wrapped = next(line for line in text.splitlines() if line.startswith("| ft+coun-cl |"))
-    assert wrapped.endswith("| -1.00 [-1.00, -1.00]* |")  # * = significant
+    assert wrapped.endswith("| -1.38 [-1.72, -1.03]* (p 0.000) |")  # * = the Holm-adjusted test rejects 0
+    assert "| -1.38 [-1.72, -1.03]*: lower |" in effects_markdown(cl_effects(tabulate(RECORDS)))
 
 
 def test_the_regime_check_compares_the_originals_gap_with_seed_noise():

@@ -22,8 +22,9 @@ def _pyplot():
 
 
 def cl_integration(effects: dict, path: Path) -> Path:
-    """Grouped bars, one colour per scenario: each method's paired per-seed Avg Gap difference when the CL module
-    wraps it, with its 95% confidence interval as an error bar (`effects`: scenario -> method -> Interval)."""
+    """Grouped bars, one colour per scenario: each method's Avg Gap difference (the paper's gap of seed means) when
+    the CL module wraps it, with its paired seed-bootstrap 95% interval as an error bar and * above the bars whose
+    Holm-adjusted test rejects 0 (`effects`: scenario -> method -> Interval, bench.statistics)."""
     from unlearnkit.bench.grid import scenario_label
 
     plt = _pyplot()
@@ -36,13 +37,18 @@ def cl_integration(effects: dict, path: Path) -> Path:
         # one seed gives no interval: no error bar
         low = np.array([per[m].mean - per[m].low if m in per and per[m].n > 1 else 0.0 for m in methods])
         high = np.array([per[m].high - per[m].mean if m in per and per[m].n > 1 else 0.0 for m in methods])
-        ax.bar(x + (i - (len(effects) - 1) / 2) * width, means, width, yerr=np.vstack([low, high]), capsize=2,
-               error_kw={"linewidth": 0.8}, label=scenario_label(scenario))
+        where = x + (i - (len(effects) - 1) / 2) * width
+        ax.bar(where, means, width, yerr=np.vstack([low, high]), capsize=2, error_kw={"linewidth": 0.8},
+               label=scenario_label(scenario))
+        for at, m in zip(where, methods):
+            if m in per and per[m].significant:
+                ax.annotate("*", (at, per[m].high if per[m].mean >= 0 else per[m].low), ha="center",
+                            va="bottom" if per[m].mean >= 0 else "top")
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_xticks(x, methods, rotation=30, ha="right")
     ax.set_ylabel("Avg Gap difference, wrapped − unwrapped (points)")
-    ax.set_title("Effect of the CL module on each method's gap to Retrain\n"
-                 "(paired per-seed differences, mean and 95% CI; below 0: closer to Retrain)", fontsize=10)
+    ax.set_title("Effect of the CL module on each method's Avg Gap to Retrain\n(paired seed bootstrap, 95% CI; "
+                 "* Holm-adjusted p < 0.05; below 0: closer to Retrain)", fontsize=10)
     ax.legend(title="forget", fontsize=8)
     fig.tight_layout()
     return _save(fig, Path(path))

@@ -13,18 +13,27 @@ import json
 import math
 import statistics
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable
 
+import numpy as np
 from rich.table import Table
 
 from unlearnkit.bench.grid import scenario_label
+from unlearnkit.bench.statistics import (
+    ALPHA,
+    Interval,
+    gap_difference,
+    holm,
+    minimum_detectable_difference,
+    paired_interval,
+)
 from unlearnkit.files import atomic_write_json, atomic_write_text
 
 ACCURACIES = ("RA", "UA", "TA", "MIA")
 #: measured but not part of the Avg Gap: RMIA (a per-example attack with Retrain as its reference) sits beside MIA
-MEASURES = (*ACCURACIES, "RMIA", "avg_gap", "premise", "flops", "seconds")
+MEASURES = (*ACCURACIES, "RMIA", "avg_gap", "premise", "premise_control", "flops", "seconds")
 REFERENCE_ROWS = ("Retrain", "Original")
 
 
@@ -42,60 +51,23 @@ class Stat:
 
 
 @dataclass(frozen=True)
-class Interval:
-    """A mean with its two-sided 95% confidence interval (Student's t over n paired seeds)."""
+class Comparison:
+    """Variant A against variant B on one scenario, on the seeds both have, each seed with its own Retrain."""
 
-    mean: float
-    low: float
-    high: float
-    n: int
-
-    @property
-    def significant(self) -> bool:
-        """The interval excludes 0."""
-        return self.n > 1 and (self.low > 0 or self.high < 0)
+    avg_gap: Interval  # AvgGap(A) - AvgGap(B), the gap of seed means the tables rank: seed bootstrap, Holm in its family
+    metrics: dict[str, Interval]  # per metric, |mean - Retrain's mean| of A minus B's: where the gap comes from
+    per_seed: Interval | None  # the per-seed gap: mean over seeds of A's Avg Gap minus B's on one seed, Student's t
 
     def as_dict(self) -> dict[str, Any]:
-        return {"mean": self.mean, "ci95": [self.low, self.high] if self.n > 1 else None, "n": self.n,
-                "significant": self.significant}
+        return {"avg_gap": self.avg_gap.as_dict(), "metrics": {k: i.as_dict() for k, i in self.metrics.items()},
+                "per_seed_gap": self.per_seed.as_dict() if self.per_seed else None}
 
 
-def paired_interval(differences: list[float]) -> Interval:
-    """95% CI of the mean of paired differences; with one pair the interval is unknown (infinite)."""
-    n = len(differences)
-    mean = statistics.fmean(differences)
-    if n < 2:
-        return Interval(mean, -math.inf, math.inf, n)
-    from scipy.stats import t
-
-    half = float(t.ppf(0.975, n - 1)) * statistics.stdev(differences) / math.sqrt(n)
-    return Interval(mean, mean - half, mean + half, n)
-
-
-def welch_interval(first: list[float], second: list[float]) -> Interval:
-    """95% CI of mean(second) - mean(first) for two unpaired samples (Welch's t, unequal variances)."""
-    from scipy.stats import t
-
-    n1, n2 = len(first), len(second)
-    mean = statistics.fmean(second) - statistics.fmean(first)
-    if min(n1, n2) < 2:
-        return Interval(mean, -math.inf, math.inf, min(n1, n2))
-    v1, v2 = statistics.variance(first) / n1, statistics.variance(second) / n2
-    if v1 + v2 == 0:
-        return Interval(mean, mean, mean, min(n1, n2))
-    dof = (v1 + v2) ** 2 / (v1**2 / (n1 - 1) + v2**2 / (n2 - 1))
-    half = float(t.ppf(0.975, dof)) * math.sqrt(v1 + v2)
-    return Interval(mean, mean - half, mean + half, min(n1, n2))
-
-
-def per_seed_effects(cells: Iterable[dict[str, Any]], variant: str, plain: str) -> list[float]:
-    """Avg Gap of `variant` minus that of `plain`, seed by seed (same split, Original and Retrain),
-    over one scenario's cells."""
-    gaps: dict[str, dict[int, float]] = defaultdict(dict)
-    for cell in cells:
-        if cell["variant"] in (variant, plain) and cell["metrics"].get("avg_gap") is not None:
-            gaps[cell["variant"]][cell["seed"]] = cell["metrics"]["avg_gap"]
-    return [gaps[variant][s] - gaps[plain][s] for s in sorted(gaps[variant]) if s in gaps[plain]]
+#: claim 1's method: its Avg Gap is compared with that of every unwrapped baseline on the same scenario
+CLAIM_METHOD = "coun"
+#: each scenario's families of comparisons, Holm-corrected apart: the Row attribute holding them, and their name
+FAMILIES = {"coun_difference": f"claim 1 ({CLAIM_METHOD} − each baseline)",
+            "cl_effect": "claim 2 (each CL effect, wrapped − unwrapped)"}
 
 
 @dataclass
@@ -107,10 +79,12 @@ class Row:
     augment: list[str]
     seeds: list[int]
     stats: dict[str, Stat]
+    by_seed: dict[int, dict[str, Any]] = field(default_factory=dict)  # each seed's metrics
     gaps: dict[str, float] = field(default_factory=dict)  # |mean - Retrain's mean| of RA, UA, TA, MIA
     params: dict[str, Any] = field(default_factory=dict)
     flops_share: float | None = None  # mean FLOPs / Retrain's mean FLOPs
-    cl_effect: Interval | None = None  # wrapped variants: paired per-seed gap difference to the unwrapped method
+    cl_effect: Comparison | None = None  # a wrapped variant against its unwrapped method
+    coun_difference: Comparison | None = None  # an unwrapped baseline: coun against it (claim 1)
 
     @property
     def avg_gap(self) -> float | None:
@@ -122,12 +96,37 @@ class Row:
             "variant": self.variant, "method": self.method, "augment": self.augment, "seeds": self.seeds,
             **{k: {"mean": s.mean, "std": s.std, "values": s.values} for k, s in self.stats.items()},
             "gap_to_retrain": self.gaps, "avg_gap_of_means": self.avg_gap, "flops_share_of_retrain": self.flops_share,
-            "cl_effect": self.cl_effect.as_dict() if self.cl_effect else None, "params": self.params,
+            "cl_effect": self.cl_effect.as_dict() if self.cl_effect else None,
+            "coun_difference": self.coun_difference.as_dict() if self.coun_difference else None, "params": self.params,
         }
 
 
+def shared_seeds(*rows: Row) -> list[int]:
+    """The seeds on which every row has all four accuracies, in the first row's order."""
+    return [s for s in rows[0].seeds if all(row.by_seed.get(s, {}).get(k) is not None for row in rows for k in ACCURACIES)]
+
+
+def accuracies(row: Row, seeds: list[int]) -> np.ndarray:
+    """(seeds, RA UA TA MIA): the row's accuracies seed by seed, as the bootstrap takes them."""
+    return np.array([[row.by_seed[s][k] for k in ACCURACIES] for s in seeds], dtype=float)
+
+
+def compare(first: Row, second: Row, retrain: Row) -> Comparison | None:
+    """`first` against `second` on the seeds both and Retrain have (None without any)."""
+    seeds = shared_seeds(first, second, retrain)
+    if not seeds:
+        return None
+    arms = [accuracies(row, seeds) for row in (first, second, retrain)]
+    per_seed = [first.by_seed[s]["avg_gap"] - second.by_seed[s]["avg_gap"] for s in seeds
+                if first.by_seed[s].get("avg_gap") is not None and second.by_seed[s].get("avg_gap") is not None]
+    return Comparison(gap_difference(*arms),
+                      {k: gap_difference(*(arm[:, [i]] for arm in arms)) for i, k in enumerate(ACCURACIES)},
+                      paired_interval(per_seed) if per_seed else None)
+
+
 def tabulate(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Row]]:
-    """scenario -> variant -> Row; Retrain and Original first, then variants in the order records come."""
+    """scenario -> variant -> Row; Retrain and Original first, then variants in the order records come. Each
+    scenario's comparisons are Holm-corrected within their family (FAMILIES)."""
     grouped: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for record in records:
         grouped[record["scenario"]][record["variant"]].append(record)
@@ -144,29 +143,62 @@ def tabulate(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Row]]:
                     stats[key] = Stat(values)
             first = cells[0]
             rows[name] = Row(name, first.get("method"), first.get("augment", []), [r["seed"] for r in cells], stats,
-                             params=first.get("params", {}))
-        retrain_by_seed = {r["seed"]: r["metrics"] for r in variants.get("Retrain", [])}
+                             {r["seed"]: r["metrics"] for r in cells}, params=first.get("params", {}))
+        retrain = rows.get("Retrain")
         for row in rows.values():
             # against Retrain on the same seeds, should a variant lack some (a failed cell)
-            references = [retrain_by_seed[s] for s in row.seeds if s in retrain_by_seed]
-            if len(references) == len(row.seeds):
+            references = [retrain.by_seed[s] for s in row.seeds if s in retrain.by_seed] if retrain else []
+            if references and len(references) == len(row.seeds):
                 row.gaps = {k: abs(row.stats[k].mean - statistics.fmean(m[k] for m in references))
                             for k in ACCURACIES if k in row.stats}
-                flops = [m.get("flops") for m in references]
-                if "flops" in row.stats and all(flops):
+                flops = [m["flops"] for m in references if m.get("flops")]
+                if "flops" in row.stats and len(flops) == len(references):
                     row.flops_share = row.stats["flops"].mean / statistics.fmean(flops)
-        for row in rows.values():
-            row.cl_effect = _paired_effect(row, rows.get(row.method or ""), variants)
+        if retrain is not None:
+            _compare_within_families(rows, retrain)
         tables[scenario] = rows
     return tables
 
 
-def _paired_effect(row: Row, plain: Row | None, variants: dict[str, list[dict]]) -> Interval | None:
-    """Wrapped minus unwrapped Avg Gap, paired per seed."""
-    if not row.augment or plain is None or plain is row:
+def _compare_within_families(rows: dict[str, Row], retrain: Row) -> None:
+    """Claim 1 on every unwrapped baseline row, claim 2 on every wrapped row with its method's row; then Holm
+    over each family's Avg Gap tests."""
+    claimed = next((r for r in rows.values() if r.method == CLAIM_METHOD and not r.augment), None)
+    for row in rows.values():
+        if row.method is None:  # Retrain and Original
+            continue
+        plain = rows.get(row.method)
+        if row.augment and plain is not None and plain is not row:
+            row.cl_effect = compare(row, plain, retrain)
+        elif not row.augment and claimed is not None and row is not claimed:
+            row.coun_difference = compare(claimed, row, retrain)
+    for attribute in FAMILIES:
+        tested = [r for r in rows.values() if (c := getattr(r, attribute)) is not None and c.avg_gap.p is not None]
+        for row, adjusted in zip(tested, holm([getattr(r, attribute).avg_gap.p for r in tested])):
+            found = getattr(row, attribute)
+            setattr(row, attribute, replace(found, avg_gap=replace(found.avg_gap, adjusted_p=adjusted)))
+
+
+def family_power(rows: dict[str, Row], attribute: str) -> dict[str, Any] | None:
+    """The smallest Avg Gap difference one family's tests detect 80% of the time: at Holm's strictest level
+    (ALPHA / comparisons), over the fewest seeds a comparison has, from the median bootstrap standard error."""
+    tested = [c.avg_gap for r in rows.values() if (c := getattr(r, attribute)) is not None and c.avg_gap.se is not None]
+    if not tested:
         return None
-    pairs = per_seed_effects(variants[row.variant] + variants[plain.variant], row.variant, plain.variant)
-    return paired_interval(pairs) if pairs else None
+    seeds, se = min(i.n for i in tested), statistics.median(i.se for i in tested if i.se is not None)
+    alpha = ALPHA / len(tested)
+    return {"family": FAMILIES[attribute], "comparisons": len(tested), "seeds": seeds, "alpha": alpha,
+            "median_se": se, "minimum_detectable_difference": minimum_detectable_difference(se, seeds, alpha)}
+
+
+def power_line(rows: dict[str, Row]) -> str:
+    found = [p for attribute in FAMILIES if (p := family_power(rows, attribute))]
+    if not found:
+        return ""
+    return ("Power: the smallest Avg Gap difference detected 80% of the time, (t(1 − α/2) + t(0.8)) × SE at "
+            "α = 0.05 / comparisons, the median bootstrap SE and n − 1 degrees of freedom: " + "; ".join(
+                f"{p['family']}, {p['comparisons']} comparisons over {p['seeds']} seeds: "
+                f"{p['minimum_detectable_difference']:.2f} points (SE {p['median_se']:.2f})" for p in found) + "\n")
 
 
 def _cell(stat: Stat | None, gap: float | None = None, n: int = 1) -> str:
@@ -188,20 +220,34 @@ def _cost(row: Row) -> str:
     return f"{stat.mean / 1e15:.3g}{share}"
 
 
-def interval_text(effect: Interval | None) -> str:
+def interval_text(effect: Interval | None, star: bool = True) -> str:
+    """mean [low, high], with * where the test rejects 0 (on the Holm-adjusted p-value within a family)."""
     if effect is None:
         return ""
     if effect.n < 2:
-        return f"{effect.mean:+.2f} (1 seed)"
-    return f"{effect.mean:+.2f} [{effect.low:+.2f}, {effect.high:+.2f}]" + ("*" if effect.significant else "")
+        return f"{effect.mean:+.2f} ({effect.n} seed)"
+    return f"{effect.mean:+.2f} [{effect.low:+.2f}, {effect.high:+.2f}]" + ("*" if star and effect.significant else "")
 
 
-COLUMNS = ["method", "RA", "UA", "TA", "MIA", "RMIA", "Avg Gap", "Per-seed Gap", "Premise", "PFLOPs (% of Retrain)",
-           "Time (s)", "CL effect [95% CI]"]
+def _tested(comparison: Comparison | None) -> str:
+    """The Avg Gap difference with its interval and Holm-adjusted p-value."""
+    if comparison is None:
+        return ""
+    effect = comparison.avg_gap
+    return interval_text(effect) + (f" (p {_p(effect.adjusted_p)})" if effect.adjusted_p is not None else "")
+
+
+def _p(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+COLUMNS = ["method", "RA", "UA", "TA", "MIA", "RMIA", "Avg Gap", "Per-seed Gap", "Premise", "Premise control",
+           "PFLOPs (% of Retrain)", "Time (s)", f"{CLAIM_METHOD} − this [95% CI] (Holm p)", "CL effect [95% CI] (Holm p)"]
 
 
 def markdown(tables: dict[str, dict[str, Row]], counts: dict[str, str]) -> str:
-    """One table per scenario: mean ± std (|mean - Retrain's mean|), the paper's Avg Gap, the per-seed gap, cost."""
+    """One table per scenario: mean ± std (|mean - Retrain's mean|), the paper's Avg Gap, the per-seed gap, cost and
+    the tested Avg Gap differences; under it the power line and each comparison's detail."""
     parts = []
     for scenario, rows in tables.items():
         parts.append(f"### {scenario_label(scenario)}{counts.get(scenario, '')}\n")
@@ -211,11 +257,48 @@ def markdown(tables: dict[str, dict[str, Row]], counts: dict[str, str]) -> str:
             n = len(row.seeds)
             cells = [_cell(row.stats.get(k), None if name == "Retrain" else row.gaps.get(k), n) for k in ACCURACIES]
             cells += [_cell(row.stats.get("RMIA"), None, n), _number(row.avg_gap), _cell(row.stats.get("avg_gap"), None, n),
-                      _cell(row.stats.get("premise"), None, n), _cost(row), _cell(row.stats.get("seconds"), None, n),
-                      interval_text(row.cl_effect)]
+                      _cell(row.stats.get("premise"), None, n), _cell(row.stats.get("premise_control"), None, n),
+                      _cost(row), _cell(row.stats.get("seconds"), None, n), _tested(row.coun_difference),
+                      _tested(row.cl_effect)]
             parts.append(f"| {name} | " + " | ".join(cells) + " |")
         parts.append("")
+        if line := power_line(rows):
+            parts.append(line)
+        if detail := comparisons_markdown(rows):
+            parts.append(detail)
     return "\n".join(parts)
+
+
+def comparisons_markdown(rows: dict[str, Row]) -> str:
+    """Every tested comparison of a scenario: the Avg Gap difference with raw and Holm-adjusted p-values and its
+    verdict, the per-metric differences it comes from and the per-seed gap difference (both descriptive: no star)."""
+    lines = ["| comparison | Δ Avg Gap [95% CI] | p | Holm p | verdict | " + " | ".join(f"Δ {k} gap" for k in ACCURACIES)
+             + " | Δ per-seed gap [95% CI] |", "| --- |" + " ---: |" * 9]
+    for attribute in FAMILIES:
+        for name, row in rows.items():
+            if (found := getattr(row, attribute)) is None:
+                continue
+            label = f"{CLAIM_METHOD} − {name}" if attribute == "coun_difference" else f"{name} − {row.method}"
+            effect = found.avg_gap
+            lines.append(f"| {label} | {interval_text(effect)} | {_p(effect.p)} | {_p(effect.adjusted_p)} | "
+                         f"{effect.verdict} | " + " | ".join(interval_text(found.metrics[k], star=False) for k in ACCURACIES)
+                         + f" | {interval_text(found.per_seed, star=False)} |")
+    return "\n".join(lines) + "\n" if len(lines) > 2 else ""
+
+
+def _comparison_header(prefix: str) -> list[str]:
+    return [prefix, f"{prefix}_low", f"{prefix}_high", f"{prefix}_p", f"{prefix}_holm_p", f"{prefix}_verdict",
+            *(f"{prefix}_{k}" for k in ACCURACIES), f"{prefix}_per_seed_gap", f"{prefix}_per_seed_gap_low",
+            f"{prefix}_per_seed_gap_high"]
+
+
+def _comparison_line(found: Comparison | None) -> list[Any]:
+    if found is None:
+        return [""] * len(_comparison_header(""))
+    effect, per_seed = found.avg_gap, found.per_seed
+    return [effect.mean, effect.low, effect.high, _blank(effect.p), _blank(effect.adjusted_p), effect.verdict,
+            *(found.metrics[k].mean for k in ACCURACIES),
+            *([per_seed.mean, per_seed.low, per_seed.high] if per_seed else ["", "", ""])]
 
 
 def csv_text(tables: dict[str, dict[str, Row]]) -> str:
@@ -224,7 +307,8 @@ def csv_text(tables: dict[str, dict[str, Row]]) -> str:
     header = ["scenario", "variant", "method", "augment", "seeds"]
     for key in MEASURES:
         header += [f"{key}_mean", f"{key}_std"] + ([f"{key}_gap"] if key in ACCURACIES else [])
-    header += ["avg_gap_of_means", "flops_share_of_retrain", "cl_effect", "cl_effect_low", "cl_effect_high"]
+    header += ["avg_gap_of_means", "flops_share_of_retrain", *_comparison_header("cl_effect"),
+               *_comparison_header("coun_difference")]
     writer.writerow(header)
     for scenario, rows in tables.items():
         for name, row in rows.items():
@@ -234,9 +318,8 @@ def csv_text(tables: dict[str, dict[str, Row]]) -> str:
                 line += [stat.mean, stat.std] if stat else ["", ""]
                 if key in ACCURACIES:
                     line.append(row.gaps.get(key, ""))
-            effect = row.cl_effect
-            line += [_blank(row.avg_gap), _blank(row.flops_share)]
-            line += [effect.mean, effect.low, effect.high] if effect else ["", "", ""]
+            line += [_blank(row.avg_gap), _blank(row.flops_share), *_comparison_line(row.cl_effect),
+                     *_comparison_line(row.coun_difference)]
             writer.writerow(line)
     return buffer.getvalue()
 
@@ -246,7 +329,7 @@ def _blank(value: float | None) -> Any:
 
 
 def cl_effects(tables: dict[str, dict[str, Row]]) -> dict[str, dict[str, Interval]]:
-    """scenario -> "method" (or "method+A" when several augmenter settings) -> the paired effect of wrapping."""
+    """scenario -> "method" (or "method+A" when several augmenter settings) -> the Avg Gap difference of wrapping."""
     effects: dict[str, dict[str, Interval]] = {}
     for scenario, rows in tables.items():
         settings = {tuple(r.augment) for r in rows.values() if r.augment}
@@ -254,16 +337,8 @@ def cl_effects(tables: dict[str, dict[str, Row]]) -> dict[str, dict[str, Interva
             if row.cl_effect is not None:
                 # a wrapped variant's effect is measured against its method's own row, so it names a method
                 label = row.method if len(settings) == 1 and row.method is not None else name
-                effects.setdefault(scenario, {})[label] = row.cl_effect
+                effects.setdefault(scenario, {})[label] = row.cl_effect.avg_gap
     return effects
-
-
-def verdict(effect: Interval) -> str:
-    if effect.n < 2:
-        return "one seed: no interval"
-    if not effect.significant:
-        return "not significant"
-    return "lower gap (significant)" if effect.mean < 0 else "higher gap (significant)"
 
 
 def effects_markdown(effects: dict[str, dict[str, Interval]]) -> str:
@@ -272,7 +347,7 @@ def effects_markdown(effects: dict[str, dict[str, Interval]]) -> str:
              "| --- |" + " ---: |" * len(effects)]
     for method in methods:
         lines.append(f"| {method} | " + " | ".join(
-            f"{interval_text(per[method])}: {verdict(per[method])}" if method in per else "n/a"
+            f"{interval_text(per[method])}: {per[method].verdict}" if method in per else "n/a"
             for per in effects.values()) + " |")
     return "\n".join(lines) + "\n"
 
@@ -398,6 +473,15 @@ def _settings(records: list[dict[str, Any]]) -> str:
     return "\nParams set beyond the plugins' defaults:\n\n" + "".join(f"- {v}: {p}\n" for v, p in chosen.items()) + "\n"
 
 
+TESTS_NOTE = (
+    f"Tests: every Δ is the paper's Avg Gap (gap of seed means) of one variant minus another's, with a paired seed "
+    f"bootstrap (seeds resampled jointly for both variants and Retrain) 95% percentile interval and p-value. Each "
+    f"scenario has two families, Holm-corrected apart: {FAMILIES['coun_difference']} and {FAMILIES['cl_effect']}. "
+    f"* and the verdicts (lower, higher, not shown) follow the Holm-adjusted p < {ALPHA}; the per-metric and "
+    f"per-seed gap differences are descriptive, uncorrected.\n\n"
+)
+
+
 def write_reports(folder: Path, records: list[dict[str, Any]], header: str, meta: dict[str, Any]) -> list[Path]:
     """results.md / .csv / .json (and cl_integration.png) in `folder`; returns the files written."""
     tables = tabulate(records)
@@ -411,10 +495,10 @@ def write_reports(folder: Path, records: list[dict[str, Any]], header: str, meta
     if found:
         text += "### The regime: Original vs Retrain\n\n" + regime_markdown(found) + "".join(
             f"\n**Warning**: {r.warning()}\n" for r in found if r.warning()) + "\n"
-    text += markdown(tables, counts) + _settings(records)
+    text += TESTS_NOTE + markdown(tables, counts) + _settings(records)
     if effects:
-        text += ("\n### CL effect: paired per-seed Avg Gap difference, wrapped minus unwrapped (negative: closer to "
-                 "Retrain), mean [95% CI]\n\n" + effects_markdown(effects))
+        text += ("\n### CL effect: Avg Gap difference, wrapped minus unwrapped (negative: closer to Retrain), "
+                 "mean [95% CI] and the verdict of the Holm-adjusted test\n\n" + effects_markdown(effects))
     written = [folder / "results.md", folder / "results.csv", folder / "results.json"]
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_text(written[0], text)
@@ -422,6 +506,8 @@ def write_reports(folder: Path, records: list[dict[str, Any]], header: str, meta
     payload = {**meta, "regime": [r.as_dict() for r in found],
                "tables": {s: {n: r.as_dict() for n, r in rows.items()} for s, rows in tables.items()},
                "cl_effects": {s: {m: e.as_dict() for m, e in per.items()} for s, per in effects.items()},
+               "families": FAMILIES,
+               "power": {s: [p for a in FAMILIES if (p := family_power(rows, a))] for s, rows in tables.items()},
                "cells": records}
     atomic_write_json(written[2], payload)
     if effects:
