@@ -313,11 +313,14 @@ def premise_subjects():
     forget_labels = torch.tensor([0, 0, 2, 1])
     retrain_predicts = one_hot_logits([1, 0, 1, 1], 3)
     unlearned_predicts = one_hot_logits([0, 0, 2, 1], 3)
+    # two test samples, nearest 1 and 0, which every model predicts as 1 and 2: the control agrees on one of two
+    test = (torch.tensor([[10.0, 1.0], [0.0, 1.0]]), one_hot_logits([1, 2], 3), torch.tensor([1, 2]))
 
     def subject(name, predicts):
         logits_retain = one_hot_logits(retain[1].tolist(), 3)
         return subject_with_outputs(
-            {"retain": (retain[0], logits_retain, retain[1]), "forget": (forget_features, predicts, forget_labels)},
+            {"retain": (retain[0], logits_retain, retain[1]), "forget": (forget_features, predicts, forget_labels),
+             "test": test},
             name=name,
         )
 
@@ -327,14 +330,16 @@ def premise_subjects():
 def test_premise_compares_each_models_nearest_centroid_with_retrains_prediction():
     retrain, unlearned = premise_subjects()
     # Retrain predicts 1, 0, 1, 1; nearest centroids are 1, 0, 2, 1: three of four agree
-    assert Premise().evaluate(retrain, None) == {"premise": pytest.approx(75.0)}
+    assert Premise().evaluate(retrain, None) == {"premise": pytest.approx(75.0), "premise_control": pytest.approx(50.0)}
     # the unlearned model's own predictions (0, 0, 2, 1) do not matter: Retrain's do
-    assert Premise().evaluate(unlearned, retrain) == {"premise": pytest.approx(75.0)}
+    assert Premise().evaluate(unlearned, retrain) == {"premise": pytest.approx(75.0),
+                                                      "premise_control": pytest.approx(50.0)}
     moved = subject_with_outputs({
         "retain": unlearned._outputs["retain"],
         "forget": (torch.tensor([[9.0, 1.0], [1.0, 1.0], [9.0, 0.0], [8.0, 0.0]]), *unlearned.outputs("forget")),
+        "test": unlearned._outputs["test"],
     })
-    assert Premise().evaluate(moved, retrain) == {"premise": pytest.approx(100.0)}
+    assert Premise().evaluate(moved, retrain) == {"premise": pytest.approx(100.0), "premise_control": pytest.approx(50.0)}
 
 
 def test_premise_ignores_classes_without_retain_samples():
@@ -343,8 +348,9 @@ def test_premise_ignores_classes_without_retain_samples():
     subject = subject_with_outputs({
         "retain": (retain[0], one_hot_logits([0, 1], 3), retain[1]),
         "forget": (torch.tensor([[9.0, 0.0], [1.0, 0.0]]), one_hot_logits([1, 0], 3), torch.tensor([2, 2])),
+        "test": (torch.tensor([[1.0, 0.0]]), one_hot_logits([0], 3), torch.tensor([0])),
     })
-    assert Premise().evaluate(subject, None) == {"premise": pytest.approx(100.0)}
+    assert Premise().evaluate(subject, None) == {"premise": pytest.approx(100.0), "premise_control": pytest.approx(100.0)}
 
 
 @pytest.mark.parametrize("how", ["pca", "tsne"])
@@ -403,3 +409,23 @@ def test_rmia_is_measured_on_a_real_run_with_a_retrain(registry, private_cache):
     assert metrics["retrain"]["RMIA"] is None
     for name in ("original", "unlearned"):
         assert 0 <= metrics[name]["RMIA"] <= 100
+
+
+def test_the_premise_control_is_the_same_statistic_on_test_samples():
+    """A premise that holds on forget samples means something only beside what unseen test samples give."""
+    gen = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+
+    def near(classes):
+        return centres[classes] + 0.5 * torch.randn(len(classes), 2, generator=gen)
+
+    retain_labels, forget_labels, test_labels = torch.arange(3).repeat(20), torch.arange(3).repeat(3), torch.arange(3).repeat(4)
+    # Retrain predicts every forget sample's nearest class, but only half the test samples'
+    test_predicts = torch.cat([test_labels[:6], (test_labels[6:] + 1) % 3])
+    retrain = subject_with_outputs({
+        "retain": (near(retain_labels), one_hot_logits(retain_labels.tolist(), 3), retain_labels),
+        "forget": (near(forget_labels), one_hot_logits(forget_labels.tolist(), 3), forget_labels),
+        "test": (near(test_labels), one_hot_logits(test_predicts.tolist(), 3), test_labels),
+    }, name="retrain")
+    assert Premise.metrics == ("premise", "premise_control")
+    assert Premise().evaluate(retrain, None) == {"premise": pytest.approx(100.0), "premise_control": pytest.approx(50.0)}

@@ -100,16 +100,22 @@ class Premise(Evaluator):
     nearest to it in representation space; for Retrain itself this measures how
     often that holds, for other models how well their space matches Retrain's outputs.
     Centroids are means of penultimate features of the retain set (test-time views).
+    Premise control is the same statistic on test samples, which no model trained on:
+    the agreement any unseen sample gives, against which the forget samples' is read.
     """
 
     name = "premise"
-    metrics = ("premise",)
+    metrics = ("premise", "premise_control")
     needs_reference = True
 
     def evaluate(self, subject: Subject, reference: Subject | None) -> dict[str, float | None]:
         retrain = reference if reference is not None else subject
-        predictions = retrain.outputs("forget")[0].argmax(1)
-        return {"premise": premise_agreement(subject.features("retain"), subject.features("forget")[0], predictions)}
+        retain = subject.features("retain")
+
+        def agreement(part: str) -> float:
+            return premise_agreement(retain, subject.features(part)[0], retrain.outputs(part)[0].argmax(1))
+
+        return {"premise": agreement("forget"), "premise_control": agreement("test")}
 
 
 class RMIAParams(Params):

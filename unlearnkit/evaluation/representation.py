@@ -18,14 +18,15 @@ def nearest_centroid_class(features: torch.Tensor, classes: torch.Tensor, centro
 
 
 def premise_agreement(
-    retain: tuple[torch.Tensor, torch.Tensor], forget_features: torch.Tensor, retrain_predictions: torch.Tensor
+    retain: tuple[torch.Tensor, torch.Tensor], features: torch.Tensor, retrain_predictions: torch.Tensor
 ) -> float:
-    """% of forget samples whose nearest retain-class centroid is the class Retrain predicts for them.
+    """% of samples whose nearest retain-class centroid is the class Retrain predicts for them.
 
-    `retain` is (features, labels) of the retain set in the same model's space as `forget_features`.
+    `retain` is (features, labels) of the retain set in the same model's space as `features`. On forget samples
+    this is the premise; on test samples, which no model trained on, it is the premise's control.
     """
     classes, centroids = class_centroids(*retain)
-    nearest = nearest_centroid_class(forget_features, classes, centroids)
+    nearest = nearest_centroid_class(features, classes, centroids)
     return 100.0 * (nearest == retrain_predictions).double().mean().item()
 
 
