@@ -2,7 +2,8 @@
 
 Written as Markdown (results.md), CSV (results.csv) and JSON (results.json), plus the
 CL-integration figure (cl_integration.png) when the grid has wrapped and unwrapped variants.
-The regime check and tuning trials are also rendered here as rich tables for the terminal.
+Differences between variants are tested with unlearnkit.bench.statistics, within each scenario's declared
+families (FAMILIES). The regime check and tuning trials are also rendered here as rich tables for the terminal.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from rich.table import Table
 from unlearnkit.bench.grid import scenario_label
 from unlearnkit.bench.statistics import (
     ALPHA,
+    POWER,
     Interval,
     gap_difference,
     holm,
@@ -195,8 +197,8 @@ def power_line(rows: dict[str, Row]) -> str:
     found = [p for attribute in FAMILIES if (p := family_power(rows, attribute))]
     if not found:
         return ""
-    return ("Power: the smallest Avg Gap difference detected 80% of the time, (t(1 − α/2) + t(0.8)) × SE at "
-            "α = 0.05 / comparisons, the median bootstrap SE and n − 1 degrees of freedom: " + "; ".join(
+    return (f"Power: the smallest Avg Gap difference detected {POWER:.0%} of the time, (t(1 − α/2) + t({POWER})) × SE "
+            f"at α = {ALPHA} / comparisons, the median bootstrap SE and n − 1 degrees of freedom: " + "; ".join(
                 f"{p['family']}, {p['comparisons']} comparisons over {p['seeds']} seeds: "
                 f"{p['minimum_detectable_difference']:.2f} points (SE {p['median_se']:.2f})" for p in found) + "\n")
 
