@@ -49,3 +49,6 @@ def test_unlearn_writes_the_bundle_unlearn_run_writes(capsys, tmp_path):
     check_destination(out, overwrite=True)  # a bundle, which `unlearn run --overwrite` would replace
     with pytest.raises(UnlearnkitError, match="already holds a result bundle"):
         uk.unlearn(network(), blobs(64, 0), forget=[0], test_set=blobs(32, 1), device="cpu", out=out)
+    # its data are the user's own Datasets, which the bundle does not hold: reproduce says so
+    code, _, err = unlearn_cli(capsys, "reproduce", str(out))
+    assert code == 2 and "was written by unlearnkit.unlearn on a model and Datasets of your own" in err

@@ -10,10 +10,12 @@ an existing bundle is replaced (with overwrite) only by a complete one.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import uuid
 from pathlib import Path
+from typing import Any
 
 from unlearnkit.checkpoint import save_model
 from unlearnkit.errors import UnlearnkitError, few
@@ -22,6 +24,8 @@ from unlearnkit.models import user_network
 from unlearnkit.report import describe_run, markdown_table
 from unlearnkit.sequence import RunResult
 
+#: the layout of results.json; a bundle of a newer format is refused by the commands that read bundles
+FORMAT = 1
 RESULTS = "results.json"
 WEIGHTS = "unlearned.safetensors"
 FORGET = "forget_indices.txt"
@@ -60,6 +64,12 @@ def check_destination(out: Path, overwrite: bool) -> None:
                               "Choose another --out, or pass --overwrite to replace it once the new bundle is complete.")
 
 
+def contents_checksum(results: dict[str, Any]) -> str:
+    """A digest of results.json's contents but itself: a file edited by hand no longer matches it."""
+    content = json.dumps({k: v for k, v in results.items() if k != "checksum"}, sort_keys=True)
+    return hashlib.sha256(content.encode()).hexdigest()
+
+
 def _not_a_bundle(out: Path, entries: list[str]) -> str | None:
     """Why the folder `out` (holding `entries`) is not a bundle write_bundle wrote; None when it is one."""
     others = [name for name in entries if name not in CONTENTS]
@@ -74,7 +84,7 @@ def _not_a_bundle(out: Path, entries: list[str]) -> str | None:
     return None
 
 
-def write_bundle(result: RunResult, out: Path, overwrite: bool = False) -> Path:
+def write_bundle(result: RunResult, out: Path, overwrite: bool = False, command: str | None = None) -> Path:
     """Assemble the bundle in a hidden staging folder and move it into place only when complete.
 
     A write that fails (a full disk, say) is one error naming the file; the staging folder is
@@ -89,7 +99,7 @@ def write_bundle(result: RunResult, out: Path, overwrite: bool = False) -> Path:
     except OSError as exc:
         raise write_error(out, exc) from None
     try:
-        _stage(result, staging)
+        _stage(result, staging, command)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -103,7 +113,7 @@ def write_bundle(result: RunResult, out: Path, overwrite: bool = False) -> Path:
     return out
 
 
-def _stage(result: RunResult, staging: Path) -> None:
+def _stage(result: RunResult, staging: Path, command: str | None) -> None:
     """Every file of the bundle, each written whole and flushed (unlearnkit.files), results.json last."""
     spec_json = result.spec.model_dump(mode="json")
     atomic_write_text(staging / FORGET, "\n".join(str(int(i)) for i in result.split.forget) + "\n")
@@ -136,6 +146,8 @@ def _stage(result: RunResult, staging: Path) -> None:
     )
     results = {
         "unlearnkit": result.environment.get("unlearnkit"),
+        "format": FORMAT,
+        "command": command,  # as typed (unlearn run ...), or None for unlearnkit.unlearn
         "method": result.method,
         "spec": spec_json,
         "split": {
@@ -153,5 +165,6 @@ def _stage(result: RunResult, staging: Path) -> None:
         "environment": result.environment,
         "weights": WEIGHTS,
     }
+    results["checksum"] = contents_checksum(results)
     # results.json is written last: its presence marks a finished bundle even inside the staging folder
     atomic_write_text(staging / RESULTS, json.dumps(results, indent=2) + "\n")

@@ -1,5 +1,5 @@
 """The `unlearn` command line: run, validate, schema, bench, tune, audit, plot, plugins. Each command parses its
-flags (those several share are in `cli_flags`), calls the application layer (`runs`, `bench.session`,
+flags (what several share is in `cli_shared`), calls the application layer (`runs`, `bench.session`,
 `audit.session`, `bundle_plots`) and prints what it returns."""
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-from rich.console import Console
 from rich.text import Text
 
 from unlearnkit.bench.seeds import TUNING_SEEDS
@@ -22,7 +21,7 @@ from unlearnkit.errors import PluginFault, UnlearnkitError
 from unlearnkit.plugins import installed, installed_listing
 from unlearnkit.progress import Reporter
 from unlearnkit.resolve import json_schema
-from unlearnkit.cli_flags import GRID_FLAGS, RUN_FLAGS, executor_from_flags, with_flags
+from unlearnkit.cli_shared import GRID_FLAGS, RUN_FLAGS, console, executor_from_flags, one_line_warnings, under_torchrun, with_flags
 from unlearnkit.run_options import RunOptions
 
 app = typer.Typer(
@@ -33,19 +32,12 @@ app = typer.Typer(
 )
 
 
-def _console(stderr: bool = False) -> Console:
-    console = Console(stderr=stderr)
-    if not console.is_terminal:
-        console.width = max(console.width, 120)  # logs and pipes: wide tables stay whole
-    return console
-
-
-out = _console()
-err = _console(stderr=True)
+out, err = console(), console(stderr=True)
 
 @app.command()
 @with_flags(RUN_FLAGS, RunOptions, "options")
-def run(options: RunOptions, quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars.")) -> None:
+def run(ctx: typer.Context, options: RunOptions,
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars.")) -> None:
     """Run the protocol: original, Retrain, the method (with augmenters), evaluation, result bundle.
 
     Under torchrun (WORLD_SIZE > 1) every rank trains its share of each batch; rank 0 alone evaluates,
@@ -59,7 +51,7 @@ def run(options: RunOptions, quiet: bool = typer.Option(False, "--quiet", "-q", 
     reporter = Reporter(out, err, quiet or err.quiet)  # under torchrun, the consoles of ranks but 0 are quiet
     try:
         with reporter.progress() as progress:
-            done = runs.execute(resolved, destination, progress, reporter.log)
+            done = runs.execute(resolved, destination, progress, reporter.log, ctx.obj)
     except KeyboardInterrupt:
         err.print(f"interrupted: no result bundle was written to {destination} "
                   "(models already cached are kept, so a rerun resumes from them)")
@@ -199,6 +191,31 @@ def audit(
     err.print(f"models trained: {result.trained}; {result.seconds:.0f} s; written: {', '.join(map(str, files))}")
 
 
+@app.command()
+def reproduce(
+    bundle: Path = typer.Argument(..., help="A result bundle folder written by unlearn run."),
+    tolerance: float = typer.Option(0.5, "--tolerance", min=0.0, help="The largest difference of a metric, in points, "
+                                    "that still reproduces."),
+    cache: bool = typer.Option(False, "--cache/--no-cache", help="Reuse cached Original and Retrain models (default: "
+                               "train them again too)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Run a bundle again from what it recorded: metrics, forget set and weights compared; exit 0 only if it reproduces."""
+    from unlearnkit.reproduce import reproduce as again
+    from unlearnkit.reproduce import reproduction_table
+
+    reporter = Reporter(out, err, quiet)
+    with reporter.progress() as progress:
+        found = again(bundle, tolerance, cache, progress, reporter.log)
+    out.print(reproduction_table(found))
+    for line in found.notes:
+        err.print(line, highlight=False)
+    if found.environment:
+        err.print("the environment differs from the one recorded: " + "; ".join(found.environment), highlight=False,
+                  markup=False)
+    raise typer.Exit(0 if found.reproduces else 1)
+
+
 # --- pictures ---------------------------------------------------------------------------------------
 
 
@@ -235,39 +252,14 @@ def plugins(as_json: bool = typer.Option(False, "--json", help="Machine-readable
         err.print(line, highlight=False, soft_wrap=True)
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """Warnings (a damaged cache entry set aside, say) as one line, without the code location."""
-    err.print(Text.assemble(("warning:", "bold yellow"), " ", str(message)), highlight=False, soft_wrap=True)
-
-
-#: commands each of torchrun's processes would run whole (only `run` shares its work among them), and why
-_ONE_PROCESS = {"bench": "runs a grid of runs", "tune": "runs a grid of runs", "audit": "trains a pool of shadow models",
-                "plot": "draws a finished bundle"}
-
-
-def _under_torchrun(args: list[str]) -> None:
-    """When torchrun started several processes: silence all but rank 0, and refuse the commands that are not for torchrun."""
-    if os.environ.get("WORLD_SIZE", "1") in ("", "1"):
-        return  # not launched: nothing to do, and torch is not loaded for it
-    from unlearnkit.engine.distributed import launcher
-
-    here = launcher()
-    if here.rank != 0:  # rank 0 speaks for the run: the others print nothing, errors included
-        out.quiet = err.quiet = True
-    command = next((a for a in args if not a.startswith("-")), "")
-    if command in _ONE_PROCESS:
-        raise UnlearnkitError(f"unlearn {command} {_ONE_PROCESS[command]} and is not for torchrun (WORLD_SIZE={here.size})",
-                              f"Run unlearn {command} without torchrun; only unlearn run shares its work among torchrun's processes.")
-
-
 def main(argv: list[str] | None = None) -> None:
     """Entry point: errors print one message (no traceback) and exit 2 for the user's, 1 for a plugin's fault
     (its code raised); UNLEARNKIT_DEBUG=1 shows tracebacks. Under torchrun only rank 0 prints."""
     args = list(sys.argv[1:] if argv is None else argv)
-    warnings.showwarning = _show_warning
+    warnings.showwarning = one_line_warnings(err)
     loud = out.quiet, err.quiet
     try:
-        _under_torchrun(args)
+        under_torchrun(args, out, err)
         app(args=args, obj=shlex.join(["unlearn", *args]))  # the command as typed, for the reports it writes
     except UnlearnkitError as exc:
         if os.environ.get("UNLEARNKIT_DEBUG", "") not in ("", "0"):

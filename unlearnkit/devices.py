@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import platform
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,6 +16,7 @@ from unlearnkit._version import __version__
 from unlearnkit.engine.compute import Compute, kernel_settings
 from unlearnkit.engine.distributed import world
 from unlearnkit.errors import UnlearnkitError
+from unlearnkit.plugins import installed
 
 
 def select_device(name: str) -> torch.device:
@@ -38,8 +42,30 @@ def environment(device: torch.device, compute: Compute | None = None) -> dict[st
     if compute is not None:
         env["compute"] = {"precision": compute.precision, "channels_last": compute.channels_last, "compile": compute.compile}
     env["numpy"] = np.__version__
+    env["plugins"] = {r.distribution or r.name: r.version for r in installed().plugins if r.status == "loaded"}
+    source = source_revision()
+    if source is not None:
+        env["source"] = source
     env["determinism"] = kernel_settings(device)
     here = world()
     if here.size > 1:  # `device` is rank 0's; rank r ran on cuda:r (one machine) or the CPU
         env["distributed"] = {"world_size": here.size, "backend": dist.get_backend()}
     return env
+
+
+@functools.lru_cache(maxsize=1)
+def source_revision() -> dict[str, Any] | None:
+    """The git commit of the checkout unlearnkit runs from, and whether its tracked files differ from it; None
+    when it runs from an installed package (no checkout) or git cannot tell."""
+    root = Path(__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        return None
+    try:
+        def git(*args: str) -> str:
+            return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10,
+                                  check=True).stdout
+
+        return {"commit": git("rev-parse", "HEAD").strip(),
+                "dirty": bool(git("status", "--porcelain", "--untracked-files=no").strip())}
+    except (OSError, subprocess.SubprocessError):
+        return None

@@ -136,3 +136,4 @@ def plugin_failures(failed: Sequence[PluginRecord]) -> list[Text | str]:
         return []
     return [*(Text.assemble((f"{record.source} failed:", "red"), f" {record.error}") for record in failed),
             "UNLEARNKIT_STRICT_PLUGINS=1 shows a failing plugin's traceback; UNLEARNKIT_BLOCK_PLUGINS=NAME skips a plugin."]
+

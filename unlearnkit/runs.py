@@ -107,7 +107,7 @@ class Finished:
 
 
 def execute(resolved: ResolvedRun, destination: Path, progress: Progress,
-            log: Callable[[str], None]) -> Finished | None:
+            log: Callable[[str], None], command: str | None = None) -> Finished | None:
     """Run the protocol and write its bundle to `destination` (checked by `preflight`).
 
     Under torchrun (WORLD_SIZE > 1) every rank trains its share of each batch; rank 0 alone evaluates and
@@ -118,5 +118,5 @@ def execute(resolved: ResolvedRun, destination: Path, progress: Progress,
         result = run_protocol(ProtocolRun(resolved, progress=progress, log=log, device=select_device(rank_device)))
     if launcher().rank != 0:
         return None  # the other ranks trained alongside; they have no metrics and write nothing
-    bundle = write_bundle(result, destination, resolved.spec.output.overwrite)
+    bundle = write_bundle(result, destination, resolved.spec.output.overwrite, command)
     return Finished(result, bundle, time.perf_counter() - started)

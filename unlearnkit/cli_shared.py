@@ -1,13 +1,18 @@
-"""The flags several `unlearn` commands share, each written once, and the decorator that hands them to a
-command as one object (RunOptions, an executor)."""
+"""What the `unlearn` commands share: flags written once and the decorator that hands them to a command as one
+object (RunOptions, an executor), the consoles and their one-line warnings, and which commands torchrun may run."""
 
 from __future__ import annotations
 
 import functools
 import inspect
+import os
 from typing import Any, Callable, Optional
 
 import typer
+from rich.console import Console
+from rich.text import Text
+
+from unlearnkit.errors import UnlearnkitError
 
 #: the flags of a run spec, shared by run and validate: each of RunOptions' fields
 RUN_FLAGS: dict[str, Any] = {
@@ -70,3 +75,39 @@ def executor_from_flags(kind: str, workers: int, address: Optional[str], cpus: O
     from unlearnkit.bench.executors import make_executor
 
     return make_executor(kind, workers, address, cpus, gpus)
+
+
+def console(stderr: bool = False) -> Console:
+    made = Console(stderr=stderr)
+    if not made.is_terminal:
+        made.width = max(made.width, 120)  # logs and pipes: wide tables stay whole
+    return made
+
+
+def one_line_warnings(err: Console) -> Callable[..., None]:
+    """Warnings (a damaged cache entry set aside, say) as one line on `err`, without the code location."""
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        err.print(Text.assemble(("warning:", "bold yellow"), " ", str(message)), highlight=False, soft_wrap=True)
+
+    return show
+
+
+#: commands each of torchrun's processes would run whole (only `run` shares its work among them), and why
+_ONE_PROCESS = {"bench": "runs a grid of runs", "tune": "runs a grid of runs", "audit": "trains a pool of shadow models",
+                "reproduce": "runs a bundle again", "plot": "draws a finished bundle"}
+
+
+def under_torchrun(args: list[str], out: Console, err: Console) -> None:
+    """When torchrun started several processes: silence all but rank 0, and refuse the commands that are not for torchrun."""
+    if os.environ.get("WORLD_SIZE", "1") in ("", "1"):
+        return  # not launched: nothing to do, and torch is not loaded for it
+    from unlearnkit.engine.distributed import launcher
+
+    here = launcher()
+    if here.rank != 0:  # rank 0 speaks for the run: the others print nothing, errors included
+        out.quiet = err.quiet = True
+    command = next((a for a in args if not a.startswith("-")), "")
+    if command in _ONE_PROCESS:
+        raise UnlearnkitError(f"unlearn {command} {_ONE_PROCESS[command]} and is not for torchrun (WORLD_SIZE={here.size})",
+                              f"Run unlearn {command} without torchrun; only unlearn run shares its work among torchrun's processes.")
