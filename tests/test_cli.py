@@ -124,7 +124,7 @@ def test_run_writes_table_and_complete_bundle_then_reuses_cache(capsys, tmp_path
     results = json.loads((first / "results.json").read_text())
     assert set(results["metrics"]) == {"original", "retrain", "unlearned"}
     for metrics in results["metrics"].values():
-        assert set(metrics) == {"RA", "UA", "TA", "MIA", "RMIA", "avg_gap", "premise", "flops", "seconds"}
+        assert set(metrics) == {"RA", "UA", "TA", "MIA", "RMIA", "avg_gap", "premise", "premise_control", "flops", "seconds"}
         assert all(0 <= metrics[k] <= 100 for k in ("RA", "UA", "TA", "MIA"))
     assert results["metrics"]["retrain"]["avg_gap"] == 0
     assert results["spec"]["method"]["name"] == "neggrad" and results["spec"]["augment"][0]["name"] == "coun-cl"
