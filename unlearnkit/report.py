@@ -15,7 +15,7 @@ if TYPE_CHECKING:  # annotations only: the protocol sequence imports torch, and 
     from unlearnkit.sequence import RunResult, StepResult
     from unlearnkit.spec import RunSpec
 
-LABELS = {"avg_gap": "Avg Gap", "premise": "Premise", "flops": "FLOPs", "seconds": "Time"}
+LABELS = {"avg_gap": "Avg Gap", "premise": "Premise", "premise_control": "Premise (test)", "flops": "FLOPs", "seconds": "Time"}
 ROW_LABELS = {"original": "Original", "retrain": "Retrain"}
 
 
