@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Callable
 
 import pytest
 import torch
@@ -34,12 +35,30 @@ def batches(steps: int, size: int) -> list[Step]:
     return out
 
 
+def retain_pool(size: int) -> Callable[[int], Batch]:
+    """Draws batches of a pool of retain samples, and noisy views of them, as every rank draws them."""
+    g = torch.Generator().manual_seed(2)
+    x, y = torch.randn(size, 12, generator=g), torch.randint(0, 3, (size,), generator=g)
+
+    def draw(n: int) -> Batch:
+        index = torch.randperm(size, generator=g)[:n]
+
+        def view() -> torch.Tensor:
+            return x[index] + 0.1 * torch.randn(len(index), 12, generator=g)
+
+        return Batch(x[index], y[index], index, view, lambda crop_padding, flip: view())
+
+    return draw
+
+
 def train(steps: list[Step]) -> tuple[Classifier, CostMeter]:
-    from unlearnkit_coun.contrastive import ContrastiveAugmenter
+    from unlearnkit_coun.contrastive import ContrastiveAugmenter, ContrastiveParams
 
     model, meter = linear_classifier(), CostMeter(1)
     params = TrainParams(epochs=1, lr=0.5, batch_size=8)
-    trainer = Trainer(model, params, len(steps), meter, [ContrastiveAugmenter(ContrastiveAugmenter.Params())])
+    # coun-cl's InfoNCE over its own global batch of 12, larger than the steps' 8
+    trainer = Trainer(model, params, len(steps), meter, [ContrastiveAugmenter(ContrastiveParams(batch_size=12))],
+                      retain_batches=retain_pool(20))
     for step in steps:
         trainer.step(retain_cross_entropy, step)
     return model, meter
@@ -89,10 +108,11 @@ def test_a_rank_takes_contiguous_rows_and_small_batches_stay_whole():
     assert [World(r, 2).rows(9) for r in range(2)] == [slice(0, 4), slice(4, 9)]
     assert World(0, 2).rows(3) is None and World(0, 1).rows(100) is None
     x = torch.arange(8.0).view(8, 1)
-    step = Step(Batch(x, torch.zeros(8, dtype=torch.long), torch.arange(8), lambda: x * 10), None, 0, 1, 0, 1)
-    mine = shard(step, World(1, 2))
+    batch = Batch(x, torch.zeros(8, dtype=torch.long), torch.arange(8), lambda: x * 10, lambda padding, flip: x * padding)
+    mine = shard(Step(batch, None, 0, 1, 0, 1), World(1, 2))
     assert mine.retain is not None and mine.retain.index.tolist() == [4, 5, 6, 7]
     assert torch.equal(mine.retain.view(), x[4:] * 10)  # a further view: cut from the whole batch's
+    assert torch.equal(mine.retain.view_with(3, True), x[4:] * 3)  # and one under another augmentation too
 
 
 def test_the_contrastive_loss_of_one_process_is_unchanged_by_the_global_form():

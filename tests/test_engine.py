@@ -291,7 +291,7 @@ def test_trainer_reuses_the_methods_own_features_for_augmenters():
         handle.remove()
     assert len(outputs) == 1  # the method's forward only: no extra features pass
     assert aug.seen[0][1] is outputs[0]
-    assert aug.seen[0][0] is step.retain
+    assert aug.seen[0][0].x is step.retain.x
     assert set(terms) == {"loss", "rec/norm"}
     assert meter.forwards == 3 * 8 * 2  # the augmenter's two extra views only, each forwarded and back-propagated
     assert terms["rec/norm"].requires_grad
@@ -346,6 +346,52 @@ def test_trainer_without_retain_side_calls_no_augmenter():
     trainer.step(lambda model, step: F.cross_entropy(model(step.forget.x), step.forget.y), step)
     assert aug.seen == []
     assert meter.forwards == 3 * 4
+
+
+class OwnBatchAugmenter(RecordingAugmenter):
+    """Computes its term over a retain batch of its own size, on views under its own augmentation."""
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = size
+
+    def loss_terms(self, model, batch, features):
+        own = batch.retain_batch(self.size)
+        self.seen.append((own, features))
+        return {"norm": 0.01 * model.features(own.view_with(1, False)).pow(2).mean()}
+
+
+def test_an_augmenters_own_retain_batch_is_drawn_through_the_run_and_counted():
+    run = make_run(uses_forget=False)
+    aug = OwnBatchAugmenter(12)
+    run.augmenters.append(aug)
+    run.train(retain_ce, TrainParams(epochs=1, batch_size=8, lr=0.01))
+    retain = set(run.data.split.retain.tolist())
+    assert len(aug.seen) == 4 and all(len(own) == 12 and set(own.index.tolist()) <= retain for own, _ in aug.seen)
+    assert run.cost.forwards == 3 * 30 + 3 * 2 * 12 * 4  # its extra views are counted on its own batches
+
+
+def test_view_with_draws_its_own_crop_and_flip_per_sample_with_the_datas_normalisation():
+    plain = Transform(mean=(0.5,), std=(0.25,))
+    data = RunData(tiny_images(), plain, random_split(N_TRAIN, 0.25, seed=0), torch.device("cpu"))
+    generator = gen()
+    batch = data.batch(torch.arange(16), generator)
+    assert torch.equal(batch.x, plain.test_view(data.train_x[:16]))  # the data set augments nothing
+    replay = torch.Generator()
+    replay.set_state(generator.get_state())
+    view = batch.view_with(2, True)
+    assert torch.equal(view, Transform(plain.mean, plain.std, crop_padding=2, flip=True).train_view(data.train_x[:16], replay))
+    assert not torch.equal(view, batch.x) and not torch.equal(view, batch.view_with(2, True))
+    assert torch.equal(batch.view_with(0, False), batch.x)
+
+
+def test_only_an_augmenters_batch_draws_retain_samples_of_its_own():
+    batch = next(steps(tiny_data(), "retain", 8, 1, gen())).retain
+    with pytest.raises(UnlearnkitError, match="augmenter"):
+        batch.retain_batch(4)
+    trainer = Trainer(tiny_model(), TrainParams(lr=0.01), 1, CostMeter(1), [OwnBatchAugmenter(4)])
+    with pytest.raises(UnlearnkitError, match="no retain data"):
+        trainer.step(retain_ce, next(steps(tiny_data(), "retain", 8, 1, gen())))
 
 
 def test_trainer_optimises_augmenter_parameters():

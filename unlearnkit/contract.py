@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Literal, Mapping
 import torch
 from torch import nn
 
+from unlearnkit.errors import UnlearnkitError
+
 if TYPE_CHECKING:  # pragma: no cover
     from unlearnkit.data.images import Transform
     from unlearnkit.params import TrainParams
@@ -38,12 +40,19 @@ class Classifier(nn.Module):
 
 @dataclass
 class Batch:
-    """Training samples: `x` is one augmented view, `view()` draws another of the same samples."""
+    """Training samples: `x` is one augmented view; `view()` and `view_with()` draw others of the same samples.
+
+    The retain batch an augmenter is handed can also draw a batch of its own (`retain_batch`).
+    """
 
     x: torch.Tensor
     y: torch.Tensor
     index: torch.Tensor  # positions in the training set
     redraw: Callable[[], torch.Tensor] = field(repr=False)
+    #: (crop_padding, flip) -> a view under that augmentation; None for a batch made without its images
+    redraw_with: Callable[[int, bool], torch.Tensor] | None = field(default=None, repr=False)
+    #: size -> retain samples drawn with the run's generator; set on the retain batches augmenters are handed
+    draw_retain: Callable[[int], Batch] | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.y)
@@ -52,10 +61,35 @@ class Batch:
         """Another independently augmented view of the same samples (their own random transforms)."""
         return self.redraw()
 
+    def view_with(self, crop_padding: int, flip: bool) -> torch.Tensor:
+        """Another view of the same samples under this augmentation instead of the data's own training one:
+        a random crop after zero padding of `crop_padding` pixels (0: none), a horizontal flip half the
+        time if `flip`, then the data's normalisation; each sample draws its own crop and flip.
+
+        Images in memory are augmented from their raw pixels. A user's torch Dataset hands out images its
+        own transforms have already made, so there this is a second read through them, as `view()` is.
+        """
+        if self.redraw_with is None:
+            raise UnlearnkitError("this batch was made without its images, so it cannot draw views of them",
+                                  "Draw batches through the run (`run.steps`, `run.batch`), not by hand.")
+        return self.redraw_with(crop_padding, flip)
+
+    def retain_batch(self, size: int) -> Batch:
+        """`size` retain samples (all of them when D_r has fewer), drawn afresh with the run's generator: for an
+        augmenter whose terms are computed over a batch of its own size rather than the method's. In a
+        distributed run, this rank's rows of them."""
+        if self.draw_retain is None:
+            raise UnlearnkitError("only the retain batch an augmenter is handed can draw retain samples of its own",
+                                  "Call retain_batch from an augmenter's loss_terms.")
+        return self.draw_retain(size)
+
     def rows(self, rows: slice) -> Batch:
         """Some of the batch's rows; their further views are cut from views of the whole batch (so every
         rank of a distributed run draws the same random numbers)."""
-        return Batch(self.x[rows], self.y[rows], self.index[rows], lambda: self.redraw()[rows])
+        redraw_with = self.redraw_with
+        return Batch(self.x[rows], self.y[rows], self.index[rows], lambda: self.redraw()[rows],
+                     None if redraw_with is None else lambda padding, flip: redraw_with(padding, flip)[rows],
+                     self.draw_retain)
 
 
 @dataclass

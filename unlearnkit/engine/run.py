@@ -14,7 +14,7 @@ from unlearnkit.api import Augmenter, Method, TrainParams
 from unlearnkit.contract import Batch, LossFn, Part, RepresentationTerms, Schedule, Step, UnlearnRun
 from unlearnkit.engine.compute import FP32, Compute
 from unlearnkit.engine.cost import CostMeter
-from unlearnkit.engine.streams import RunData, shuffled, steps, steps_per_epoch
+from unlearnkit.engine.streams import RunData, retain_batch, shuffled, steps, steps_per_epoch
 from unlearnkit.engine.train import Trainer
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.models import Classifier
@@ -39,7 +39,9 @@ def fit(
     """Train `model` for `params.epochs` over a part of the data with the shared loop (Original, Retrain)."""
     total = steps_per_epoch(data, over, params.batch_size) * params.epochs
     schedule = ((loss_fn, step) for step in steps(data, over, params.batch_size, params.epochs, generator))
-    _drive(Trainer(model, params, total, cost, augmenters, compute=compute), schedule, total, progress, label)
+    trainer = Trainer(model, params, total, cost, augmenters, compute=compute,
+                      retain_batches=lambda size: retain_batch(data, size, generator))
+    _drive(trainer, schedule, total, progress, label)
 
 
 #: steps between two looks at whether the loss is still finite (each look waits for the device)
@@ -187,7 +189,8 @@ class Workbench:
         and `masks` freezes entries of them. A method that declares `uses_forget = False`
         gets an error for any step holding forget samples.
         """
-        trainer = Trainer(self.model, params, total_steps, self.cost, self.augmenters, parameters, masks, self.compute)
+        trainer = Trainer(self.model, params, total_steps, self.cost, self.augmenters, parameters, masks, self.compute,
+                          retain_batches=lambda size: retain_batch(self.data, size, self.generator))
         _drive(trainer, schedule, total_steps, self.progress, label or self.name, self._check_step)
 
 

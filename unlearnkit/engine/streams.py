@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import random
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any, Iterable, Iterator, NamedTuple, Sequence, TypeVar
 
 import numpy as np
@@ -80,7 +81,11 @@ class RunData:
         index_dev = index.to(self.device)
         images = train_x[index_dev]
         x = transform.train_view(images, generator)
-        return Batch(x, self.train_y[index_dev], index, lambda: transform.train_view(images, generator))
+
+        def redraw_with(crop_padding: int, flip: bool) -> torch.Tensor:
+            return replace(transform, crop_padding=crop_padding, flip=flip).train_view(images, generator)
+
+        return Batch(x, self.train_y[index_dev], index, lambda: transform.train_view(images, generator), redraw_with)
 
     def shuffle_generator(self, generator: torch.Generator) -> torch.Generator:
         """The generator a batch stream shuffles with: the run's own, as batches are made when a step asks."""
@@ -108,16 +113,18 @@ class RunData:
 class StreamedData(RunData):
     """A user's map-style Datasets, each item (image tensor, label), read with the user's transforms.
 
-    `train` gives training views (its random transforms draw a fresh view at every read, which is
-    also the second view coun-cl asks for); `train_eval`, when given, holds the same samples with
-    test-time transforms for measuring RA, UA and MIA (else `train` is used).
+    `train` gives training views: its random transforms draw a fresh view at every read. That is
+    also what `Batch.view_with` gives here (coun-cl's views): its crop and flip cannot act on images
+    the Dataset has already transformed, so it reads again through the Dataset's own transforms.
+    `train_eval`, when given, holds the same samples with test-time transforms for measuring RA,
+    UA and MIA (else `train` is used).
 
     Training streams and evaluation passes go through a DataLoader with `workers` processes, which
     read batches ahead of the steps. Each batch is read under its own seed (torch's, numpy's and
     Python's global generators, which transforms draw from), drawn in order from the stream's
     private generator; so a run repeats bitwise whatever the number of workers, and however far
-    ahead they read. Once a method has asked for a second view (coun-cl does at every step), the
-    workers read one along with each later batch.
+    ahead they read. Once a method has asked for a second view of a streamed batch, the workers
+    read one along with each later batch.
     """
 
     def __init__(
@@ -142,7 +149,8 @@ class StreamedData(RunData):
         self.test_index = _test_index(self.test_y, split)
         self.device = device
         self.workers = workers
-        self.second_views = False  # set at a method's first Batch.view(): from then on, read ahead with each batch
+        # set at a method's first view of a streamed batch: from then on, read one ahead with each batch
+        self.second_views = False
 
     def shuffle_generator(self, generator: torch.Generator) -> torch.Generator:
         """A private generator seeded from the run's: the loader draws from it ahead of the steps,
@@ -152,7 +160,7 @@ class StreamedData(RunData):
     def batch(self, index: torch.Tensor, generator: torch.Generator) -> Batch:
         """A batch read in this process (a method's own schedule asks for one batch at a time)."""
         read = _Read(index, _draw_seed(generator), 1)
-        return self._batch(read, _read_views(self.train_set, read))
+        return self._batch(read, _read_views(self.train_set, read), streamed=False)
 
     def read(self, requests: Iterable[tuple[Tag, torch.Tensor]], generator: torch.Generator) -> Iterator[tuple[Tag, Batch]]:
         tags: list[Tag] = []  # the loader hands back results in request order
@@ -165,9 +173,9 @@ class StreamedData(RunData):
         loader = DataLoader(_BatchReader(self.train_set), sampler=reads(), batch_size=None, collate_fn=_as_read,
                             num_workers=self.workers, pin_memory=self.device.type == "cuda")
         for read, views in loader:
-            yield tags.pop(0), self._batch(read, views)
+            yield tags.pop(0), self._batch(read, views, streamed=True)
 
-    def _batch(self, read: _Read, views: list[torch.Tensor]) -> Batch:
+    def _batch(self, read: _Read, views: list[torch.Tensor], streamed: bool) -> Batch:
         """A batch of views read under seeds read.seed, read.seed + 1, ...; further views read on demand."""
         x, *ahead = (v.to(self.device, non_blocking=True) for v in views)
         drawn = 0
@@ -175,12 +183,14 @@ class StreamedData(RunData):
         def redraw() -> torch.Tensor:
             nonlocal drawn
             drawn += 1
-            self.second_views = True
+            self.second_views |= streamed
             if ahead:
                 return ahead.pop(0)
             return _read_views(self.train_set, _Read(read.positions, read.seed + drawn, 1))[0].to(self.device)
 
-        return Batch(x, self.train_y[read.positions].to(self.device), read.positions, redraw)
+        # the Dataset's images come out of its own transforms: a view under another augmentation is a second read
+        return Batch(x, self.train_y[read.positions].to(self.device), read.positions, redraw,
+                     lambda crop_padding, flip: redraw())
 
     def eval_views(self, part: str, batch_size: int = 256) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         if part == "test":
@@ -267,6 +277,12 @@ def shuffled(index: torch.Tensor, batch_size: int, generator: torch.Generator) -
     if batch_size > 1 and len(chunks) > 1 and len(chunks[-1]) == 1:
         chunks[-2:] = [torch.cat(chunks[-2:])]
     return chunks
+
+
+def retain_batch(data: RunData, size: int, generator: torch.Generator) -> Batch:
+    """`size` retain samples (all of them when D_r has fewer), drawn without replacement, with their views."""
+    retain = data.split.retain
+    return data.batch(retain[torch.randperm(len(retain), generator=generator)[:size]], generator)
 
 
 def _drawn_part(over: Part) -> str:

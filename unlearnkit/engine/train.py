@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import math
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from typing import Iterable, Iterator, Mapping, Sequence, cast
+from dataclasses import replace
+from functools import partial
+from typing import Callable, Iterable, Iterator, Mapping, Sequence, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from unlearnkit.api import TrainParams
-from unlearnkit.contract import LossFn, RepresentationTerms, Step
+from unlearnkit.contract import Batch, LossFn, RepresentationTerms, Step
 from unlearnkit.engine.compute import FP32, Compute
 from unlearnkit.engine.cost import CostMeter
 from unlearnkit.engine.streams import shard
@@ -72,6 +74,9 @@ class Trainer:
     `compute` sets the precision the losses are computed in (bf16/fp16 autocast,
     fp16 with loss scaling); weights and optimiser state stay fp32.
 
+    `retain_batches(size)` draws retain samples with the run's generator: an augmenter asks
+    for a batch of its own size through `Batch.retain_batch`, and its views are counted on it.
+
     Under torchrun each rank trains on its rows of every step and the gradients are
     averaged over the ranks (see `unlearnkit.engine.distributed`); costs count whole steps.
     """
@@ -86,8 +91,10 @@ class Trainer:
         parameters: Iterable[nn.Parameter] | None = None,
         masks: Mapping[nn.Parameter, torch.Tensor] | None = None,
         compute: Compute = FP32,
+        retain_batches: Callable[[int], Batch] | None = None,
     ):
         self.model = model
+        self.retain_batches = retain_batches
         self.compute = compute
         self.scaler = compute.grad_scaler()
         self.params = params
@@ -130,10 +137,23 @@ class Trainer:
             features = self.model.features(retain.x)
             self.cost.trained(len(whole.retain or ()))
         for augmenter in self.augmenters:
-            for key, value in augmenter.loss_terms(self.model, retain, features).items():
+            drawn: list[int] = []  # the sizes of the retain batches it drew of its own
+            handed = replace(retain, draw_retain=partial(self._draw_retain, drawn=drawn))
+            for key, value in augmenter.loss_terms(self.model, handed, features).items():
                 terms[f"{augmenter.name}/{key}"] = value
-            self.cost.trained(len(whole.retain or ()), augmenter.extra_views)
+            # its views are of its own batches when it drew some, else of the step's retain batch
+            self.cost.trained(sum(drawn) if drawn else len(whole.retain or ()), augmenter.extra_views)
         return terms
+
+    def _draw_retain(self, size: int, drawn: list[int]) -> Batch:
+        """An augmenter's own retain batch (this rank's rows of it); its whole size is recorded for the cost."""
+        if self.retain_batches is None:
+            raise UnlearnkitError("this training loop has no retain data to draw an augmenter's own batch from",
+                                  "Train through the run (`run.train`, `run.fit`), which hands the trainer its data.")
+        batch = self.retain_batches(size)
+        drawn.append(len(batch))
+        rows = self.world.rows(len(batch))
+        return batch if rows is None else batch.rows(rows)
 
     def step(self, loss_fn: LossFn, step: Step) -> torch.Tensor:
         """One optimisation step; returns the total loss (detached)."""

@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pydantic
 import pytest
 import torch
 import torch.nn.functional as F
 from unlearnkit_baselines import FineTune, GradientAscent, NegGrad, NegGradPlus
-from unlearnkit_coun import ContrastiveAugmenter, CoUn, cross_view_infonce
+from unlearnkit_coun import ContrastiveAugmenter, CoUn, contrastive, cross_view_infonce
 from unlearnkit_coun.contrastive import ContrastiveParams
 from unlearnkit_coun.method import CoUnParams
 
-from unlearnkit import Augmenter, Method
+from unlearnkit import Augmenter, Batch, Method
 from unlearnkit.api import TrainParams
 from unlearnkit.data.forget import random_split
 from unlearnkit.data.images import ImageSet, Transform
 from unlearnkit.engine import AugmentedMethod, CostMeter, RunData, Workbench
-from unlearnkit.engine.streams import steps
+from unlearnkit.engine.streams import retain_batch, steps
 from unlearnkit.models import small_cnn
 from unlearnkit.testing import RecordingData
 
@@ -120,40 +121,94 @@ def test_gradients_flow_through_both_views():
 # --------------------------------------------------------------------------- the augmenter
 
 
-def test_loss_terms_are_lambda_times_infonce_on_a_second_per_sample_view():
+def handed(batch: Batch, data: RunData, generator: torch.Generator) -> Batch:
+    """The retain batch as the Trainer hands it to an augmenter: able to draw retain batches of its own."""
+    return replace(batch, draw_retain=lambda size: retain_batch(data, size, generator))
+
+
+def test_loss_terms_are_lambda_times_infonce_on_two_views_of_its_own_batch():
     data = tiny_data()
     model = tiny_model().train()
     generator = torch.Generator().manual_seed(0)
-    step = next(steps(data, "retain", 8, 1, generator))
-    batch = step.retain
+    batch = next(steps(data, "retain", 8, 1, generator)).retain
     features = model.features(batch.x)
-    # replay the generator to know the second view the augmenter will draw
+    # replay the generator to know the batch and the two views the augmenter will draw
     replay = torch.Generator()
     replay.set_state(generator.get_state())
-    second_view = TRANSFORM.train_view(data.train_x[batch.index], replay)
-    assert not torch.equal(second_view, batch.x)
+    retain = data.split.retain
+    images = data.train_x[retain[torch.randperm(len(retain), generator=replay)[:16]]]
+    TRANSFORM.train_view(images, replay)  # the drawn batch's own x, which the augmenter does not use
+    own = replace(TRANSFORM, crop_padding=3, flip=False)
+    first, second = own.train_view(images, replay), own.train_view(images, replay)
+    assert not torch.equal(first, second)
 
-    aug = ContrastiveAugmenter(ContrastiveParams(tau=0.2, **{"lambda": 2.5}))
-    terms = aug.loss_terms(model, batch, features)
+    aug = ContrastiveAugmenter(ContrastiveParams(tau=0.2, batch_size=16, crop_padding=3, flip=False, **{"lambda": 2.5}))
+    terms = aug.loss_terms(model, handed(batch, data, generator), features)
     assert set(terms) == {"cl"}
-    expected = 2.5 * cross_view_infonce(features, model.features(second_view), 0.2)
+    expected = 2.5 * cross_view_infonce(model.features(first), model.features(second), 0.2)
     assert terms["cl"].item() == pytest.approx(expected.item(), rel=1e-5)
     terms["cl"].backward()
     assert all(p.grad is not None for p in model.features.parameters())
-    assert ContrastiveAugmenter.extra_views == 1
+    assert ContrastiveAugmenter.extra_views == 2
     assert aug.parameters() == []  # no projection head
 
 
-def test_loss_terms_draw_a_fresh_view_each_call():
+def test_views_come_from_its_own_transform_not_the_datas():
+    # the data set augments nothing (a memorising regime); coun-cl's views still differ by their crops
+    plain = Transform(mean=(0.5,), std=(0.25,))
+    data = RunData(tiny_images(), plain, random_split(N_TRAIN, 0.25, seed=0), torch.device("cpu"))
+    model = tiny_model().eval()
+    generator = torch.Generator().manual_seed(0)
+    batch = next(steps(data, "retain", 8, 1, generator)).retain
+    seen: list[torch.Tensor] = []
+    handle = model.features.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0]))
+    aug = ContrastiveAugmenter(ContrastiveParams(batch_size=12, crop_padding=2, flip=False))
+    with torch.no_grad():
+        aug.loss_terms(model, handed(batch, data, generator), model.features(batch.x))
+    handle.remove()
+    _, first, second = seen
+    assert len(first) == len(second) == 12
+    assert not torch.equal(first, second)
+    # a view the data's own transform drew would be the plain image; crops move most of them
+    unaugmented = [plain.test_view(data.train_x[i : i + 1])[0] for i in data.split.retain.tolist()]
+    for view in (first, second):
+        moved = sum(not any(torch.equal(v, u) for u in unaugmented) for v in view)
+        assert moved >= 6
+
+
+def test_loss_terms_draw_a_fresh_batch_and_views_each_call():
     data = tiny_data()
     model = tiny_model().eval()
-    batch = next(steps(data, "retain", 8, 1, torch.Generator().manual_seed(0))).retain
+    generator = torch.Generator().manual_seed(0)
+    batch = handed(next(steps(data, "retain", 8, 1, generator)).retain, data, generator)
     aug = ContrastiveAugmenter()
     with torch.no_grad():
         features = model.features(batch.x)
         first = aug.loss_terms(model, batch, features)["cl"]
         second = aug.loss_terms(model, batch, features)["cl"]
     assert first.item() != pytest.approx(second.item(), rel=1e-9)
+
+
+def infonce_sizes(monkeypatch) -> list[int]:
+    """The number of samples each InfoNCE the augmenter computes compares."""
+    sizes: list[int] = []
+
+    def recording(z1, z2, tau):
+        sizes.append(len(z1))
+        return cross_view_infonce(z1, z2, tau)
+
+    monkeypatch.setattr(contrastive, "cross_view_infonce", recording)
+    return sizes
+
+
+@pytest.mark.parametrize("batch_size, compared", [(16, 16), (100, 30)])  # D_r holds 30 samples
+def test_its_batch_size_is_its_own(monkeypatch, batch_size, compared):
+    sizes = infonce_sizes(monkeypatch)
+    run = make_run(tiny_data())
+    aug = ContrastiveAugmenter(ContrastiveParams(batch_size=batch_size))
+    AugmentedMethod(FineTune(TrainParams(epochs=1, batch_size=8)), [aug]).unlearn(run)
+    assert sizes == [compared] * 4  # the method's 4 steps of 8 retain samples
+    assert run.cost.forwards == 3 * 30 + 3 * 2 * compared * 4  # FT's samples, and both views of each own batch
 
 
 def test_cannot_wrap_methods_without_retain_steps():
@@ -173,9 +228,13 @@ def test_params_accept_lambda_by_alias_and_by_name():
     assert (p.lambda_, p.tau, p.epochs) == (4.0, 0.05, 2)
     defaults = CoUnParams()
     assert (defaults.epochs, defaults.schedule, defaults.tau, defaults.lr, defaults.min_lr) == (50, "cosine", 0.1, 0.01, 1e-4)
+    # the paper's batch and views
+    assert (defaults.batch_size, defaults.crop_padding, defaults.flip) == (256, 4, True)
+    cl = ContrastiveParams()
+    assert (cl.batch_size, cl.crop_padding, cl.flip) == (256, 4, True)
 
 
-@pytest.mark.parametrize("bad", [{"tau": 0.5}, {"tau": 0.0}, {"lambda": -1.0}, {"lamda": 1.0}])
+@pytest.mark.parametrize("bad", [{"tau": 0.5}, {"tau": 0.0}, {"lambda": -1.0}, {"lamda": 1.0}, {"crop_padding": -1}])
 def test_params_reject_out_of_range_and_unknown_keys(bad):
     with pytest.raises(pydantic.ValidationError):
         CoUnParams.model_validate(bad)
@@ -197,8 +256,8 @@ def test_coun_never_reads_a_forget_sample():
     start = {k: v.clone() for k, v in run.model.state_dict().items()}
     coun(epochs=2).unlearn(run)
     forget = set(data.split.forget.tolist())
-    assert data.drawn and not data.touched & forget  # no batch, no evaluation view
-    assert sorted(data.drawn) == sorted(data.split.retain.tolist() * 2)  # each retain sample once per epoch
+    assert data.drawn and not data.touched & forget  # no batch (its own, coun-cl's), no evaluation view
+    assert set(data.drawn) == set(data.split.retain.tolist())
     assert any(not torch.equal(start[k], v) for k, v in run.model.state_dict().items())
 
 
@@ -216,7 +275,7 @@ def test_coun_result_does_not_depend_on_the_forget_samples():
     assert all(torch.equal(results[0][k], results[1][k]) for k in results[0])
 
 
-def test_coun_is_ft_plus_the_cl_term_and_costs_one_extra_view():
+def test_coun_is_ft_plus_the_cl_term_and_costs_two_views_of_its_cl_batch():
     data = tiny_data()
     run = make_run(data)
     seen = []
@@ -233,7 +292,8 @@ def test_coun_is_ft_plus_the_cl_term_and_costs_one_extra_view():
         ContrastiveAugmenter.loss_terms = original
     assert [s[:2] for s in seen] == [(2.0, 0.2)] * 4  # 30 retain samples, batches of 8 -> 4 steps
     assert sum(s[2] for s in seen) == 30
-    assert run.cost.forwards == 3 * 30 + 3 * 30  # trained samples x3, the back-propagated second view x3 too
+    # trained samples x3, and the two back-propagated views of each step's own batch of 8 (coun's batch_size)
+    assert run.cost.forwards == 3 * 30 + 3 * 2 * 8 * 4
 
 
 def test_coun_is_exactly_fine_tuning_wrapped_by_coun_cl():
@@ -242,7 +302,8 @@ def test_coun_is_exactly_fine_tuning_wrapped_by_coun_cl():
     coun(**params).unlearn(coun_run)
     wrapped_run = make_run(tiny_data(), model=tiny_model(seed=5))
     train = TrainParams(**{k: v for k, v in params.items() if k in TrainParams.model_fields})
-    AugmentedMethod(FineTune(train), [ContrastiveAugmenter(ContrastiveParams(tau=0.2, **{"lambda": 1.5}))]).unlearn(wrapped_run)
+    cl = ContrastiveParams(tau=0.2, batch_size=8, **{"lambda": 1.5})
+    AugmentedMethod(FineTune(train), [ContrastiveAugmenter(cl)]).unlearn(wrapped_run)
     a, b = coun_run.model.state_dict(), wrapped_run.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert coun_run.cost.forwards == wrapped_run.cost.forwards
@@ -260,7 +321,18 @@ def test_coun_wrapped_by_another_augmenter_keeps_both():
     assert wrapped.name == "coun+coun-cl" and wrapped.uses_forget is False
     wrapped.unlearn(run)
     assert run.augmenters[0] is extra and len(run.augmenters) == 2
-    assert run.cost.forwards == 3 * 30 + 3 * 2 * 30
+    # coun's views of its own batches of 8, then the extra augmenter's of all 30 retain samples, in each of 4 steps
+    assert run.cost.forwards == 3 * 30 + 3 * 2 * 8 * 4 + 3 * 2 * 30 * 4
+
+
+def test_coun_repeats_bit_for_bit_for_a_seed():
+    states = []
+    for seed in (7, 7, 8):
+        run = make_run(tiny_data(), model=tiny_model(seed=5), seed=seed)
+        coun(epochs=2).unlearn(run)
+        states.append(run.model.state_dict())
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+    assert any(not torch.equal(states[0][k], states[2][k]) for k in states[0])
 
 
 def test_registered_through_the_plugin_host():

@@ -37,20 +37,27 @@ class ContrastiveParams(Params):
 
     lambda_: float = Field(1.0, alias="lambda", ge=0, description="weight of L_CL; the paper searches [0.1, 6]")
     tau: float = Field(0.1, gt=0, le=0.3, description="temperature in (0, 0.3]; the paper's best is 0.1")
+    batch_size: int = Field(256, ge=2, description="retain samples L_CL compares per step (all of D_r when fewer); the paper's 256")
+    crop_padding: int = Field(4, ge=0, description="zero padding of each view's random crop (0: no crop); the paper's 4")
+    flip: bool = Field(True, description="flip each view horizontally half the time, as the paper does")
 
 
 class ContrastiveAugmenter(Augmenter):
-    """coun-cl: adds lambda * cross-view InfoNCE on penultimate features of two views of each retain batch.
+    """coun-cl: adds lambda * cross-view InfoNCE on penultimate features of two views of a retain batch of its own.
 
-    View 1 is the batch the wrapped method already trains on (its features are
-    reused); view 2 is drawn per sample with the data set's training transform
-    (random crop + flip). Gradients flow through both views.
+    As the paper draws them: at every step a batch of `batch_size` retain samples, drawn
+    with the run's generator, and two views of it, X = t(I) and X' = t'(I), each sample with
+    its own random crop (zero padding `crop_padding`) and flip. The views come from this
+    transform, not from the data's training augmentation (which a memorising Original may
+    train without crops), and the batch is not the wrapped method's (often smaller) one.
+    The method's own loss, CE for coun, keeps its own batch and view. Gradients flow
+    through both views.
     """
 
     name = "coun-cl"
     Params = ContrastiveParams
     params: ContrastiveParams
-    extra_views = 1
+    extra_views = 2
     search_space = {"lambda": Range(0.1, 6.0, log=True)}
 
     @classmethod
@@ -60,5 +67,8 @@ class ContrastiveAugmenter(Augmenter):
         return super().cannot_wrap(method)
 
     def loss_terms(self, model: Classifier, batch: Batch, features: torch.Tensor) -> dict[str, torch.Tensor]:
-        second = model.features(batch.view())
-        return {"cl": self.params.lambda_ * cross_view_infonce(features, second, self.params.tau)}
+        p = self.params
+        own = batch.retain_batch(p.batch_size)
+        z1 = model.features(own.view_with(p.crop_padding, p.flip))
+        z2 = model.features(own.view_with(p.crop_padding, p.flip))
+        return {"cl": p.lambda_ * cross_view_infonce(z1, z2, p.tau)}
