@@ -31,7 +31,7 @@ def test_bench_writes_tables_and_figure_and_resumes(capsys, tmp_path):
     assert "| ft+coun-cl | " in text and "| Original | " in text
     assert "Command: `unlearn bench --methods ft,ssd" in text
     assert "- ft: method.params.epochs=1" in text
-    assert "### The regime: Original vs Retrain" in text and "### CL effect: paired per-seed" in text and text in out
+    assert "### The regime: Original vs Retrain" in text and "### CL effect: Avg Gap difference" in text and text in out
     payload = json.loads((folder / "results.json").read_text())
     assert set(payload["tables"]) == {"random:0.1", "class:2"}
     assert payload["tables"]["class:2"]["ft"]["seeds"] == [0, 1]

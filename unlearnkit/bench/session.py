@@ -210,8 +210,9 @@ def _bench_header(command: str, spec: BenchSpec, grid: Grid) -> str:
             f"{first.train.epochs} epochs, lr {first.train.lr:g}, batch {first.train.batch_size}, {first.train.schedule}; "
             f"seeds {', '.join(map(str, spec.seed_list()))}. Cells: mean ± std over seeds; brackets: |mean - Retrain's mean|; "
             f"Avg Gap: the mean of the bracketed gaps (the paper's); Per-seed Gap: mean ± std over seeds of each "
-            f"seed's gap to its Retrain; CL effect: paired per-seed gap difference to the unwrapped method, "
-            f"mean [95% CI], * where the interval excludes 0.\n")
+            f"seed's gap to its Retrain; CL effect (and coun − this): the Avg Gap difference to the unwrapped method "
+            f"(to coun), a paired seed bootstrap [95% CI] with its Holm-adjusted p within the scenario's family, * where "
+            f"that p is below 0.05.\n")
 
 
 # --- tune -------------------------------------------------------------------------------------------------
