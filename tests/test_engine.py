@@ -7,13 +7,14 @@ from collections import Counter
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils.data import Dataset
 
 from unlearnkit.api import Augmenter, Method, TrainParams
 from unlearnkit.data.forget import random_split
 from unlearnkit.data.images import ImageSet, Transform
 from unlearnkit.engine import AugmentedMethod, CostMeter, RunData, Trainer, Workbench, fit, forward_flops, lr_factor
 from unlearnkit.engine.compute import Compute
-from unlearnkit.engine.streams import Step, shuffled, steps, steps_per_epoch
+from unlearnkit.engine.streams import Step, StreamedData, shuffled, steps, steps_per_epoch
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.models import resnet18, small_cnn
 
@@ -383,6 +384,35 @@ def test_view_with_draws_its_own_crop_and_flip_per_sample_with_the_datas_normali
     assert torch.equal(view, Transform(plain.mean, plain.std, crop_padding=2, flip=True).train_view(data.train_x[:16], replay))
     assert not torch.equal(view, batch.x) and not torch.equal(view, batch.view_with(2, True))
     assert torch.equal(batch.view_with(0, False), batch.x)
+
+
+class FlippingImages(Dataset):
+    """A user's Dataset of ready-made image tensors, flipped at random when read; it records its reads."""
+
+    def __init__(self, n: int):
+        self.images = torch.randn(n, 1, 8, 8, generator=gen())
+        self.reads: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        self.reads.append(i)
+        flip = torch.rand(1).item() < 0.5
+        return (self.images[i].flip(-1) if flip else self.images[i]), i % CLASSES
+
+
+def test_view_with_on_a_users_dataset_reads_again_through_its_transforms():
+    train = FlippingImages(20)
+    data = StreamedData(train, FlippingImages(4), random_split(20, 0.2, seed=0), torch.device("cpu"), CLASSES)
+    index = data.split.retain[:6]
+    train.reads.clear()  # the labels were read to make the split
+    batch = data.batch(index, gen())
+    view = batch.view_with(4, True)
+    assert train.reads == index.tolist() * 2 and view.shape == batch.x.shape
+    # the images come out of the Dataset's own transforms: no crop of ours acts on them
+    assert all(torch.equal(v, train.images[i]) or torch.equal(v, train.images[i].flip(-1)) for v, i in zip(view, index))
+    assert not data.second_views  # a batch read on its own makes the streams read no second view ahead
 
 
 def test_only_an_augmenters_batch_draws_retain_samples_of_its_own():
