@@ -210,17 +210,17 @@ def test_streamed_training_reads_in_workers_and_repeats_bitwise_whatever_their_n
         log = tmp_path / f"reads-{workers}"
         train = LoggedBlobs(log, 64, 0, augment=True)
         result = uk.unlearn(network, train, forget=list(range(8)), test_set=test, method="ft", augment=["coun-cl"],
-                            params={"method": {"epochs": 2, "batch_size": 8}, "coun-cl": {"lambda": 0.5}},
+                            params={"method": {"epochs": 2, "batch_size": 8}, "coun-cl": {"lambda": 0.5, "batch_size": 8}},
                             workers=workers, seed=3)
         weights.append(result.model.state_dict())
         pids = log.read_text().split()
         main_reads.append((pids.count(str(os.getpid())), len(pids)))
     assert all(torch.equal(v, weights[1][k]) for k, v in weights[0].items())
     assert main_reads[0][0] == main_reads[0][1] == main_reads[1][1]
-    # with workers, this process reads only the second views of the batches the workers had been asked
-    # for before coun-cl first asked: the first, and the loader's 2 x 2 read ahead (8 samples each); and the
+    # with workers, this process reads only coun-cl's own batches (8 samples, read for their x and two views,
+    # at each of the 2 x 7 steps: the workers read the steps' batches, and no second view of them) and the
     # two samples the preflight runs the model on
-    assert main_reads[1][0] == 5 * 8 + 2, main_reads
+    assert main_reads[1][0] == 14 * 3 * 8 + 2, main_reads
 
 
 # --------------------------------------------------------------------------- unlearnkit.unlearn
@@ -260,11 +260,12 @@ def test_unlearn_a_users_resnet_with_coun_cl_and_no_retrain(user_setup):
     assert any(not torch.equal(v, result.model.state_dict()[k]) for k, v in before.items() if v.is_floating_point())
     assert set(result.metrics) >= {"RA", "UA", "TA", "MIA", "flops"} and "avg_gap" not in result.metrics
     assert result.retrain_metrics is None and result.run.method == "ft+coun-cl"
-    # each retain sample: read for its training view, again for coun-cl's second view, and once per model measured
-    # (Original, unlearned); each forget sample only to be measured: ft never trains on it. Samples 0 and 1 once
-    # more: the preflight runs the model on them
+    # each retain sample: read for its training view, 3 times at each of the 4 steps for coun-cl's own batch (all
+    # 56 retain samples, fewer than its 256: their x and two views), and once per model measured (Original,
+    # unlearned); each forget sample only to be measured: ft never trains on it. Samples 0 and 1 once more: the
+    # preflight runs the model on them
     reads = Counter(train.reads)
-    assert {reads[i] for i in range(8, 64)} == {4} and {reads[i] - (i < 2) for i in range(8)} == {2}
+    assert {reads[i] for i in range(8, 64)} == {1 + 3 * 4 + 2} and {reads[i] - (i < 2) for i in range(8)} == {2}
     assert "| ft+coun-cl |" in result._repr_markdown_()
 
 

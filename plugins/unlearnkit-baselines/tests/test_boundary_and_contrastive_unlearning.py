@@ -508,7 +508,7 @@ def test_coun_cl_can_wrap_cu_and_sees_every_retain_batch():
     data = tiny_data()
     run = tiny_run(ContrastiveUnlearning, data)
     data.drawn.clear()  # the original model's training drew from it too
-    augmenter = ContrastiveAugmenter(ContrastiveParams(tau=0.1))
+    augmenter = ContrastiveAugmenter(ContrastiveParams(tau=0.1, batch_size=4))
     seen = []
     original = augmenter.loss_terms
     augmenter.loss_terms = lambda model, batch, features: (seen.append(batch), original(model, batch, features))[1]
@@ -519,7 +519,7 @@ def test_coun_cl_can_wrap_cu_and_sees_every_retain_batch():
     # the head's fit: one forward of the Original per training sample; per step: 3 x (forget + retain) trained
     # + coun-cl's back-propagated second view (3 forwards); view 1's retain features come from CU's own joint
     # forward, so no extra forward
-    assert run.cost.forwards == len(data.train_y) + 3 * 2 * 2 * n_forget + 3 * 2 * n_forget
+    assert run.cost.forwards == len(data.train_y) + 3 * 2 * 2 * n_forget + 3 * 2 * 4 * len(seen)
 
 
 def test_cu_declarations_and_defaults():

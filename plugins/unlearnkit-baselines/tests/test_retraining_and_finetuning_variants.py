@@ -499,7 +499,8 @@ def test_rl_wrapped_by_coun_cl_reuses_the_joint_forward_for_retain_features():
     from unlearnkit.engine import AugmentedMethod
 
     data = tiny_data()
-    method = AugmentedMethod(RandomLabel(RandomLabelParams(epochs=2, batch_size=8)), [ContrastiveAugmenter()])
+    method = AugmentedMethod(RandomLabel(RandomLabelParams(epochs=2, batch_size=8)),
+                             [ContrastiveAugmenter(ContrastiveAugmenter.Params(batch_size=8))])
     run = tiny_run(method, data)
     seen = spy_steps(run)
     method.unlearn(run)
@@ -507,6 +508,6 @@ def test_rl_wrapped_by_coun_cl_reuses_the_joint_forward_for_retain_features():
     for step, _, _ in seen:
         want += 3 * len(step)  # forward + backward of every sample
         if step.retain is not None:
-            want += 3 * len(step.retain)  # coun-cl's back-propagated second view; view 1 comes from the joint forward
+            want += 3 * 2 * 8  # coun-cl's two back-propagated views of its own retain batch of 8
     assert any(s.retain is not None and s.forget is not None for s, _, _ in seen)
     assert run.cost.forwards == want

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import types
 from dataclasses import replace
 
 import pydantic
@@ -12,6 +13,7 @@ import torch.nn.functional as F
 from unlearnkit_baselines import FineTune, GradientAscent, NegGrad, NegGradPlus
 from unlearnkit_coun import ContrastiveAugmenter, CoUn, contrastive, cross_view_infonce
 from unlearnkit_coun.contrastive import ContrastiveParams
+from unlearnkit_coun import method as method_module
 from unlearnkit_coun.method import CoUnParams
 
 from unlearnkit import Augmenter, Batch, Method
@@ -275,42 +277,39 @@ def test_coun_result_does_not_depend_on_the_forget_samples():
     assert all(torch.equal(results[0][k], results[1][k]) for k in results[0])
 
 
-def test_coun_is_ft_plus_the_cl_term_and_costs_two_views_of_its_cl_batch():
-    data = tiny_data()
-    run = make_run(data)
-    seen = []
-    original = ContrastiveAugmenter.loss_terms
+def test_coun_trains_ce_on_view_one_of_the_batch_whose_two_views_its_cl_term_compares(monkeypatch):
+    run = make_run(tiny_data())
+    logits_seen, checked = [], []
+    real_infonce = method_module.cross_view_infonce
 
-    def spy(self, model, batch, features):
-        seen.append((self.params.lambda_, self.params.tau, len(batch)))
-        return original(self, model, batch, features)
+    def ce(logits, labels):
+        logits_seen.append(logits)
+        return F.cross_entropy(logits, labels)
 
-    ContrastiveAugmenter.loss_terms = spy
-    try:
-        coun(**{"lambda": 2.0, "tau": 0.2}).unlearn(run)
-    finally:
-        ContrastiveAugmenter.loss_terms = original
-    assert [s[:2] for s in seen] == [(2.0, 0.2)] * 4  # 30 retain samples, batches of 8 -> 4 steps
-    assert sum(s[2] for s in seen) == 30
-    # trained samples x3, and the two back-propagated views of each step's own batch of 8 (coun's batch_size)
-    assert run.cost.forwards == 3 * 30 + 3 * 2 * 8 * 4
+    def infonce(z1, z2, tau):
+        # CE was computed first, on h(Z) of the same view 1 of the same batch
+        checked.append(torch.allclose(logits_seen[-1], run.model.head(z1)) and len(z1) == len(z2) == len(logits_seen[-1]))
+        return real_infonce(z1, z2, tau)
+
+    monkeypatch.setattr(method_module, "F", types.SimpleNamespace(cross_entropy=ce))
+    monkeypatch.setattr(method_module, "cross_view_infonce", infonce)
+    coun(**{"lambda": 2.0, "tau": 0.2}).unlearn(run)
+    assert checked == [True] * 4  # 30 retain samples, batches of 8 -> 4 steps
+    # each retain sample trained on two views: the first as the step's own, the second counted by coun
+    assert run.cost.forwards == 3 * 2 * 30
 
 
-def test_coun_is_exactly_fine_tuning_wrapped_by_coun_cl():
-    params = {"epochs": 2, "batch_size": 8, "lr": 0.05, "schedule": "cosine", "tau": 0.2, "lambda": 1.5}
-    coun_run = make_run(tiny_data(), model=tiny_model(seed=5))
-    coun(**params).unlearn(coun_run)
-    wrapped_run = make_run(tiny_data(), model=tiny_model(seed=5))
-    train = TrainParams(**{k: v for k, v in params.items() if k in TrainParams.model_fields})
-    cl = ContrastiveParams(tau=0.2, batch_size=8, **{"lambda": 1.5})
-    AugmentedMethod(FineTune(train), [ContrastiveAugmenter(cl)]).unlearn(wrapped_run)
-    a, b = coun_run.model.state_dict(), wrapped_run.model.state_dict()
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    assert coun_run.cost.forwards == wrapped_run.cost.forwards
-    # and the CL term matters: plain fine-tuning from the same start ends elsewhere
-    ft_run = make_run(tiny_data(), model=tiny_model(seed=5))
-    FineTune(train).unlearn(ft_run)
-    assert any(not torch.equal(a[k], v) for k, v in ft_run.model.state_dict().items())
+def test_coun_views_are_its_own_transform_not_the_datas():
+    # the data set's own augmentation is none at all; coun's views must still differ (crops and flips)
+    plain = replace(TRANSFORM, crop_padding=0, flip=False)
+    states = []
+    for crop, flip in ((0, False), (4, True)):
+        run = make_run(RunData(tiny_images(), plain, random_split(N_TRAIN, 0.25, seed=0), torch.device("cpu")),
+                       model=tiny_model(seed=5))
+        coun(crop_padding=crop, flip=flip, epochs=1).unlearn(run)
+        states.append(run.model.state_dict())
+    # without its own augmentation both views are the same image: L_CL then differs, and so do the weights
+    assert any(not torch.equal(states[0][k], states[1][k]) for k in states[0])
 
 
 def test_coun_wrapped_by_another_augmenter_keeps_both():
@@ -320,9 +319,10 @@ def test_coun_wrapped_by_another_augmenter_keeps_both():
     wrapped = AugmentedMethod(coun(), [extra])
     assert wrapped.name == "coun+coun-cl" and wrapped.uses_forget is False
     wrapped.unlearn(run)
-    assert run.augmenters[0] is extra and len(run.augmenters) == 2
-    # coun's views of its own batches of 8, then the extra augmenter's of all 30 retain samples, in each of 4 steps
-    assert run.cost.forwards == 3 * 30 + 3 * 2 * 8 * 4 + 3 * 2 * 30 * 4
+    assert run.augmenters == [extra]
+    # coun's two views of each of its 30 retain samples; the features of each step's own view, which augmenters
+    # are handed (coun's forwards are of its views, not of it); the extra augmenter's views of all 30, in 4 steps
+    assert run.cost.forwards == 3 * 2 * 30 + 3 * 30 + 3 * 2 * 30 * 4
 
 
 def test_coun_repeats_bit_for_bit_for_a_seed():
