@@ -82,7 +82,8 @@ class Augmenter(Configurable):
     """
 
     kind: ClassVar[str] = "augmenter"
-    #: extra augmented views drawn per retain sample and back-propagated: 3 forwards each by the cost convention
+    #: augmented views it back-propagates per sample of the batch it computes over (the step's retain batch, or its
+    #: own from `Batch.retain_batch`): 3 forwards each by the cost convention
     extra_views: ClassVar[int] = 0
 
     @classmethod

@@ -140,7 +140,8 @@ class RepresentationTerms(Protocol):
     def name(self) -> str: ...
     @property
     def extra_views(self) -> int:
-        """Augmented views it draws per retain sample and back-propagates (for counting cost)."""
+        """Augmented views it back-propagates per sample of the batch it computes over: the step's retain batch,
+        or its own from `Batch.retain_batch` (for counting cost)."""
         ...
 
     def parameters(self) -> list[nn.Parameter]:

@@ -1,6 +1,6 @@
 """Cost by the paper's convention: forward FLOPs = 2 x MACs, counted once per model with
 torch.utils.flop_counter; a trained sample costs 3 forwards (forward + backward), and so does an
-extra augmented view that is back-propagated (CoUn's second view); an inference-only forward costs 1."""
+extra augmented view that is back-propagated (CoUn's views); an inference-only forward costs 1."""
 
 from __future__ import annotations
 
