@@ -16,7 +16,7 @@ from unlearnkit import cli
 from unlearnkit.auditing import report
 from unlearnkit.bench import executors
 from unlearnkit.auditing.session import check_folder
-from unlearnkit.auditing.ulira import check_shadow_count, shadow_design, shadow_records, shadow_run
+from unlearnkit.auditing.ulira import Variant, check_shadow_count, shadow_design, shadow_records, shadow_run
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.plugins import installed
 from unlearnkit.protocol import ProtocolRun
@@ -71,12 +71,16 @@ def test_a_shadow_trains_on_its_half_and_forgets_the_targets_it_saw(digits_run):
         assert shadow.spec.seed == design.shadow_seed(k) and digits_run.spec.seed == 0
 
 
-def test_records_resume_and_refuse_another_design(tmp_path):
+def test_records_resume_and_refuse_another_design_or_other_params(tmp_path):
+    def ft(lr: float) -> Variant:
+        return Variant("ft", resolve({"method": {"name": "ft", "params": {"lr": lr}}}, installed()))
+
     design = shadow_design(20, torch.tensor([1, 2]), shadows=6, seed=0)
-    records = shadow_records(tmp_path, design)
+    records = shadow_records(tmp_path, design, [ft(0.01)])
     records.put("ft", 3, np.array([0.5, -1.0]), {"flops": 10, "seconds": 1.0})
     assert records.get("ft", 3)["phi"] == [0.5, -1.0] and records.get("ft", 2) is None
-    assert shadow_records(tmp_path, shadow_design(20, torch.tensor([1, 2]), 6, seed=1)).get("ft", 3) is None
+    assert shadow_records(tmp_path, shadow_design(20, torch.tensor([1, 2]), 6, seed=1), [ft(0.01)]).get("ft", 3) is None
+    assert shadow_records(tmp_path, design, [ft(0.02)]).get("ft", 3) is None  # the same name with other params
     records.path("ft", 4).parent.mkdir(parents=True, exist_ok=True)
     records.path("ft", 4).write_text("{not json")
     assert records.get("ft", 4) is None  # damaged: computed again

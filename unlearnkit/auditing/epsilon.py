@@ -79,7 +79,7 @@ def epsilon_audit(run: ProtocolRun, variants: list[Variant], runs: int, folder: 
     seeds = [run.spec.seed + i for i in range(runs)]
     forget: list[int] = run.split.forget.tolist()
     design = {"original": cache_key(run, "original"), "forget": forget, "seeds": seeds}
-    records = PhiRecords(folder / "runs", design, len(run.split.forget))
+    records = PhiRecords(folder / "runs", design, len(run.split.forget), [Variant(RETRAIN), *variants])
     original: Classifier | None = None
     trained = 0
     for i, seed in enumerate(seeds):

@@ -112,15 +112,24 @@ class Variant:
     name: str
     resolved: ResolvedRun | None = None
 
+    @property
+    def identity(self) -> dict[str, Any] | None:
+        """What its numbers depend on beyond the audit's setting: the method's and augmenters' params as validated."""
+        if self.resolved is None:
+            return None
+        return {plugin.name: plugin.params.model_dump(mode="json", by_alias=True)
+                for plugin in (self.resolved.method, *self.resolved.augmenters)}
+
 
 class PhiRecords:
     """Each variant's phi (and what else was measured) on each model, one JSON file apiece: what an interrupted
     audit resumes from. `design` identifies what the records are of; a record of another design is not used."""
 
-    def __init__(self, folder: Path, design: dict[str, Any], count: int):
+    def __init__(self, folder: Path, design: dict[str, Any], count: int, variants: list[Variant]):
         self.folder = folder
         self.design = design
         self.count = count  # phi values per record
+        self.identity = {v.name: v.identity for v in variants}  # a record of other params is not this variant's
 
     def path(self, variant: str, k: int) -> Path:
         return self.folder / variant / f"{k}.json"
@@ -131,17 +140,19 @@ class PhiRecords:
         except (OSError, ValueError):
             return None  # absent or damaged: computed again
         phi = record.get("phi") if isinstance(record, dict) else None
-        if record.get("design") != self.design or not isinstance(phi, list) or len(phi) != self.count:
+        if record.get("design") != self.design or not isinstance(phi, list) or len(phi) != self.count \
+                or record.get("variant") != self.identity.get(variant):
             return None
         return record
 
     def put(self, variant: str, k: int, phi: np.ndarray, cost: dict[str, Any], **measured: Any) -> None:
-        atomic_write_json(self.path(variant, k), {"design": self.design, "phi": phi.tolist(), "cost": cost, **measured})
+        atomic_write_json(self.path(variant, k), {"design": self.design, "variant": self.identity.get(variant),
+                                                  "phi": phi.tolist(), "cost": cost, **measured})
 
 
-def shadow_records(folder: Path, design: ShadowDesign) -> PhiRecords:
+def shadow_records(folder: Path, design: ShadowDesign, variants: list[Variant]) -> PhiRecords:
     identity = {"targets": design.targets.tolist(), "seed": design.seed, "shadows": design.shadows}
-    return PhiRecords(folder / "shadows", identity, len(design.targets))
+    return PhiRecords(folder / "shadows", identity, len(design.targets), variants)
 
 
 @dataclass
@@ -220,7 +231,7 @@ def ulira(run: ProtocolRun, design: ShadowDesign, variants: list[Variant], folde
     """Every variant's phi on every shadow (computing what the records lack, shadows in parallel on the
     executor's workers), then the U-LiRA figures."""
     started = time.perf_counter()
-    records = shadow_records(folder, design)
+    records = shadow_records(folder, design, variants)
     base = run.resolved.spec.model_dump(mode="json")
     _runs.clear()
     _runs[json.dumps(base, sort_keys=True, default=str)] = run  # tasks in this process use the run as it is
