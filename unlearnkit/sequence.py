@@ -83,10 +83,15 @@ class Unlearned:
     metrics: Metrics
 
 
+def wrapped_method(resolved: ResolvedRun) -> Method:
+    """The resolved method wrapped by its augmenters, built for one run (the method itself when there are none)."""
+    return AugmentedMethod(resolved.method, resolved.augmenters) if resolved.augmenters else resolved.method
+
+
 def unlearn_steps(references: References, resolved: ResolvedRun) -> Iterator[Unlearned]:
     """The resolved method (wrapped by its augmenters) at each step, from the model the step before left (the
     first from the Original), measured against that step's Retrain."""
-    method: Method = AugmentedMethod(resolved.method, resolved.augmenters) if resolved.augmenters else resolved.method
+    method = wrapped_method(resolved)
     model = references.original
     for index in range(len(references)):
         step = references.step(index)

@@ -18,12 +18,12 @@ from typing import Any, Callable
 import numpy as np
 
 from unlearnkit.auditing.ulira import PhiRecords, Variant
-from unlearnkit.engine.run import AugmentedMethod
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.evaluation.privacy import challenge_score, epsilon_ceiling, epsilons, forget_quality, logit_confidence
 from unlearnkit.models import Classifier
 from unlearnkit.protocol import ProtocolRun
 from unlearnkit.references import cache_key, reference_model
+from unlearnkit.sequence import wrapped_method
 
 RETRAIN = "retrain"
 
@@ -95,9 +95,7 @@ def epsilon_audit(run: ProtocolRun, variants: list[Variant], runs: int, folder: 
                     original, _, source = reference_model(run, "original")
                     trained += source == "trained"
                 assert variant.resolved is not None
-                method = variant.resolved.method
-                wrapped = AugmentedMethod(method, variant.resolved.augmenters) if variant.resolved.augmenters else method
-                model, cost = view.unlearn(original, wrapped)
+                model, cost = view.unlearn(original, wrapped_method(variant.resolved))
             phi, ra, ta = _measured(run, model)
             records.put(variant.name, i, phi, {k: cost.get(k) for k in ("flops", "seconds")}, RA=ra, TA=ta)
         log(f"run {i + 1} of {runs} (seed {seed}) done")

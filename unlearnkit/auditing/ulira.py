@@ -27,7 +27,6 @@ import torch
 
 from unlearnkit.bench.executors import Executor, Serial
 from unlearnkit.data.forget import Split
-from unlearnkit.engine.run import AugmentedMethod
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.evaluation.privacy import AttackFigures, attack_figures, lira_scores, logit_confidence, per_sample_vulnerability
 from unlearnkit.evaluation.subject import Subject
@@ -37,6 +36,7 @@ from unlearnkit.protocol import ProtocolRun
 from unlearnkit.references import reference_model
 from unlearnkit.plugins import installed
 from unlearnkit.resolve import ResolvedRun, resolve
+from unlearnkit.sequence import wrapped_method
 
 #: the calibration rows: no unlearning at all (the attack's upper bound), and retraining from scratch (its floor)
 NONE, RETRAIN = "none", "retrain"
@@ -257,9 +257,7 @@ def _variant_model(shadow: ProtocolRun, original: Classifier, variant: Variant) 
         model, cost, source = reference_model(shadow, "retrain")
         return model, {**cost, "trained": source == "trained"}
     assert variant.resolved is not None  # a method's variant carries its resolved run
-    method = variant.resolved.method
-    wrapped = AugmentedMethod(method, variant.resolved.augmenters) if variant.resolved.augmenters else method
-    return shadow.unlearn(original, wrapped)
+    return shadow.unlearn(original, wrapped_method(variant.resolved))
 
 
 def _score(name: str, records: PhiRecords, design: ShadowDesign) -> VariantResult:
