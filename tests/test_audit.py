@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import math
-from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
-from unlearnkit import cli
 from unlearnkit.auditing import report
 from unlearnkit.bench import executors
 from unlearnkit.auditing.session import check_folder
@@ -21,18 +17,8 @@ from unlearnkit.errors import UnlearnkitError
 from unlearnkit.plugins import installed
 from unlearnkit.protocol import ProtocolRun
 from unlearnkit.resolve import resolve
+from tests.test_faults_inputs import unlearn  # the CLI in-process: exit code, stdout, stderr
 
-
-def unlearn(*argv: str) -> tuple[int, str, str]:
-    """The CLI in-process: its exit code, stdout and stderr."""
-    stdout, stderr = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        try:
-            cli.main(list(argv))
-            code: Any = 0
-        except SystemExit as exc:
-            code = exc.code
-    return (code if isinstance(code, int) else 0), stdout.getvalue(), stderr.getvalue()
 
 
 def test_every_sample_is_in_exactly_half_of_the_shadow_models():
