@@ -57,7 +57,7 @@ def test_tune_finds_params_that_bench_then_uses(capsys, tmp_path):
     assert "### Trials, best first" in ranked and f"Chosen: ft.lr={lr}" in ranked
     assert "| ft #0 | " in ranked and "| ft #1 | " in ranked  # one row per trial, never averaged together
 
-    assert tuned["tuned_on"] == {"scenario": "random:0.1", "seeds": [100]}  # tuning seeds, apart from 0..
+    assert tuned["tuned_on"] == {"scenario": "random:0.1", "seeds": [100], "pool": "tuning"}  # apart from the evaluation
     code, _, err = unlearn(capsys, "bench", "--methods", "ft", "--augment", "none", "--scenarios", "random:0.1",
                            "--seeds", "0,100", "--params", "tuned/tuned.yaml", *TINY)
     assert code == 2 and "tuned on seeds [100], which this bench also reports" in err  # nothing ran

@@ -43,7 +43,7 @@ def test_tpe_keeps_its_study_writes_the_best_and_resumes_retrying_a_killed_worke
     tuned = yaml.safe_load((folder / "tuned.yaml").read_text())
     assert tuned["params"]["ft"]["method"]["params"] == {"batch_size": 64, "epochs": 1,
                                                          "lr": float(f"{best.params['ft.lr']:.4g}")}
-    assert tuned["tuned_on"] == {"scenario": "random:0.1", "seeds": [100]}
+    assert tuned["tuned_on"] == {"scenario": "random:0.1", "seeds": [100], "pool": "tuning"}
     assert f"best: ft.lr={tuned['params']['ft']['method']['params']['lr']}" in out
     assert "### Trials, best first" in (folder / "results.md").read_text()
 

@@ -39,6 +39,9 @@ def _identity(run: ProtocolRun, kind: Kind) -> dict[str, Any]:
         "views": dataclasses.asdict(run.data.transform) if run.data.transform else None,
         "seed": spec.seed,
     }
+    if spec.data.pool != "evaluation" or spec.data.balanced:  # absent otherwise: the keys models were cached under
+        # a data set of torch Datasets is identified by its labels, which another choice of its images may share
+        identity["images"] = {"pool": spec.data.pool, "balanced": spec.data.balanced}
     if kind == "retrain":
         identity["forget"] = fingerprint(run.split.forget)
     held = torch.cat([run.split.forget, run.split.retain]).sort().values
@@ -87,7 +90,8 @@ def _train(run: ProtocolRun, kind: Kind) -> tuple[Classifier, dict[str, Any]]:
     over: Part = "retain" if kind == "retrain" else "all"
     start = time.perf_counter()
     fit(model, run.data, over, retain_cross_entropy, run.spec.train, generator=generator, cost=meter,
-        progress=run.progress, label=kind, compute=run.compute)
+        progress=run.progress, label=kind, compute=run.compute, on_log=run.events.training(kind, run.step),
+        log_every=run.spec.log_every)
     return model, {"flops": meter.flops, "seconds": time.perf_counter() - start}
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, StrictInt, field_validator, model_validator
+from pydantic import Field, SerializerFunctionWrapHandler, StrictInt, field_validator, model_serializer, model_validator
 
 from unlearnkit.params import Checked, TrainParams
 
@@ -52,6 +52,29 @@ class DataSpec(Section):
     )
     flip: bool | None = Field(None, description="training views: random horizontal flip (default: the data set's)")
     workers: int = Field(0, ge=0, le=64, description="DataLoader processes reading a data set given as torch Datasets")
+    pool: Literal["evaluation", "tuning"] = Field(
+        "evaluation", description="which images the subsets take: evaluation (the fixed random subsets results report) "
+        "or tuning (as many other images, disjoint from them, to choose hyper-parameters on)")
+    balanced: bool = Field(False, description="class-balanced subsets: each class gets an equal share of each subset")
+
+    @model_validator(mode="after")
+    def _pool_of_subsets(self) -> DataSpec:
+        if self.pool == "tuning" and (self.train_subset is None or self.test_subset is None):
+            raise ValueError("the tuning pool is drawn apart from the evaluation subsets, so it needs both "
+                             "train_subset and test_subset")
+        if self.balanced and self.train_subset is None and self.test_subset is None:
+            raise ValueError("balanced applies to subsets: give train_subset or test_subset")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _defaults_left_out(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # absent at their defaults, so that every cache and cell key written before them still names the same images
+        out = handler(self)
+        if self.pool == "evaluation":
+            out.pop("pool", None)
+        if not self.balanced:
+            out.pop("balanced", None)
+        return out
 
 
 class ModelSpec(Section):

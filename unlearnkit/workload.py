@@ -37,7 +37,8 @@ def spec_workload(spec: RunSpec, device: torch.device) -> Workload:
     """The data set, split and architecture a spec names."""
     loaded = catalog.load(spec.data.name, spec.data.root, spec.data.download, spec.data.image_size)
     if isinstance(loaded, Datasets):
-        loaded = catalog.subset_datasets(loaded, spec.data.train_subset, spec.data.test_subset)
+        loaded = catalog.subset_datasets(loaded, spec.data.train_subset, spec.data.test_subset, spec.data.pool,
+                                         spec.data.balanced, dataset_labels)
         labels = dataset_labels(loaded.train), dataset_labels(loaded.test)
         split = make_split(spec.forget, labels[0], loaded.num_classes, spec.seed)
         data: RunData = StreamedData(loaded.train, loaded.test, split, device, loaded.num_classes,
@@ -50,7 +51,7 @@ def spec_workload(spec: RunSpec, device: torch.device) -> Workload:
         images, transform = loaded
         augmentation: dict[str, Any] = {"crop_padding": spec.data.crop_padding, "flip": spec.data.flip}
         transform = dataclasses.replace(transform, **{k: v for k, v in augmentation.items() if v is not None})
-        images = catalog.subset(images, spec.data.train_subset, spec.data.test_subset)
+        images = catalog.subset(images, spec.data.train_subset, spec.data.test_subset, spec.data.pool, spec.data.balanced)
         split = make_split(spec.forget, images.train_y, images.num_classes, spec.seed)
         data = RunData(images, transform, split, device)
         data_id = fingerprint(images.train_x, images.train_y, images.test_x, images.test_y)

@@ -280,6 +280,7 @@ class Search:
         """Everything checked (spec, names, ranges, scenario, Optuna, inputs, folder) before a trial runs."""
         base, source = spec_from_flags(o.spec_file, o.method, o.augment, o.overrides,
                                        **{"data.name": o.data, "model.name": o.model, "device": o.device})
+        base, images = tuning.on_tuning_pool(base)
         registry = installed()
         resolved = resolve(base, registry, source)  # the spec and names are valid before anything is searched
         method, augment = resolved.method.name, tuple(a.name for a in resolved.augmenters)
@@ -299,7 +300,7 @@ class Search:
         target = len(tuning.grid_trials(space, o.points)) if o.search == "grid" else o.trials
         search = cls(o, base, resolved.name, method, augment, seeds, space, identity, folder, study, target)
         reporter.err.print(f"tuning {search.name} ({o.search}): {target} trials x {len(seeds)} seeds over "
-                           f"{search.searched}; {len(tuning.finished_trials(study))} already finished; "
+                           f"{search.searched}, {images}; {len(tuning.finished_trials(study))} already finished; "
                            f"results and study.db in {folder}")
         return search
 
@@ -395,7 +396,8 @@ class Search:
         if self.base.get("augment"):
             ran_with["augment"] = [{"name": a["name"], "params": a.get("params", {})} for a in self.base["augment"]]
         tuned = {"params": {self.name: merge(ran_with, tuning.overlay(self.method, best["assignment"]))},
-                 "tuned_on": {"scenario": self.options.scenario, "seeds": self.seeds}}
+                 "tuned_on": {"scenario": self.options.scenario, "seeds": self.seeds,
+                              "pool": self.base.get("data", {}).get("pool", "evaluation")}}
         note = (f"# unlearn tune: best of {trials} trials for {self.name} on {self.options.scenario}, seeds "
                 f"{self.seeds}: Avg Gap {best['avg_gap']:.2f}\n# use with: unlearn bench --params "
                 f"{self.folder / 'tuned.yaml'}\n")
@@ -409,6 +411,7 @@ def tune_bench(session: Session, path: Path, overrides: list[str], scenario: str
     for assignment in overrides:
         set_path(raw, assignment)
     spec = read_bench_spec(raw, str(path))
+    spec.base, images = tuning.on_tuning_pool(spec.base)
     identity = {"bench": spec.model_dump(mode="json", exclude={"out"}), "scenario": scenario, "seeds": seeds,
                 "points": points}
     folder = out_dir or Path("tune") / f"bench-{spec_key(identity)[:8]}"
@@ -422,7 +425,7 @@ def tune_bench(session: Session, path: Path, overrides: list[str], scenario: str
         if not grid.cells:
             continue
         session.reporter.err.print(f"tuning {'wrapped variants' if wrapped else 'methods'}: {', '.join(names)}; "
-                                   f"{len(grid.cells)} cells on {scenario}, seeds {seeds}; results in {folder}")
+                                   f"{len(grid.cells)} cells on {scenario}, seeds {seeds}, {images}; results in {folder}")
         header = f"# unlearn tune --bench {path}\n\nCommand: `{session.command}`\n"
         phase = folder / ("wrapped" if wrapped else "methods")
         check_grid([r.spec for r in grid.resolved.values()], phase)

@@ -125,6 +125,18 @@ def overlay(method: str, assignment: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def on_tuning_pool(base: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """The run spec tuning trains on: its subsets taken from the tuning pool, images the evaluation never uses
+    (unless the spec names a pool itself), and a line saying which images those are."""
+    data: dict[str, Any] = base["data"] if isinstance(base.get("data"), dict) else {}
+    if data.get("pool") is not None:
+        return base, f"on the {data['pool']} pool, as the spec says"
+    if data.get("train_subset") is None or data.get("test_subset") is None:
+        return base, "on the evaluation's images (the spec takes no train and test subsets to set a pool apart from)"
+    return merge(base, {"data": {"pool": "tuning"}}), (f"on the tuning pool: {data['train_subset']} training and "
+                                                        f"{data['test_subset']} test images the evaluation never uses")
+
+
 def tuning_grid(
     base: dict[str, Any], method: str, augment: tuple[str, ...], scenario: str, seeds: list[int],
     assignments: Mapping[int, dict[str, Any]], registry: Registry,

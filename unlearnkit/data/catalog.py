@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
 import torch
 
@@ -174,31 +174,75 @@ def load(
     return loaded
 
 
-def subset_datasets(data: Datasets, train: int | None, test: int | None) -> Datasets:
-    """`subset` for torch Datasets: the same fixed random choice of samples (seed 0)."""
+Pool = Literal["evaluation", "tuning"]
+
+
+def subset_datasets(data: Datasets, train: int | None, test: int | None, pool: Pool = "evaluation",
+                    balanced: bool = False, labels: Callable[[Any], torch.Tensor] | None = None) -> Datasets:
+    """`subset` for torch Datasets (`labels` reads a Dataset's labels, needed when `balanced`)."""
     gen = torch.Generator().manual_seed(0)
 
-    def take(dataset, n):
-        if n is None or n >= len(dataset):
-            return dataset
-        return torch.utils.data.Subset(dataset, torch.randperm(len(dataset), generator=gen)[:n].sort().values.tolist())
+    def take(dataset, n, what):
+        read = (lambda: labels(dataset)) if labels is not None else _no_labels
+        keep = choose(len(dataset), n, gen, pool, balanced, read, data.classes, what)
+        return dataset if keep is None else torch.utils.data.Subset(dataset, keep.tolist())
 
-    train_set = take(data.train, train)
+    train_set = take(data.train, train, "train_subset")
     chosen = train_set.indices if isinstance(train_set, torch.utils.data.Subset) else None
     train_eval = data.train_eval if chosen is None or data.train_eval is None else torch.utils.data.Subset(data.train_eval, chosen)
-    return Datasets(train_set, take(data.test, test), data.classes, train_eval)
+    return Datasets(train_set, take(data.test, test, "test_subset"), data.classes, train_eval)
 
 
-def subset(images: ImageSet, train: int | None, test: int | None) -> ImageSet:
-    """A fixed random subset (seed 0, independent of the run seed) so runs with different seeds share data."""
+def _no_labels() -> torch.Tensor:
+    raise UnlearnkitError("balanced subsets need the data set's labels", "Pass `labels` to subset_datasets.")
+
+
+def subset(images: ImageSet, train: int | None, test: int | None, pool: Pool = "evaluation",
+           balanced: bool = False) -> ImageSet:
+    """A fixed random subset (seed 0, independent of the run seed) so runs with different seeds share data;
+    the tuning pool is as many other images (see `choose`)."""
     gen = torch.Generator().manual_seed(0)
 
-    def take(x, y, n):
-        if n is None or n >= len(y):
-            return x, y
-        keep = torch.randperm(len(y), generator=gen)[:n].sort().values
-        return x[keep], y[keep]
+    def take(x, y, n, what):
+        keep = choose(len(y), n, gen, pool, balanced, lambda: y, images.classes, what)
+        return (x, y) if keep is None else (x[keep], y[keep])
 
-    train_x, train_y = take(images.train_x, images.train_y, train)
-    test_x, test_y = take(images.test_x, images.test_y, test)
+    train_x, train_y = take(images.train_x, images.train_y, train, "train_subset")
+    test_x, test_y = take(images.test_x, images.test_y, test, "test_subset")
     return ImageSet(train_x, train_y, test_x, test_y, images.classes)
+
+
+def choose(size: int, n: int | None, gen: torch.Generator, pool: Pool, balanced: bool,
+           labels: Callable[[], torch.Tensor], classes: list[str], what: str) -> torch.Tensor | None:
+    """The sorted indices of a subset of n of `size` samples, or None for all of them.
+
+    Both pools walk one permutation drawn from `gen`: the evaluation pool takes its first n samples, the
+    tuning pool the n after them, so that the two never share an image (balanced: the first, or the next,
+    n / classes samples of each class in that order). The evaluation pool unbalanced is the subset every
+    earlier version took, so cached models and published numbers keep naming the same images.
+    """
+    tuning = pool == "tuning"
+    if n is None or (n >= size and not tuning and not balanced):
+        return None
+    if tuning and 2 * n > size:
+        raise UnlearnkitError(f"{what} {n}: the tuning pool needs {n} images apart from the evaluation pool's {n}, "
+                              f"and the data set has {size}", f"Lower {what} to at most {size // 2}.")
+    order = torch.randperm(size, generator=gen)
+    start = n if tuning else 0
+    if not balanced:
+        return order[start:start + n].sort().values
+    if n % len(classes):
+        low = n - n % len(classes)
+        raise UnlearnkitError(f"{what} {n} cannot be balanced over {len(classes)} classes",
+                              f"Give a multiple of {len(classes)}, e.g. {low or len(classes)} or {low + len(classes)}.")
+    share, ordered = n // len(classes), labels()[order]
+    start = share if tuning else 0
+    of_class = [order[ordered == c] for c in range(len(classes))]
+    fewest = min(range(len(classes)), key=lambda c: len(of_class[c]))
+    if len(of_class[fewest]) < start + share:
+        pools = 2 if tuning else 1
+        raise UnlearnkitError(f"{what} {n} balanced takes {share} images of each class{' per pool' if tuning else ''}, "
+                              f"and class '{classes[fewest]}' has {len(of_class[fewest])}",
+                              f"Lower {what} to at most {len(of_class[fewest]) // pools * len(classes)}, or leave "
+                              "balanced off.")
+    return torch.cat([chosen[start:start + share] for chosen in of_class]).sort().values
