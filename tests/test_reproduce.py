@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tests.test_cli import unlearn
-from tests.test_cli_bench import RUN_TINY
+from tests.test_cli_bench import RUN_TINY, TINY
 from unlearnkit.bundle import contents_checksum
 from unlearnkit.checkpoint import read_state, save_model
 from unlearnkit.reproduce import DIFFERENT, IDENTICAL, WITHIN, _judge
@@ -81,3 +81,48 @@ def test_a_folder_that_is_not_a_bundle_is_refused(capsys, tmp_path):
 ])
 def test_each_metric_is_judged_against_the_tolerance(recorded, now, verdict):
     assert _judge(recorded, now, 0.5) == verdict
+
+
+@pytest.fixture
+def bench_folder(capsys, tmp_path):
+    folder = tmp_path / "bench"
+    code, _, err = unlearn(capsys, "bench", "--methods", "ft,neggrad", "--augment", "none", "--scenarios", "random:0.1",
+                           "--seeds", "1", *TINY, "--set", "params.ft.method.params.epochs=1",
+                           "--set", "params.neggrad.method.params.epochs=1", "--out", str(folder))
+    assert code == 0, err
+    return folder
+
+
+def test_a_bench_folder_reproduces_cell_by_cell(capsys, bench_folder):
+    code, out, err = unlearn(capsys, "reproduce", str(bench_folder), "--cache", "-q")
+    assert code == 0, err
+    # one row per cell and one per reference model of its (scenario, seed)
+    for row in ("ft (random 10%, seed 0)", "neggrad (random 10%, seed 0)", "original (random 10%, seed 0)",
+                "retrain (random 10%, seed 0)"):
+        assert row in out
+    assert "reproduces: 4 identical, 0 within tolerance, 0 different" in out
+
+
+def test_a_bench_cell_whose_record_differs_fails_naming_the_cell_and_metric(capsys, bench_folder):
+    cells = [p for p in (bench_folder / "cells").glob("*.json") if json.loads(p.read_text())["variant"] == "neggrad"]
+    record = json.loads(cells[0].read_text())
+    record["metrics"]["UA"] += 5.0
+    cells[0].write_text(json.dumps(record))
+    code, out, _ = unlearn(capsys, "reproduce", str(bench_folder), "--cache", "--cells", "1", "-q")
+    assert code == 0  # --cells 1 runs the first variant's cell only: ft, which was not touched
+    code, out, _ = unlearn(capsys, "reproduce", str(bench_folder), "--cache", "-q")
+    assert code == 1
+    assert "does not reproduce" in out and "UA 5" in out
+
+
+def test_cell_keys_stay_those_earlier_versions_stored_cells_under():
+    """A bench resumes from cells an earlier version wrote only while their keys do not move: fields that do not
+    change a number (trackers, logging) and new fields at their defaults stay out of a cell's identity."""
+    from unlearnkit.bench.grid import BenchSpec, expand
+    from unlearnkit.bench.keys import cell_key, reference_key
+    from unlearnkit.plugins import installed
+
+    grid = expand(BenchSpec(base={}, methods=["ft"], augment=["none", "coun-cl"], scenarios=["random:0.1"], seeds=1),
+                  installed())
+    keys = [(cell_key(grid.resolved[c]), reference_key(grid.resolved[c], "original")) for c in grid.cells]
+    assert keys == [("a78e146db292f037", "e3681c01439af050"), ("f4289e15402e61ee", "e3681c01439af050")]

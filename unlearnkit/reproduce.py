@@ -1,16 +1,21 @@
-"""`unlearn reproduce BUNDLE`: run a result bundle again from what it recorded, and say whether it reproduces.
+"""`unlearn reproduce BUNDLE`: run a result bundle (or a bench folder, cell by cell) again from what it recorded,
+and say whether it reproduces.
 
 The bundle's results.json holds the resolved spec (method and augmenter params included), the seed, the forget
 set and the environment. The run is made again from them (Original and Retrain trained again unless the cache
 is allowed), and every metric of every model, the forget set and the unlearned weights are compared:
 identical, within tolerance, or different. Where something differs, the environments are compared too, since
 a torch version, a device or a thread count is the usual reason.
+
+A bench folder records its spec (bench.json) and a record per cell (cells/): its finished cells are run again
+into a scratch store, one after another, and each cell's metrics are compared with its record.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +25,10 @@ import torch
 from rich import box
 from rich.table import Table
 
+from unlearnkit.bench.executors import Serial
+from unlearnkit.bench.grid import Grid, expand, read_bench_spec, resolve_cells, scenario_label
+from unlearnkit.bench.keys import Keys
+from unlearnkit.bench.runner import CellStore, run_grid
 from unlearnkit.bundle import FORGET, FORMAT, RESULTS, WEIGHTS, contents_checksum
 from unlearnkit.checkpoint import read_state
 from unlearnkit.errors import UnlearnkitError
@@ -53,6 +62,7 @@ class Reproduction:
     environment: list[str]  # "torch: 2.14.1 -> 2.13.0", for each decisive difference
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    source: str = "the bundle"  # where the recorded values come from, for the table's title
 
     @property
     def reproduces(self) -> bool:
@@ -87,7 +97,7 @@ def reproduce(folder: Path, tolerance: float, cache: bool, progress: Progress,
               log: Callable[[str], None] = lambda line: None) -> Reproduction:
     """The bundle's run made again and compared with what it recorded (metrics within `tolerance` points)."""
     results = read_bundle(folder)
-    spec = {**results["spec"], "cache": cache, "output": {}}
+    spec = {**results["spec"], "cache": cache, "output": {}, "track": []}  # followed once, when it ran
     resolved = resolve(spec, installed(), f"{folder}/{RESULTS}")
     check_run_inputs(resolved.spec)
     started = time.perf_counter()
@@ -107,6 +117,93 @@ def reproduce(folder: Path, tolerance: float, cache: bool, progress: Progress,
     if any(source == "cached" for source in again.sources.values()):
         reproduction.notes.append("Original or Retrain came from the model cache (--cache): only the unlearning was run again")
     return reproduction
+
+
+BENCH_SPEC = "bench.json"
+
+
+def is_bench_folder(folder: Path) -> bool:
+    return (Path(folder) / BENCH_SPEC).is_file() and (Path(folder) / "cells").is_dir()
+
+
+def reproduce_bench(folder: Path, tolerance: float, cache: bool, progress: Progress,
+                    log: Callable[[str], None] = lambda line: None, cells: int | None = None) -> Reproduction:
+    """A bench folder's finished cells (the first `cells` of them, spread over its variants, when given) run again
+    from its bench.json into a scratch store, and each compared with its record: one comparison per cell, and one
+    per group's Original and Retrain."""
+    folder = Path(folder)
+    try:
+        raw = json.loads((folder / BENCH_SPEC).read_text())
+    except (OSError, ValueError) as exc:
+        raise UnlearnkitError(f"cannot read {folder / BENCH_SPEC}: {exc}", "Give the folder unlearn bench wrote.") from None
+    spec = read_bench_spec(raw, str(folder / BENCH_SPEC))
+    registry = installed()
+    grid = expand(spec, registry)
+    store, keys = CellStore(folder), Keys(grid)
+    done = [cell for cell in grid.cells if not store.missing(keys.cell[cell])]
+    if not done:
+        raise UnlearnkitError(f"{folder} holds no finished cell of the grid its bench.json describes",
+                              "Run unlearn bench on it first; cells written by another unlearnkit version have other keys.")
+    chosen = _spread(done, cells) if cells else done
+    again = Grid(chosen)
+    resolve_cells(again, {**grid.base, "cache": cache}, registry)
+    for cell in chosen:
+        check_run_inputs(again.resolved[cell].spec)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="unlearnkit-reproduce-") as scratch:
+        fresh = CellStore(Path(scratch))
+        outcome = run_grid(again, fresh, progress=progress, log=log, executor=Serial())
+        if outcome.error is not None:
+            raise outcome.error
+        comparisons, environments = [], []
+        again_keys = Keys(again)
+        compared: set[str] = set()
+        for cell in chosen:
+            where = f"{scenario_label(cell.scenario)}, seed {cell.seed}"
+            for references in again_keys.references[cell]:
+                for kind, key in references.items():
+                    if key not in compared:
+                        compared.add(key)
+                        comparisons.append(_record(f"{kind} ({where})", store.get(key), fresh.get(key), tolerance))
+            for key in again_keys.cell[cell]:
+                recorded, now = store.get(key), fresh.get(key)
+                comparisons.append(_record(f"{cell.label} ({where})", recorded, now, tolerance))
+                if recorded and now:
+                    environments += _environment_differences(recorded.get("environment", {}), now.get("environment", {}))
+    reproduction = Reproduction(comparisons, list(dict.fromkeys(environments)), time.perf_counter() - started,
+                                source="the bench folder")
+    if cells and len(chosen) < len(done):
+        reproduction.notes.append(f"{len(chosen)} of the {len(done)} finished cells were run again (--cells)")
+    if not cache:
+        reproduction.notes.append("Original and Retrain were trained again (pass --cache to take them from the model cache)")
+    return reproduction
+
+
+def _spread(cells: list, count: int) -> list:
+    """`count` cells taking each variant in turn, so that a sample covers the variants before repeating one."""
+    by_variant: dict[str, list] = {}
+    for cell in cells:
+        by_variant.setdefault(cell.label, []).append(cell)
+    rounds = [cell for i in range(max(map(len, by_variant.values()))) for group in by_variant.values()
+              for cell in group[i:i + 1]]
+    return rounds[:count]
+
+
+def _record(what: str, recorded: dict[str, Any] | None, now: dict[str, Any] | None, tolerance: float) -> Comparison:
+    """One record against the one made again: its worst metric's verdict, and its largest difference in points."""
+    if recorded is None or now is None:
+        return Comparison(what, "recorded" if recorded else "missing", "made" if now else "not made", DIFFERENT)
+    verdicts = {key: _judge(value, now["metrics"].get(key), tolerance)
+                for key, value in recorded["metrics"].items() if key not in TIMINGS}
+    differences = {key: abs(value - now["metrics"][key]) for key, value in recorded["metrics"].items()
+                   if verdicts.get(key) == WITHIN or (verdicts.get(key) == DIFFERENT and key != "flops"
+                   and isinstance(value, (int, float)) and isinstance(now["metrics"].get(key), (int, float)))}
+    moved = [key for key, verdict in verdicts.items() if verdict != IDENTICAL]
+    worst = max(differences, key=lambda key: differences[key], default=None)
+    shown = ("no difference" if not moved else f"largest difference: {worst} {differences[worst]:.3g}" if worst
+             else "differs: " + ", ".join(moved))
+    verdict = DIFFERENT if DIFFERENT in verdicts.values() else WITHIN if WITHIN in verdicts.values() else IDENTICAL
+    return Comparison(what, f"{len(verdicts)} metrics", shown, verdict)
 
 
 def _judge(recorded: Any, now: Any, tolerance: float) -> str:
@@ -147,7 +244,7 @@ def _environment_differences(recorded: dict[str, Any], now: dict[str, Any]) -> l
 def reproduction_table(found: Reproduction) -> Table:
     """`unlearn reproduce`: each comparison, and a verdict in the caption."""
     counts = {verdict: sum(c.verdict == verdict for c in found.comparisons) for verdict in (IDENTICAL, WITHIN, DIFFERENT)}
-    table = Table(title="recorded in the bundle against the run made again", box=box.SIMPLE_HEAD,
+    table = Table(title=f"recorded in {found.source} against the run made again", box=box.SIMPLE_HEAD,
                   caption=f"{'reproduces' if found.reproduces else 'does not reproduce'}: "
                           + ", ".join(f"{n} {verdict}" for verdict, n in counts.items()))
     for column in ("what", "recorded", "now", "verdict"):

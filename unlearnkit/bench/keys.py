@@ -18,8 +18,9 @@ def _identity(resolved: ResolvedRun, *drop: str) -> dict[str, Any]:
     Plugin params count as validated, defaults left out, so a param written out at its
     default value (a tuning that chose the default, say) names the same cell as one left unset.
     """
-    # Neither how many processes read the data nor the Retrain switch (a bench always trains Retrain) changes a number.
-    exclude: dict[str, Any] = {key: True for key in ("device", "cache", "output", "retrain", *drop)}
+    # Neither how many processes read the data nor the Retrain switch (a bench always trains Retrain) changes a number,
+    # nor what follows the run (its trackers, how often it logs).
+    exclude: dict[str, Any] = {key: True for key in ("device", "cache", "output", "retrain", "track", "log_every", *drop)}
     identity = resolved.spec.model_dump(mode="json", exclude={**exclude, "data": {"workers"}})
     if identity["forget"].get("indices") is None:  # absent unless given, so that other scenarios keep their keys
         identity["forget"].pop("indices", None)
