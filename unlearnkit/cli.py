@@ -193,20 +193,25 @@ def audit(
 
 @app.command()
 def reproduce(
-    bundle: Path = typer.Argument(..., help="A result bundle folder written by unlearn run."),
+    bundle: Path = typer.Argument(..., help="A result bundle folder written by unlearn run, or a bench folder."),
     tolerance: float = typer.Option(0.5, "--tolerance", min=0.0, help="The largest difference of a metric, in points, "
                                     "that still reproduces."),
     cache: bool = typer.Option(False, "--cache/--no-cache", help="Reuse cached Original and Retrain models (default: "
                                "train them again too)."),
+    cells: Optional[int] = typer.Option(None, "--cells", min=1, help="A bench folder: run only this many of its "
+                                        "finished cells again, taking each variant in turn (default: all)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
-    """Run a bundle again from what it recorded: metrics, forget set and weights compared; exit 0 only if it reproduces."""
+    """Run a bundle (or a bench folder, cell by cell) again from what it recorded; exit 0 only if it reproduces."""
+    from unlearnkit.reproduce import is_bench_folder, reproduce_bench, reproduction_table
     from unlearnkit.reproduce import reproduce as again
-    from unlearnkit.reproduce import reproduction_table
 
     reporter = Reporter(out, err, quiet)
     with reporter.progress() as progress:
-        found = again(bundle, tolerance, cache, progress, reporter.log)
+        if is_bench_folder(bundle):
+            found = reproduce_bench(bundle, tolerance, cache, progress, reporter.log, cells)
+        else:
+            found = again(bundle, tolerance, cache, progress, reporter.log)
     out.print(reproduction_table(found))
     for line in found.notes:
         err.print(line, highlight=False)
