@@ -317,9 +317,10 @@ def test_the_grid_covers_the_space(registry):
     assert set(space) == {"ft.lr", "coun-cl.lambda", "ft.epochs"}
     grid = grid_trials(space, 3)
     assert len(grid) == 3 * 3 * 2
-    assert sorted({t["ft.lr"] for t in grid}) == [0.01, 0.03162, 0.1]  # log-spaced, 4 significant digits
+    assert sorted({t["ft.lr"] for t in grid}) == [0.003, 0.03, 0.3]  # log-spaced, 4 significant digits
+    assert sorted({t["coun-cl.lambda"] for t in grid}) == [0.1, 1.414, 20.0]
     with pytest.raises(UnlearnkitError, match="declares no search space"):
-        search_space("scrub", (), registry, [])
+        search_space("retrain", (), registry, [])
     with pytest.raises(UnlearnkitError, match="not part of this run"):
         search_space("ft", (), registry, ["coun-cl.lambda=1,2"])
 

@@ -6,12 +6,14 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.test_cli import unlearn
 from tests.test_cli_bench import RUN_TINY
+from unlearnkit import Choice, Range
 from unlearnkit.bench import tune
 
 pytestmark = pytest.mark.usefixtures("in_tmp_path")  # a private cache; runs and studies write in the test's folder
@@ -44,7 +46,8 @@ def test_tpe_keeps_its_study_writes_the_best_and_resumes_retrying_a_killed_worke
     assert tuned["params"]["ft"]["method"]["params"] == {"batch_size": 64, "epochs": 1,
                                                          "lr": float(f"{best.params['ft.lr']:.4g}")}
     assert tuned["tuned_on"] == {"scenario": "random:0.1", "seeds": [100], "pool": "tuning"}
-    assert f"best: ft.lr={tuned['params']['ft']['method']['params']['lr']}" in out
+    assert f"best of 2 trials: ft.lr={tuned['params']['ft']['method']['params']['lr']}" in out
+    assert tuned["tuning"]["ft"]["trials"] == 2 and tuned["tuning"]["ft"]["space"]["ft.lr"] == "0.003..0.3 (log)"
     assert "### Trials, best first" in (folder / "results.md").read_text()
 
     # a worker killed mid-trial leaves it RUNNING; once its heartbeat is stale the next invocation fails and retries it
@@ -116,3 +119,72 @@ def test_a_study_path_that_is_a_folder_is_one_message(capsys, tmp_path):
     assert code == 2 and "Traceback" not in err, err
     assert "study.db is not a file, so the study cannot be kept there" in err
     assert sorted(p.name for p in (tmp_path / "taken").iterdir()) == ["study.db"]
+
+
+MEMORISING = Path(__file__).resolve().parents[1] / "examples" / "bench" / "fashion-mnist-memorising.yaml"
+CLAIMS = ("ft", "not", "l1-sparse", "neggrad+", "salun")
+
+
+def test_every_variant_of_a_bench_searches_its_lr_its_own_parameter_and_lambda_together():
+    from unlearnkit.bench.grid import read_bench_spec
+    from unlearnkit.plugins import installed
+
+    spec = read_bench_spec(yaml.safe_load(MEMORISING.read_text()))
+    variants, untuned = tune.bench_variants(spec, "random:0.1", installed())
+    spaces = {v.name: v.space for v in variants}
+    assert untuned == ["boundary-expand (supports class forgetting only)"]
+    for method in CLAIMS:
+        assert f"{method}.lr" in spaces[method]  # every claim method tunes its lr, beside its own parameter
+        assert spaces[f"{method}+coun-cl"] == {**spaces[method], "coun-cl.lambda": spaces["coun"]["coun.lambda"]}
+    assert set(spaces["coun"]) == {"coun.lr", "coun.lambda"} and spaces["coun"]["coun.lr"] == spaces["ft"]["ft.lr"]
+    assert set(spaces["salun"]) == {"salun.lr", "salun.mask_fraction"}
+    # each starts from its own budget: ft+coun-cl at a third of ft's epochs
+    bases = {v.name: v.base for v in variants}
+    assert bases["ft"]["method"]["params"]["epochs"] == 16 and bases["ft+coun-cl"]["method"]["params"]["epochs"] == 5
+
+
+def test_a_winner_on_an_edge_of_its_range_gets_a_note():
+    space = {"ft.lr": Range(0.003, 0.3, log=True), "neggrad+.beta": Choice((0.9, 0.99, 0.999))}
+    assert tune.edge_notes(space, {"ft.lr": 0.03, "neggrad+.beta": 0.99}) == []
+    notes = tune.edge_notes(space, {"ft.lr": 0.29, "neggrad+.beta": 0.9})
+    assert notes[0].startswith("ft.lr=0.29 is at the high edge of 0.003..0.3 (log)")
+    assert notes[1].startswith("neggrad+.beta=0.9 is the lowest of 0.9, 0.99, 0.999")
+
+
+@pytest.mark.slow
+def test_tune_bench_gives_every_variant_the_same_trials_over_its_joint_space(capsys, tmp_path):
+    pytest.importorskip("optuna")
+    spec = {"base": {"data": {"name": "digits", "train_subset": 240, "test_subset": 80}, "train": {"epochs": 1},
+                     "device": "cpu"},
+            "methods": ["ft", "ssd"], "augment": ["none", "coun-cl"], "scenarios": ["random:0.1"], "seeds": [0],
+            "params": {"ft": {"method": {"params": {"epochs": 1, "batch_size": 64}}}}}
+    (tmp_path / "bench.yaml").write_text(yaml.safe_dump(spec))
+    argv = ["tune", "--bench", "bench.yaml", "--trials", "2", "--seeds", "1", "--out", "tuned", "--quiet"]
+    code, out, err = unlearn(capsys, *argv)
+    assert code == 0, err
+    assert "tuning 3 variants alike: 2 trials each" in err and "on the tuning pool: 240 training and 80 test" in err
+    tuned = yaml.safe_load((tmp_path / "tuned" / "tuned.yaml").read_text())
+    assert tuned["tuned_on"] == {"scenario": "random:0.1", "seeds": [100], "pool": "tuning"}
+    # the same number of trials for every variant, wrapped or not, each over its whole space at once
+    assert {name: record["trials"] for name, record in tuned["tuning"].items()} == {"ft": 2, "ft+coun-cl": 2, "ssd": 2}
+    optuna = pytest.importorskip("optuna")
+    url = f"sqlite:///{tmp_path / 'tuned' / 'study.db'}"
+    done = optuna.trial.TrialState.COMPLETE
+    assert sorted(len(optuna.load_study(study_name=name, storage=url).get_trials(states=(done,)))
+                  for name in optuna.get_all_study_names(url)) == [2, 2, 2]
+    wrapped = tuned["tuning"]["ft+coun-cl"]
+    assert set(wrapped["winner"]) == {"ft.lr", "coun-cl.lambda"} and wrapped["space"]["coun-cl.lambda"] == "0.1..20 (log)"
+    ft, chosen = tuned["params"]["ft"], tuned["params"]["ft+coun-cl"]
+    assert ft["method"]["params"]["epochs"] == 1 and ft["method"]["params"]["lr"] == tuned["tuning"]["ft"]["winner"]["ft.lr"]
+    assert chosen["method"]["params"]["lr"] == wrapped["winner"]["ft.lr"]  # its own lr, chosen with the CL term on
+    assert chosen["augment"][0]["params"]["lambda"] == wrapped["winner"]["coun-cl.lambda"]
+    assert "| ft+coun-cl | 2 | " in out
+    code, _, err = unlearn(capsys, *argv)  # every study is complete: nothing runs again
+    assert code == 0 and "0 now" in err and " now" in err and "(2 now" not in err
+    code, _, err = unlearn(capsys, "bench", "bench.yaml", "--params", "tuned/tuned.yaml", "--methods", "ft",
+                           "--seeds", "1", "--out", "grid", "--quiet")
+    assert code == 0, err
+    row = json.loads((tmp_path / "grid" / "results.json").read_text())["tables"]["random:0.1"]["ft+coun-cl"]
+    assert row["params"]["augment"]["coun-cl"]["lambda"] == chosen["augment"][0]["params"]["lambda"]
+    code, _, err = unlearn(capsys, "tune", "--bench", "bench.yaml", "--search", "grid", "--out", "grid2", "--quiet")
+    assert code == 2 and "--bench gives every variant as many trials" in err

@@ -128,7 +128,8 @@ def tune(
                                                "(repeatable); default: the plugins' declared ranges."),
     search: str = typer.Option("tpe", "--search", help="tpe, grid or random (Optuna's samplers)."),
     points: int = typer.Option(3, "--points", min=1, help="grid: values per range."),
-    trials: int = typer.Option(8, "--trials", min=1, help="tpe, random: how many trials in all (grid: the grid's size)."),
+    trials: int = typer.Option(8, "--trials", min=1, help="tpe, random: how many trials in all (grid: the grid's "
+                               "size); --bench: for each variant."),
     scenario: str = typer.Option("random:0.1", "--scenario", help="random:0.1 or class:N."),
     seeds: str = typer.Option("2", "--seeds", help=f"Tuning seeds: a list, or a count N = seeds {TUNING_SEEDS}.."
                               f"{TUNING_SEEDS}+N-1, apart from the evaluation seeds a bench reports."),
@@ -136,8 +137,9 @@ def tune(
     model: Optional[str] = typer.Option(None, "--model", help="The architecture (model.name)."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps."),
     out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Results folder (default tune/<variant>-<hash>)."),
-    bench_file: Optional[Path] = typer.Option(None, "--bench", help="Tune every variant of this bench spec instead "
-                                              "(--set then edits the bench spec); one tuned.yaml for all."),
+    bench_file: Optional[Path] = typer.Option(None, "--bench", help="Tune every variant of this bench spec instead, "
+                                              "each with --trials trials over its joint space (--set then edits the "
+                                              "bench spec); one tuned.yaml for all."),
     executor: Any = None,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or per-cell lines."),
 ) -> None:

@@ -21,19 +21,18 @@ from unlearnkit.bench.keys import Keys
 from unlearnkit.bench.runner import CellStore, Outcome, finished, run_grid
 from unlearnkit.bench.seeds import TUNING_SEEDS, tuned_on_seeds, tuning_seeds
 from unlearnkit.bench.summary import regime_report, trial_tables, tuned_markdown, write_reports
-from unlearnkit.bench.tune import bench_tuning_grid, chosen_params
 from unlearnkit.errors import UnlearnkitError, few
 from unlearnkit.files import atomic_write_json, atomic_write_text, check_writable
 from unlearnkit.plugins import installed
 from unlearnkit.progress import Reporter
-from unlearnkit.resolve import resolve
+from unlearnkit.resolve import ResolvedRun, resolve
 from unlearnkit.run_options import spec_from_flags
 from unlearnkit.runs import check_run_inputs
 from unlearnkit.spec import RunSpec
 from unlearnkit.spec_input import read_spec_file, set_path
 
 #: what bench and tune write in their folders; a folder holding any of the markers is one they wrote
-GRID_MARKERS = {"cells", "bench.json", "invocations.json", "study.db", "methods", "wrapped"}
+GRID_MARKERS = {"cells", "bench.json", "invocations.json", "study.db", "variants", "methods", "wrapped"}
 GRID_ENTRIES = GRID_MARKERS | {"results.md", "results.csv", "results.json", "cl_integration.png", "tuned.yaml", "plots"}
 
 
@@ -250,9 +249,7 @@ def tune(session: Session, options: TuneOptions) -> int:
         if options.spec_file or options.method or options.augment or options.ranges:
             raise UnlearnkitError("--bench tunes the variants a bench spec names, with their declared ranges",
                                   "Leave out the run spec, --method, --augment and --range.")
-        with closing(session.executor):
-            return tune_bench(session, options.bench_file, options.overrides or [], options.scenario, seeds,
-                              options.points, options.out_dir)
+        return tune_bench(session, options, seeds)
     search = Search.open(options, seeds, session.reporter)
     with closing(session.executor):
         total = search.run(session)
@@ -261,7 +258,8 @@ def tune(session: Session, options: TuneOptions) -> int:
 
 @dataclass
 class Search:
-    """One variant's tuning: its base spec, search space and Optuna study, in `folder` (resumed when it exists)."""
+    """One variant's tuning: its base spec, search space and Optuna study; reports in `folder`, the study and the
+    cells in `store` (the same folder, or a bench tuning's, shared by its variants), resumed when they exist."""
 
     options: TuneOptions
     base: dict[str, Any]
@@ -272,8 +270,10 @@ class Search:
     space: dict[str, Any]
     identity: dict[str, Any]
     folder: Path
+    store: Path
     study: Any
     target: int  # trials the study is to finish
+    best: Optional[dict[str, Any]] = None  # the best trial, once the study has every trial
 
     @classmethod
     def open(cls, o: TuneOptions, seeds: list[int], reporter: Reporter) -> Search:
@@ -283,8 +283,17 @@ class Search:
         base, images = tuning.on_tuning_pool(base)
         registry = installed()
         resolved = resolve(base, registry, source)  # the spec and names are valid before anything is searched
+        space = tuning.search_space(resolved.method.name, tuple(a.name for a in resolved.augmenters), registry,
+                                    list(o.ranges or []))
+        return cls.start(o, base, resolved, space, seeds, images, reporter)
+
+    @classmethod
+    def start(cls, o: TuneOptions, base: dict[str, Any], resolved: ResolvedRun, space: dict[str, Any],
+              seeds: list[int], images: str, reporter: Reporter, folder: Optional[Path] = None,
+              store: Optional[Path] = None) -> Search:
+        """The study of a resolved variant over `space`, created or resumed (`images`: which images it trains on)."""
+        registry = installed()
         method, augment = resolved.method.name, tuple(a.name for a in resolved.augmenters)
-        space = tuning.search_space(method, augment, registry, list(o.ranges or []))
         # the scenario, and every value a range can give (its ends, each choice), valid for the plugins' params
         tuning.tuning_grid(base, method, augment, o.scenario, seeds[:1], tuning.range_probes(space), registry)
         tuning.load_optuna()  # missing: one message before anything is trained
@@ -293,15 +302,16 @@ class Search:
                     "search": o.search, "space": {k: str(v) for k, v in space.items()},
                     **({"points": o.points} if o.search == "grid" else {})}
         key = spec_key(identity)[:8]
-        folder = o.out_dir or Path("tune") / f"{resolved.name}-{key}"
+        folder = folder or o.out_dir or Path("tune") / f"{resolved.name}-{key}"
+        store = store or folder
         check_grid([resolved.spec], folder)  # every trial's cells share its inputs
         folder.mkdir(parents=True, exist_ok=True)
-        study = tuning.open_study(folder, f"{resolved.name}-{key}", o.search, space, o.points, seed=resolved.spec.seed)
+        study = tuning.open_study(store, f"{resolved.name}-{key}", o.search, space, o.points, seed=resolved.spec.seed)
         target = len(tuning.grid_trials(space, o.points)) if o.search == "grid" else o.trials
-        search = cls(o, base, resolved.name, method, augment, seeds, space, identity, folder, study, target)
+        search = cls(o, base, resolved.name, method, augment, seeds, space, identity, folder, store, study, target)
         reporter.err.print(f"tuning {search.name} ({o.search}): {target} trials x {len(seeds)} seeds over "
                            f"{search.searched}, {images}; {len(tuning.finished_trials(study))} already finished; "
-                           f"results and study.db in {folder}")
+                           f"results in {folder}")
         return search
 
     @property
@@ -314,7 +324,7 @@ class Search:
 
     def run(self, session: Session) -> Outcome:
         """The trials still to finish, one at a time (other workers may finish the study meanwhile)."""
-        store, started, total = CellStore(self.folder), time.perf_counter(), Outcome()  # summed over the trials
+        store, started, total = CellStore(self.store), time.perf_counter(), Outcome()  # summed over the trials
         regime_shown: list[bool] = []
 
         def regime_once(records: list[dict]) -> None:
@@ -355,7 +365,7 @@ class Search:
     def report(self, session: Session, total: Outcome) -> int:
         """The reports of every finished trial; the best, and tuned.yaml, once all have finished."""
         assignments = tuning.finished_trials(self.study)
-        grid, store = self.grid(assignments), CellStore(self.folder)
+        grid, store = self.grid(assignments), CellStore(self.store)
         keys = Keys(grid)
         total.records = finished(grid, keys, store)
         total.done = sum(not store.missing(keys.cell[c]) for c in grid.cells)
@@ -373,7 +383,7 @@ class Search:
         if not complete:
             session.reporter.err.print(f"{len(assignments)} of {self.target} trials finished: tuned.yaml is written "
                                        "once all have; run the same command again to finish them")
-        return finish(total, files, self.folder, len(grid.cells), session.reporter)
+        return finish(total, files, self.store, len(grid.cells), session.reporter)
 
     def _show_trials(self, reporter: Reporter, ranked: list[dict], complete: bool) -> None:
         """The trials best first (printed and added to results.md); a winner only once the study has every trial."""
@@ -383,72 +393,88 @@ class Search:
         best = ranked[0]
         chosen = ", ".join(f"{k}={v}" for k, v in best["assignment"].items())
         if complete:
-            self._write_tuned(best, len(ranked))
+            self.best = {**best, "trials": len(ranked)}
+            self._write_tuned()
         with (self.folder / "results.md").open("a") as handle:
             handle.write("\n### Trials, best first\n\n" + trials_markdown + "\n\nChosen: " + chosen + "\n")
         reporter.out.print(table)
         if complete:
-            reporter.out.print(f"best: {chosen} (Avg Gap {best['avg_gap']:.2f}); written {self.folder / 'tuned.yaml'}")
+            reporter.out.print(f"best of {len(ranked)} trials: {chosen} (Avg Gap {best['avg_gap']:.2f}); written "
+                               f"{self.folder / 'tuned.yaml'}")
+            for note in self.record()["edges"]:
+                reporter.warn(f"{self.name}: {note}")
 
-    def _write_tuned(self, best: dict, trials: int) -> None:
-        # the params the trials ran with: those set in the spec, then the search's choice
+    def chosen(self) -> dict[str, Any]:
+        """The best trial's params as a bench's `params` entry: those the spec set for the trials, then the choice."""
+        assert self.best is not None
         ran_with: dict[str, Any] = {"method": {"params": self.base["method"].get("params", {})}}
         if self.base.get("augment"):
             ran_with["augment"] = [{"name": a["name"], "params": a.get("params", {})} for a in self.base["augment"]]
-        tuned = {"params": {self.name: merge(ran_with, tuning.overlay(self.method, best["assignment"]))},
-                 "tuned_on": {"scenario": self.options.scenario, "seeds": self.seeds,
-                              "pool": self.base.get("data", {}).get("pool", "evaluation")}}
-        note = (f"# unlearn tune: best of {trials} trials for {self.name} on {self.options.scenario}, seeds "
-                f"{self.seeds}: Avg Gap {best['avg_gap']:.2f}\n# use with: unlearn bench --params "
+        return merge(ran_with, tuning.overlay(self.method, self.best["assignment"]))
+
+    def record(self) -> dict[str, Any]:
+        """What tuned.yaml says of the search: its trials, space and winner, and a note per winner on an edge."""
+        assert self.best is not None
+        return {"trials": self.best["trials"], "space": {k: str(v) for k, v in self.space.items()},
+                "winner": self.best["assignment"], "avg_gap": round(self.best["avg_gap"], 2),
+                "edges": tuning.edge_notes(self.space, self.best["assignment"])}
+
+    def tuned_on(self) -> dict[str, Any]:
+        return {"scenario": self.options.scenario, "seeds": self.seeds,
+                "pool": self.base.get("data", {}).get("pool", "evaluation")}
+
+    def _write_tuned(self) -> None:
+        assert self.best is not None
+        tuned = {"params": {self.name: self.chosen()}, "tuned_on": self.tuned_on(), "tuning": {self.name: self.record()}}
+        note = (f"# unlearn tune: best of {self.best['trials']} trials for {self.name} on {self.options.scenario}, "
+                f"seeds {self.seeds}: Avg Gap {self.best['avg_gap']:.2f}\n# use with: unlearn bench --params "
                 f"{self.folder / 'tuned.yaml'}\n")
         atomic_write_text(self.folder / "tuned.yaml", note + yaml.safe_dump(tuned, sort_keys=False))
 
 
-def tune_bench(session: Session, path: Path, overrides: list[str], scenario: str, seeds: list[int], points: int,
-               out_dir: Optional[Path]) -> int:
-    """Tune every variant of a bench spec: methods first, then wrapped variants with their methods' choices."""
-    raw = read_spec_file(path)
-    for assignment in overrides:
+def tune_bench(session: Session, o: TuneOptions, seeds: list[int]) -> int:
+    """Tune every variant of a bench spec alike: a study of --trials trials each, over its joint space."""
+    assert o.bench_file is not None
+    if o.search == "grid":
+        raise UnlearnkitError("--bench gives every variant as many trials, and a grid has as many as its space has "
+                              "points", "Use --search tpe (the default) or random, with --trials N.")
+    raw = read_spec_file(o.bench_file)
+    for assignment in o.overrides or []:
         set_path(raw, assignment)
-    spec = read_bench_spec(raw, str(path))
+    spec = read_bench_spec(raw, str(o.bench_file))
     spec.base, images = tuning.on_tuning_pool(spec.base)
-    identity = {"bench": spec.model_dump(mode="json", exclude={"out"}), "scenario": scenario, "seeds": seeds,
-                "points": points}
-    folder = out_dir or Path("tune") / f"bench-{spec_key(identity)[:8]}"
-    check_grid([], folder)  # each phase's cells are checked before it runs
-    folder.mkdir(parents=True, exist_ok=True)
-    chosen: dict[str, Any] = {}
-    best: dict[str, dict[str, Any]] = {}  # each variant's best trial, for the table
-    for wrapped in (False, True):
-        spec.params = merge(spec.params, chosen)  # wrapped variants tune with their methods' choices
-        names, grid = bench_tuning_grid(spec, wrapped, scenario, seeds, points, installed())
-        if not grid.cells:
-            continue
-        session.reporter.err.print(f"tuning {'wrapped variants' if wrapped else 'methods'}: {', '.join(names)}; "
-                                   f"{len(grid.cells)} cells on {scenario}, seeds {seeds}, {images}; results in {folder}")
-        header = f"# unlearn tune --bench {path}\n\nCommand: `{session.command}`\n"
-        phase = folder / ("wrapped" if wrapped else "methods")
-        check_grid([r.spec for r in grid.resolved.values()], phase)
-        outcome, files = run_and_report(session, grid, phase, header, {"tune": identity})
-        if outcome.interrupted or outcome.failures:
-            return finish(outcome, files, folder, len(grid.cells), session.reporter)
-        for variant in names:
-            found = chosen_params(variant, outcome.records, grid, len(seeds))
-            if found is None:
-                raise UnlearnkitError(f"{variant}: not every trial finished", "Run the same command again to finish them.")
-            chosen[variant], best[variant] = found
-    _write_bench_tuned(session, path, folder, scenario, seeds, chosen, best)
+    registry = installed()
+    variants, untuned = tuning.bench_variants(spec, o.scenario, registry)
+    identity = {"bench": spec.model_dump(mode="json", exclude={"out"}), "scenario": o.scenario, "seeds": seeds,
+                "search": o.search}
+    folder = o.out_dir or Path("tune") / f"bench-{spec_key(identity)[:8]}"
+    check_grid([], folder)  # each variant's cells are checked as its study opens
+    err = session.reporter.err
+    err.print(f"tuning {len(variants)} variants alike: {o.trials} trials each ({o.search}) over its joint space, on "
+              f"{o.scenario}, seeds {seeds}, {images}; results in {folder}")
+    for line in untuned:
+        err.print(f"[yellow]not tuned[/] {line}", highlight=False)
+    searches = [Search.start(o, v.base, resolve(v.base, registry, v.name), v.space, seeds, images, session.reporter,
+                             folder / "variants" / v.name, folder) for v in variants]
+    with closing(session.executor):
+        for search in searches:
+            code = search.report(session, search.run(session))
+            if code or search.best is None:
+                return code or 1
+    _write_bench_tuned(session, o.bench_file, folder, searches)
     return 0
 
 
-def _write_bench_tuned(session: Session, path: Path, folder: Path, scenario: str, seeds: list[int],
-                       chosen: dict[str, Any], best: dict[str, dict[str, Any]]) -> None:
-    """tuned.yaml with every variant's chosen params, and results.md with each one's best trial (printed too)."""
-    tuned = {"params": chosen, "tuned_on": {"scenario": scenario, "seeds": seeds}}
-    note = (f"# unlearn tune --bench {path}: each variant's best trial on {scenario}, seeds {seeds}\n"
-            f"# use with: unlearn bench {path} --params {folder / 'tuned.yaml'}\n")
+def _write_bench_tuned(session: Session, path: Path, folder: Path, searches: list[Search]) -> None:
+    """tuned.yaml with every variant's chosen params and its search, and results.md with each one's best trial."""
+    first = searches[0]
+    tuned = {"params": {s.name: s.chosen() for s in searches}, "tuned_on": first.tuned_on(),
+             "tuning": {s.name: s.record() for s in searches}}
+    note = (f"# unlearn tune --bench {path}: each variant's best trial on {first.options.scenario}, seeds "
+            f"{first.seeds}\n# use with: unlearn bench {path} --params {folder / 'tuned.yaml'}\n")
     atomic_write_text(folder / "tuned.yaml", note + yaml.safe_dump(tuned, sort_keys=False))
-    (folder / "results.md").write_text(f"# Tuned on {scenario}, seeds {seeds}\n\nCommand: `{session.command}`\n\n"
-                                       + tuned_markdown(chosen, best) + "\n")
+    table = tuned_markdown(tuned["params"], {s.name: s.best or {} for s in searches}, tuned["tuning"])
+    atomic_write_text(folder / "results.md", f"# Tuned on {first.options.scenario}, seeds {first.seeds}\n\n"
+                      f"Command: `{session.command}`\n\n{table}\n")
     session.reporter.out.print((folder / "results.md").read_text(), markup=False, highlight=False, soft_wrap=True)
     session.reporter.err.print(f"written {folder / 'tuned.yaml'}")

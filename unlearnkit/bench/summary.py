@@ -540,12 +540,16 @@ def trial_tables(ranked: list[dict[str, Any]], keys: list[str], title: str) -> t
     return table, "\n".join(lines)
 
 
-def tuned_markdown(chosen: dict[str, dict[str, Any]], best: dict[str, dict[str, Any]]) -> str:
-    """`unlearn tune --bench`'s table: each variant's chosen params and its best trial's measures."""
-    lines = ["| variant | chosen | RA | UA | TA | MIA | Avg Gap | Per-seed Gap |", "| --- | --- |" + " ---: |" * 6]
+def tuned_markdown(chosen: dict[str, dict[str, Any]], best: dict[str, dict[str, Any]],
+                   searches: dict[str, dict[str, Any]]) -> str:
+    """`unlearn tune --bench`'s table: each variant's trials, chosen params and best trial's measures, then a note
+    per winner on an edge of its range."""
+    lines = ["| variant | trials | chosen | RA | UA | TA | MIA | Avg Gap | Per-seed Gap |",
+             "| --- | ---: | --- |" + " ---: |" * 6]
     for variant, params in chosen.items():
         trial = best[variant]
-        lines.append(f"| {variant} | {', '.join(flatten(params))} | "
+        lines.append(f"| {variant} | {searches[variant]['trials']} | {', '.join(flatten(params))} | "
                      + " | ".join(f"{trial[k]:.2f}" for k in ACCURACIES)
                      + f" | {trial['avg_gap']:.2f} | {trial['seed_gap']:.2f} ± {trial['seed_gap_std']:.2f} |")
-    return "\n".join(lines)
+    notes = [f"- {variant}: {note}" for variant, search in searches.items() for note in search["edges"]]
+    return "\n".join(lines + (["", "Winners on an edge of their range:", "", *notes] if notes else []))

@@ -3,7 +3,7 @@
 Ranges come from each plugin's `search_space` (the paper's ranges, declared by the plugin)
 or from the user as `PLUGIN.PARAM=LOW:HIGH[:log]` or `PLUGIN.PARAM=V1,V2,...`. `unlearn tune`
 searches them with an Optuna study kept in SQLite beside the cells (so it resumes and can be
-shared by several workers); `unlearn tune --bench` runs the full grid of every variant.
+shared by several workers); `unlearn tune --bench` gives every variant of a bench spec its own study of as many trials.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import sqlite3
 import statistics
 import warnings
 from contextlib import closing, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -25,6 +26,7 @@ from unlearnkit.bench.summary import ACCURACIES
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.files import file_stamp, set_aside
 from unlearnkit.plugins import Registry
+from unlearnkit.spec_input import build_spec
 
 
 def parse_range(text: str) -> tuple[str, SearchRange]:
@@ -176,56 +178,65 @@ def ranking(
     return sorted(rows, key=lambda r: (r["avg_gap"], r["trial"]))
 
 
-def bench_tuning_grid(
-    spec: BenchSpec, wrapped: bool, scenario: str, seeds: list[int], points: int, registry: Registry
-) -> tuple[list[str], Grid]:
-    """The trials that tune a bench spec's unwrapped variants (`wrapped` False) or its wrapped ones.
+@dataclass(frozen=True)
+class Variant:
+    """A bench variant to tune: the run spec its trials start from (the bench's base and budget) and its joint space."""
 
-    Tuning runs in two phases: first every method over its declared search space, then
-    every wrapped variant over its augmenters' spaces only. A wrapped variant inherits its
-    method's params (the bench merges `params[method]` into `params[method+augmenter]`), so
-    once the first phase's choices are merged into `spec.params` the second phase runs with
-    them. Each trial carries the bench spec's params of its variant (the budgets), so winners
-    are chosen at the budgets they will run with. Returns the tuned variants and the grid.
-    """
+    name: str
+    method: str
+    augment: tuple[str, ...]
+    base: dict[str, Any]
+    space: dict[str, SearchRange]
+
+
+def bench_variants(spec: BenchSpec, scenario: str, registry: Registry) -> tuple[list[Variant], list[str]]:
+    """Every variant of a bench spec with its joint search space: its method's declared ranges (its lr and main
+    parameter) and its augmenters' (coun-cl's lambda), searched together, so that a wrapped variant chooses its lr
+    with the CL term on. Each starts from the bench's params of its variant (the budget), so winners are chosen at
+    the budgets they will run with. Returns them, and a line per variant that is not tuned, saying why."""
     scenario_overrides(scenario)
-    names, cells, variants = [], [], 0
+    kind = scenario.partition(":")[0]
+    variants, untuned, any_cell = [], [], False
     for method in method_names(spec, registry):
         cls = registry.get(Method, method)
         for setting in spec.augment:
             augment = tuple(a for a in setting.split("+") if a and a != "none")
             if any(registry.get(Augmenter, a).cannot_wrap(cls) for a in augment):
                 continue
-            variants += 1
-            if bool(augment) != wrapped:
+            any_cell = True
+            name = "+".join([method, *augment])
+            if kind not in cls.scenarios:
+                untuned.append(f"{name} (supports {', '.join(cls.scenarios)} forgetting only)")
                 continue
-            plugins = [registry.get(Augmenter, a) for a in augment] if wrapped else [cls]
-            space = {f"{p.name}.{param}": r for p in plugins for param, r in p.search_space.items()}
+            space = search_space(method, augment, registry, []) if cls.search_space else {}
             if not space:
-                continue  # nothing declared: the variant keeps the bench spec's params
-            variant = "+".join([method, *augment])
-            budget = merge(spec.params.get(method, {}), spec.params.get(variant, {}))
-            names.append(variant)
-            for i, assignment in enumerate(grid_trials(space, points)):
-                trial = json.dumps(merge(budget, overlay(method, assignment)), sort_keys=True)
-                cells += [Cell(scenario, seed, method, augment, trial, trial=i) for seed in seeds]
-    if not variants:  # as `unlearn bench` refuses this spec: tuning it would write a tuned.yaml that sets nothing
+                untuned.append(f"{name} (declares no search space: it keeps the bench spec's params)")
+                continue
+            budget = merge(spec.params.get(method, {}), spec.params.get(name, {}))
+            variants.append(Variant(name, method, augment, merge(build_spec(spec.base, method=method,
+                                                                            augment=list(augment)), budget), space))
+    if not any_cell:  # as `unlearn bench` refuses this spec: tuning it would write a tuned.yaml that sets nothing
         raise UnlearnkitError("the grid has no cells", "Check methods, exclude and augment in the bench spec.")
-    grid = Grid(cells)
-    resolve_cells(grid, spec.base, registry)
-    return names, grid
+    return variants, untuned
 
 
-def chosen_params(variant: str, records: list[dict[str, Any]], grid: Grid, seeds: int) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """The tuned part of the best trial of one variant (None until every trial has every seed), and its ranking row."""
-    cells = [c for c in grid.cells if c.variant == variant]
-    assignments: dict[int, dict[str, Any]] = {c.trial: json.loads(c.overlay) for c in cells if c.trial is not None}
-    own = [r for r in records if r.get("kind") != "unlearned" or r["variant"].rpartition(" #")[0] == variant]
-    ranked = ranking(own, assignments, seeds)
-    if len(ranked) < len(assignments):
-        return None
-    best = ranked[0]
-    return best["assignment"], best
+def edge_notes(space: Mapping[str, SearchRange], assignment: Mapping[str, Any]) -> list[str]:
+    """A note per chosen value on an edge of its range (within its outer 5%, on the log scale for a log range; the
+    first or last of three or more numbers): the best value may lie beyond it."""
+    notes = []
+    for key, value in assignment.items():
+        r = space.get(key)
+        if isinstance(r, Range) and r.high > r.low:
+            scale = math.log if r.log else float
+            at = (scale(value) - scale(r.low)) / (scale(r.high) - scale(r.low))
+            if at <= 0.05 or at >= 0.95:
+                notes.append(f"{key}={value:g} is at the {'low' if at <= 0.05 else 'high'} edge of {r}: "
+                             "the best value may lie beyond it")
+        elif isinstance(r, Choice) and len(r.values) > 2 and all(isinstance(v, (int, float)) for v in r.values):
+            if value in (min(r.values), max(r.values)):
+                notes.append(f"{key}={value:g} is the {'lowest' if value == min(r.values) else 'highest'} of "
+                             f"{r}: the best value may lie beyond it")
+    return notes
 
 
 # --- the Optuna study behind `unlearn tune` ---------------------------------------------------------

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from unlearnkit import Method, TrainParams, UnlearnkitError
+from unlearnkit import Method, Range, TrainParams, UnlearnkitError
 
 if TYPE_CHECKING:  # pragma: no cover
     from unlearnkit import Classifier, Step, Transform, UnlearnRun
@@ -114,6 +114,7 @@ class BoundaryShrink(Method):
     name = "boundary-shrink"
     Params = BoundaryShrinkParams
     params: BoundaryShrinkParams
+    search_space = {"lr": Range(1e-6, 1e-4, log=True)}  # a decade either side of the authors' 1e-5
     trains_on_retain = False
 
     def unlearn(self, run: UnlearnRun) -> None:
@@ -168,6 +169,7 @@ class BoundaryExpand(Method):
     name = "boundary-expand"
     Params = BoundaryParams
     params: BoundaryParams
+    search_space = {"lr": Range(1e-6, 1e-4, log=True)}  # a decade either side of the authors' 1e-5
     trains_on_retain = False
     scenarios = ("class",)
 

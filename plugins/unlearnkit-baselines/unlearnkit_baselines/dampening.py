@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from pydantic import ConfigDict, Field
 from torch import nn
 
-from unlearnkit import Method, Params
+from unlearnkit import Method, Params, Range
 
 if TYPE_CHECKING:  # pragma: no cover
     from unlearnkit import UnlearnRun
@@ -106,6 +106,7 @@ class SelectiveSynapticDampening(Method):
     name = "ssd"
     Params = SSDParams
     params: SSDParams
+    search_space = {"alpha": Range(1.0, 100.0, log=True)}  # no training, so no lr: a decade either side of alpha 10
     trains_on_retain = False
 
     def unlearn(self, run: UnlearnRun) -> None:

@@ -110,7 +110,7 @@ class NegateThenTune(Method):
     name = "not"
     Params = NegateThenTuneParams
     params: NegateThenTuneParams
-    search_space = {"lr": Range(0.01, 0.1, log=True)}  # FT's
+    search_space = {"lr": Range(0.003, 0.3, log=True)}  # FT's
     trains_on_retain = True
     uses_forget = False
 

@@ -118,7 +118,7 @@ class RandomLabel(Method):
     name = "rl"
     Params = RandomLabelParams
     params: RandomLabelParams
-    search_space = {"lr": Range(0.01, 0.1, log=True)}  # the SalUn paper's range for RL
+    search_space = {"lr": Range(0.003, 0.3, log=True)}  # the SalUn paper's [0.01, 0.1] for RL, widened as FT's
     trains_on_retain = True
     uses_forget = True
 
@@ -210,7 +210,7 @@ class SalUn(Method):
     name = "salun"
     Params = SalUnParams
     params: SalUnParams
-    search_space = {"mask_fraction": Range(0.1, 1.0)}
+    search_space = {"lr": Range(0.003, 0.3, log=True), "mask_fraction": Range(0.1, 1.0)}  # lr as RL's
     trains_on_retain = True
     uses_forget = True
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from unlearnkit import Method, TrainParams
+from unlearnkit import Method, Range, TrainParams
 
 if TYPE_CHECKING:  # pragma: no cover
     from unlearnkit import Classifier, CostCounter, Step, UnlearnRun
@@ -116,6 +116,7 @@ class Scrub(Method):
     name = "scrub"
     Params = ScrubParams
     params: ScrubParams
+    search_space = {"lr": Range(5e-5, 5e-3, log=True)}  # a decade either side of the public code's 5e-4
 
     def unlearn(self, run: UnlearnRun) -> None:
         p = self.params

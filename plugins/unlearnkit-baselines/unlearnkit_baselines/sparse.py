@@ -81,7 +81,7 @@ class L1Sparse(Method):
     name = "l1-sparse"
     Params = L1SparseParams
     params: L1SparseParams
-    search_space = {"alpha": Range(1e-4, 1e-1, log=True)}
+    search_space = {"lr": Range(0.003, 0.3, log=True), "alpha": Range(1e-4, 1e-1, log=True)}  # lr as FT's
     trains_on_retain = True
     uses_forget = False
 

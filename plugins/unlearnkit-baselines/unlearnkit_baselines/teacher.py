@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from unlearnkit import Method, TrainParams
+from unlearnkit import Method, Range, TrainParams
 
 if TYPE_CHECKING:  # pragma: no cover
     from unlearnkit import Batch, Classifier, CostCounter, Step, UnlearnRun
@@ -118,6 +118,7 @@ class BadTeacher(Method):
     name = "bad-teacher"
     Params = BadTeacherParams
     params: BadTeacherParams
+    search_space = {"lr": Range(1e-5, 1e-3, log=True)}  # a decade either side of the public code's 1e-4 (Adam)
 
     def unlearn(self, run: UnlearnRun) -> None:
         p = self.params

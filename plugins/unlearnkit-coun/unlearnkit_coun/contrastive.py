@@ -58,7 +58,7 @@ class ContrastiveAugmenter(Augmenter):
     Params = ContrastiveParams
     params: ContrastiveParams
     extra_views = 2
-    search_space = {"lambda": Range(0.1, 6.0, log=True)}
+    search_space = {"lambda": Range(0.1, 20.0, log=True)}  # the paper's [0.1, 6], widened as coun's
 
     @classmethod
     def cannot_wrap(cls, method: type[Method]) -> str | None:

@@ -38,7 +38,9 @@ class CoUn(Method):
     name = "coun"
     Params = CoUnParams
     params: CoUnParams
-    search_space = {"lr": Range(0.01, 0.1, log=True), "lambda": Range(0.1, 6.0, log=True)}  # tau stays at its best, 0.1
+    # the paper's lr in [0.01, 0.1] and lambda in [0.1, 6], each widened (winners sat on their edges), as FT's
+    # lr and coun-cl's lambda are, so that coun and ft+coun-cl search one space; tau stays at its best, 0.1
+    search_space = {"lr": Range(0.003, 0.3, log=True), "lambda": Range(0.1, 20.0, log=True)}
     uses_forget = False
 
     def unlearn(self, run: UnlearnRun) -> None:
