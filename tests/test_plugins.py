@@ -341,7 +341,8 @@ def test_allow_list_blocks_every_other_plugin_but_the_core():
     # the core (data sets, architectures, evaluators) needs no listing: a list of third-party plugins alone works
     allowed = discover(eps=installed_entry_points(), env={"UNLEARNKIT_PLUGINS": "baselines"})
     assert {r.name: r.status for r in allowed.plugins} == {
-        "baselines": "loaded", "evaluators": "loaded", "models": "loaded", "datasets": "loaded", "coun": "blocked",
+        "baselines": "loaded", "evaluators": "loaded", "models": "loaded", "datasets": "loaded", "trackers": "loaded",
+        "coun": "blocked",
     }
     assert allowed.names(Augmenter) == []
     assert "accuracy" in allowed.names(Evaluator)

@@ -1,7 +1,7 @@
 """unlearnkit: a plugin-based machine unlearning toolkit.
 
 Users call `unlearnkit.unlearn(model, train_set, forget, test_set=...)` or the `unlearn` CLI.
-Plugins implement `Method`, `Augmenter`, `Evaluator`, `Architecture` or `DataSource` and
+Plugins implement `Method`, `Augmenter`, `Evaluator`, `Architecture`, `DataSource` or `Tracker` and
 register them with the hooks in `unlearnkit.hookspecs`, marked with `hookimpl`.
 """
 
@@ -19,6 +19,8 @@ from unlearnkit.api import (
     Method,
     Params,
     Range,
+    Tracker,
+    TrackerParams,
     TrainParams,
 )
 from unlearnkit.errors import DataNotFoundError, PluginFault, UnlearnkitError
@@ -71,7 +73,7 @@ __all__ = [
     "AdaptedClassifier", "Architecture", "AuditReport", "AugmentedMethod", "Augmenter", "Batch", "Choice", "Classifier", "CostCounter",
     "DataNotFoundError", "DataOutline", "DataShape", "DataSource", "Datasets", "Evaluator", "ImageSet", "LossFn", "Method",
     "Params", "Part", "PluginFault", "Range",
-    "RepresentationAugmenter", "Step", "Subject", "TrainParams", "Transform", "UnlearnResult", "UnlearnRun",
+    "RepresentationAugmenter", "Step", "Subject", "Tracker", "TrackerParams", "TrainParams", "Transform", "UnlearnResult", "UnlearnRun",
     "UnlearnkitError", "audit", "gather_rows", "hookimpl", "lr_factor", "retain_cross_entropy", "shuffled", "unlearn",
     "__version__",
 ]

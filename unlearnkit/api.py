@@ -1,6 +1,6 @@
-"""The classes plugins implement: Method, Augmenter and Evaluator; Architecture and DataSource.
+"""The classes plugins implement: Method, Augmenter and Evaluator; Architecture and DataSource; Tracker.
 
-Every plugin class carries a `name`. Methods, augmenters and evaluators are configured
+Every plugin class carries a `name`. Methods, augmenters, evaluators and trackers are configured
 from a run spec: each has a pydantic `Params` model, a spec's ``params`` for it are
 validated against that model (unknown keys are rejected), and the validated instance is
 handed to its constructor. Architectures and data sets take no params: a spec names them.
@@ -10,7 +10,9 @@ The types these classes see at run time are in `unlearnkit.contract`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
+
+from pydantic import Field
 
 from unlearnkit.params import INT_LIMIT, Checked, Choice, Params, Range, SearchRange, TrainParams
 
@@ -179,7 +181,56 @@ class DataSource(Registered):
         return None
 
 
+class TrackerParams(Params):
+    """Where a tracker writes; a tracker's own Params may add fields."""
+
+    uri: str | None = Field(None, description="where the tracker writes (--track-uri); default: its own place in the "
+                                              "command's output folder")
+
+
+class Tracker(Configurable):
+    """Follows a command's runs as they go, in a tool of the user's choice (`--track NAME`).
+
+    The core calls, in order: `prepare` once before any training; then for each run `start`, `log_params`,
+    `log_metrics` (as training and evaluation produce them), `log_artifact` (each file it wrote) and `end`. A bench
+    or a tuning is one run holding a child run per cell or trial: `start` with `parent` (the name of the run
+    still open) opens it, its `end` closes it, and the other calls go to the innermost open run. A tracker
+    whose call raises is switched off for the rest of the command, with a warning naming it; the results
+    are written all the same.
+    """
+
+    kind: ClassVar[str] = "tracker"
+    Params: ClassVar[type[_Params]] = TrackerParams
+
+    def prepare(self, folder: Path) -> str | None:
+        """Before any training, writing nothing: raise `UnlearnkitError` if the tracker cannot log (its library
+        is not installed, its `uri` cannot be reached). `folder` is the command's output folder, where a
+        tracker without a `uri` writes. Returns how to look at what it will log, or None."""
+        return None
+
+    def start(self, name: str, parent: str | None, tags: Mapping[str, str]) -> None:
+        """Open a run; `parent` is the run it belongs to (a bench's, for one of its cells), None for a run of its own."""
+        raise NotImplementedError
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """The open run's settings: spec fields by dotted name (`method.params.lr`), values as text or numbers."""
+        raise NotImplementedError
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        """Values at `step` (an epoch, or an optimisation step with `log_every`): `unlearned/loss`, `retrain/ra`, ..."""
+        raise NotImplementedError
+
+    def log_artifact(self, path: Path) -> None:
+        """A file the run wrote (a bundle's results.json, a figure)."""
+        raise NotImplementedError
+
+    def end(self, status: str) -> None:
+        """Close the innermost open run: `finished`, `failed` or `interrupted`."""
+        raise NotImplementedError
+
+
 __all__ = [
     "INT_LIMIT", "SCENARIOS", "Architecture", "Augmenter", "Checked", "Choice", "Configurable", "DataOutline", "DataShape",
-    "DataSource", "Evaluator", "Method", "Params", "Range", "Registered", "SearchRange", "TrainParams",
+    "DataSource", "Evaluator", "Method", "Params", "Range", "Registered", "SearchRange", "Tracker", "TrackerParams",
+    "TrainParams",
 ]

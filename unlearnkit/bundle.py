@@ -1,4 +1,4 @@
-"""The result bundle: results.json, results.md, the forget indices and the unlearned weights.
+"""The result bundle: results.json, results.md, the forget indices, the unlearned weights and the event log.
 
 Sequential forgetting adds each step's metrics (results.json `steps`, one table per step in
 results.md) and the indices of every request (forget_requests.json); the rest describes its last step.
@@ -31,8 +31,10 @@ WEIGHTS = "unlearned.safetensors"
 FORGET = "forget_indices.txt"
 REQUESTS = "forget_requests.json"
 SUMMARY = "results.md"
+#: one JSON object a line: each training's loss terms and each evaluation, in order (unlearnkit.events)
+EVENTS = "events.jsonl"
 #: what a bundle folder holds: the files write_bundle writes, and the pictures `unlearn plot` adds by default
-CONTENTS = {RESULTS, WEIGHTS, FORGET, REQUESTS, SUMMARY, "plots"}
+CONTENTS = {RESULTS, WEIGHTS, FORGET, REQUESTS, SUMMARY, EVENTS, "plots"}
 
 
 def check_destination(out: Path, overwrite: bool) -> None:
@@ -117,6 +119,7 @@ def _stage(result: RunResult, staging: Path, command: str | None) -> None:
     """Every file of the bundle, each written whole and flushed (unlearnkit.files), results.json last."""
     spec_json = result.spec.model_dump(mode="json")
     atomic_write_text(staging / FORGET, "\n".join(str(int(i)) for i in result.split.forget) + "\n")
+    atomic_write_text(staging / EVENTS, "".join(json.dumps(event) + "\n" for event in result.events))
     sequential = bool(result.split.requests)
     if sequential:
         atomic_write_text(staging / REQUESTS, json.dumps([r.tolist() for r in result.split.requests]) + "\n")
@@ -158,6 +161,7 @@ def _stage(result: RunResult, staging: Path, command: str | None) -> None:
             "forget_indices": FORGET,
             **({"requests": REQUESTS} if sequential else {}),
         },
+        "events": EVENTS,
         "metrics": result.metrics,
         "sources": result.sources,
         **({"steps": [{"step": s.step, "forget_count": len(s.split.forget), "retain_count": len(s.split.retain),

@@ -1,7 +1,9 @@
-"""`unlearn plot`: a result bundle's original, Retrain and unlearned models in representation space.
+"""`unlearn plot`: a result bundle's original, Retrain and unlearned models in representation space, and its
+training curves.
 
 Each model's penultimate features of a sample of retain and forget training images are
 projected to 2-D (PCA and/or t-SNE, each model in its own space), as in CoUn's Figures 1 and 3.
+A bundle with an event log (events.jsonl) also gets curves.png: each loss term by epoch.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from unlearnkit.checkpoint import load_model
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.evaluation.representation import premise_agreement, project
 from unlearnkit.evaluation.subject import Subject
-from unlearnkit.figures import representation
+from unlearnkit.figures import representation, training_curves
 from unlearnkit.files import check_writable
 from unlearnkit.models import user_network
 from unlearnkit.plugins import Registry
@@ -53,7 +55,24 @@ def plot_bundle(
     predictions = subjects["Retrain"].outputs("forget")[0].argmax(1)
     premise = {name: premise_agreement(s.features("retain"), s.features("forget")[0], predictions)
                for name, s in subjects.items()}
-    return _draw(run, subjects, premise, projections, samples, Path(out)), premise
+    files = _draw(run, subjects, premise, projections, samples, Path(out))
+    events = read_events(folder, results)
+    if events:
+        files.append(training_curves(events, f"{results['method']} on {run.spec.data.name} ({run.spec.model.name}): "
+                                     "mean loss terms per epoch", Path(out) / "curves.png"))
+    return files, premise
+
+
+def read_events(folder: Path, results: dict) -> list[dict]:
+    """The bundle's event log; empty for a bundle written before it had one."""
+    path = Path(folder) / results.get("events", "")
+    if "events" not in results or not path.is_file():
+        return []
+    try:
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except ValueError:
+        raise UnlearnkitError(f"{path} is not one JSON object a line; the bundle is damaged",
+                              "Run `unlearn run` again.") from None
 
 
 def _bundle_subjects(folder: Path, results: dict, registry: Registry | None,

@@ -21,8 +21,17 @@ from unlearnkit.errors import PluginFault, UnlearnkitError
 from unlearnkit.plugins import installed, installed_listing
 from unlearnkit.progress import Reporter
 from unlearnkit.resolve import json_schema
-from unlearnkit.cli_shared import GRID_FLAGS, RUN_FLAGS, console, executor_from_flags, one_line_warnings, under_torchrun, with_flags
-from unlearnkit.run_options import RunOptions
+from unlearnkit.cli_shared import (
+    GRID_FLAGS,
+    RUN_FLAGS,
+    TRACK_FLAGS,
+    console,
+    executor_from_flags,
+    one_line_warnings,
+    under_torchrun,
+    with_flags,
+)
+from unlearnkit.run_options import RunOptions, TrackFlags
 
 app = typer.Typer(
     help="Machine unlearning: run a method against the Retrain reference and measure the gap.",
@@ -47,19 +56,21 @@ def run(ctx: typer.Context, options: RunOptions,
     from unlearnkit.report import run_report
 
     resolved = options.resolve()
-    destination = runs.preflight(resolved)  # before any process group: a usage error ends every rank alike
     reporter = Reporter(out, err, quiet or err.quiet)  # under torchrun, the consoles of ranks but 0 are quiet
+    plan = runs.preflight(resolved, reporter.warn)  # before any process group: a usage error ends every rank alike
     try:
         with reporter.progress() as progress:
-            done = runs.execute(resolved, destination, progress, reporter.log, ctx.obj)
+            done = runs.execute(resolved, plan, progress, reporter.log, ctx.obj)
     except KeyboardInterrupt:
-        err.print(f"interrupted: no result bundle was written to {destination} "
+        err.print(f"interrupted: no result bundle was written to {plan.destination} "
                   "(models already cached are kept, so a rerun resumes from them)")
         raise typer.Exit(130) from None
     if done is None:
         return  # a torchrun rank other than 0: it trained alongside and reports nothing
     for printed in run_report(done.result, resolved.name, done.seconds, done.bundle):
         out.print(printed)
+    for line in done.tracked:
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -90,6 +101,7 @@ def _session(ctx: typer.Context, executor: Any, quiet: bool) -> Any:
 
 @app.command()
 @with_flags(GRID_FLAGS, executor_from_flags, "executor")
+@with_flags(TRACK_FLAGS, TrackFlags, "track")
 def bench(
     ctx: typer.Context,
     spec_file: Optional[Path] = typer.Argument(None, help="A YAML or JSON bench spec; flags below override it.", show_default=False),
@@ -105,6 +117,7 @@ def bench(
     overrides: Optional[list[str]] = typer.Option(None, "--set", "-s",
                                                   help="Override a bench spec field: base.train.epochs=12 (repeatable)."),
     out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Results folder (default bench/<hash of the grid>)."),
+    track: Any = None,
     executor: Any = None,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or per-cell lines."),
 ) -> None:
@@ -113,7 +126,8 @@ def bench(
 
     flags = {"methods": methods, "exclude": exclude, "augment": augment, "scenarios": scenarios, "seeds": seeds,
              "base.data.name": data, "base.model.name": model, "base.device": device, "out": out_dir}
-    raise typer.Exit(session.bench(_session(ctx, executor, quiet), spec_file, flags, params_files or [], overrides or []))
+    raise typer.Exit(session.bench(_session(ctx, executor, quiet), spec_file, flags, params_files or [], overrides or [],
+                                   track))
 
 
 @app.command()

@@ -33,7 +33,12 @@ RUN_FLAGS: dict[str, Any] = {
     "overwrite": typer.Option(None, "--overwrite", help="Replace an existing result bundle once the new one is complete."),
     "no_cache": typer.Option(False, "--no-cache", help="Train original and Retrain even if cached."),
     "no_retrain": typer.Option(False, "--no-retrain", help="Train no Retrain: RA, UA, TA and MIA only, no gap."),
+    "track": typer.Option(None, "--track", help="A tracker to follow the run: mlflow, tensorboard or a plugin's (repeatable)."),
+    "track_uri": typer.Option(None, "--track-uri", help="Where the trackers write (default: a store in the output folder)."),
 }
+
+#: the trackers of a bench or a tuning: RunOptions' own two flags
+TRACK_FLAGS: dict[str, Any] = {name: RUN_FLAGS[name] for name in ("track", "track_uri")}
 
 
 def with_flags(flags: dict[str, Any], build: Callable[..., Any], into: str) -> Callable[[Callable], Callable]:

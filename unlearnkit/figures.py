@@ -1,11 +1,11 @@
-"""PNG figures: the CL-integration bar chart, representation-space scatter plots, and an audit's ROC curves and
-vulnerability histogram (matplotlib, Agg)."""
+"""PNG figures: the CL-integration bar chart, representation-space scatter plots, a run's training curves, and an
+audit's ROC curves and vulnerability histogram (matplotlib, Agg)."""
 
 from __future__ import annotations
 
 import textwrap
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -81,6 +81,29 @@ def representation(
     fig.legend(handles=handles, loc="center right", fontsize=8, frameon=False)
     fig.suptitle(title, fontsize=11)
     fig.tight_layout(rect=(0, 0, 0.9, 0.95))
+    return _save(fig, Path(path))
+
+
+def training_curves(events: Sequence[dict[str, Any]], title: str, path: Path) -> Path:
+    """One panel per loss term, x = epoch: a line per model trained (original, retrain, the unlearned model, at
+    each step of sequential forgetting), from a run's event log (unlearnkit.events)."""
+    lines: dict[str, dict[str, list[tuple[int, float]]]] = {}  # term -> model -> (epoch, mean)
+    for event in events:
+        if event.get("event") == "epoch":
+            model = event["model"] + (f", step {event['forget_step']}" if event.get("forget_step") else "")
+            for term, value in event["terms"].items():
+                lines.setdefault(term, {}).setdefault(model, []).append((event["epoch"], value))
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, max(len(lines), 1), figsize=(4.4 * max(len(lines), 1), 3.6), squeeze=False)
+    for ax, (term, per_model) in zip(axes[0], lines.items()):
+        for model, points in per_model.items():
+            ax.plot(*zip(*points), marker="o", markersize=2.5, linewidth=1.2, label=model)
+        ax.set_title(term, fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
     return _save(fig, Path(path))
 
 

@@ -44,3 +44,8 @@ def register_models(register: Callable[[type], None]) -> None:
 @hookspec
 def register_datasets(register: Callable[[type], None]) -> None:
     """Register data sets: subclasses of `unlearnkit.DataSource`."""
+
+
+@hookspec
+def register_trackers(register: Callable[[type], None]) -> None:
+    """Register trackers: subclasses of `unlearnkit.Tracker`."""

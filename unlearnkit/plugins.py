@@ -1,4 +1,5 @@
-"""Plugin discovery and the registry of what plugins register: methods, augmenters, evaluators, models, data sets.
+"""Plugin discovery and the registry of what plugins register: methods, augmenters, evaluators, models, data sets,
+trackers.
 
 Every plugin, first-party or not, is a module named by an entry point in the
 group ``unlearnkit``. Entry points are loaded one at a time: a plugin that
@@ -28,12 +29,12 @@ from typing import Any, Iterable, Iterator, Mapping, TypeVar, cast
 import pluggy
 
 from unlearnkit import hookspecs
-from unlearnkit.api import Architecture, Augmenter, Configurable, DataSource, Evaluator, Method, Params, Registered
+from unlearnkit.api import Architecture, Augmenter, Configurable, DataSource, Evaluator, Method, Params, Registered, Tracker
 from unlearnkit.errors import PluginError, PluginFault, UnknownPluginError, UnlearnkitError
 
 GROUP = hookspecs.PROJECT
 #: the base class of each kind a plugin can register, in listing order; a kind's hook is `register_<kind>s`
-KINDS: tuple[type[Registered], ...] = (Method, Augmenter, Evaluator, Architecture, DataSource)
+KINDS: tuple[type[Registered], ...] = (Method, Augmenter, Evaluator, Architecture, DataSource, Tracker)
 FIRST_PARTY = ("unlearnkit", "unlearnkit-baselines", "unlearnkit-coun")
 #: the core's own plugins (data sets, architectures, evaluators): always loaded, whatever the allow- and block-lists say
 CORE = "unlearnkit"
@@ -292,12 +293,20 @@ def plugin_code(*plugins: object) -> Iterator[None]:
         if not entries:
             raise
         entry = _culprit(exc, entries)
-        raise PluginFault(
-            f"{entry.kind} '{entry.name}' of {_source(entry.plugin_name, entry.distribution, entry.version)} failed: "
-            + _describe(exc),
-            "Set UNLEARNKIT_DEBUG=1 to see the traceback.",
-            entry.plugin_name, entry.distribution,
-        ) from exc
+        raise PluginFault(failure(entry, exc), "Set UNLEARNKIT_DEBUG=1 to see the traceback.", entry.plugin_name,
+                          entry.distribution) from exc
+
+
+def failure(plugin: object, exc: BaseException) -> str:
+    """What failed and why, on one line: "tracker 'acme' of plugin 'acme' (acme-unlearn 1.2.0) failed: RuntimeError: ...".
+    A PluginFault is described by the exception behind it."""
+    entry = origin(plugin)
+    if entry is None:
+        named = f"{getattr(plugin, 'kind', 'plugin')} '{getattr(plugin, 'name', type(plugin).__name__)}'"
+    else:
+        named = f"{entry.kind} '{entry.name}' of {_source(entry.plugin_name, entry.distribution, entry.version)}"
+    cause = exc.__cause__ if isinstance(exc, PluginFault) and exc.__cause__ is not None else exc
+    return f"{named} failed: {_describe(cause)}"
 
 
 def _culprit(exc: BaseException, entries: list[Entry]) -> Entry:

@@ -106,4 +106,4 @@ class Reporter:
             self.err.print(f"[dim]{line}[/]", highlight=False)
 
     def warn(self, line: str) -> None:
-        self.err.print(f"[bold yellow]warning:[/] {line}", highlight=False)
+        self.err.print(f"[bold yellow]warning:[/] {line}", highlight=False, soft_wrap=True)

@@ -18,6 +18,7 @@ from unlearnkit.engine import CostMeter, Workbench, forward_flops
 from unlearnkit.engine.compute import Compute, repeatable_kernels
 from unlearnkit.engine.distributed import main_first
 from unlearnkit.evaluation.subject import Subject
+from unlearnkit.events import EventLog
 from unlearnkit.models import Classifier
 from unlearnkit.plugins import plugin_code
 from unlearnkit.progress import SILENT, Progress
@@ -59,6 +60,7 @@ class ProtocolRun:
         self.split = self.data.split
         self.method_data = self.data  # what the method is given; differs at a step of sequential forgetting
         self.step: int | None = None
+        self.events = EventLog()  # the loss terms of every training and each evaluation, shared by its steps
         sample = next(self.data.eval_views("test", 1))[0]
         self.flops_per_forward = forward_flops(workload.new_model(), sample)
 
@@ -88,7 +90,7 @@ class ProtocolRun:
         run = Workbench(
             model, self.method_data, recipe=self.spec.train, new_model=self.workload.new_model, cost=meter,
             seed=self.spec.seed, progress=self.progress, uses_forget=method.uses_forget, name=method.name,
-            compute=self.compute,
+            compute=self.compute, on_log=self.events.training("unlearned", self.step), log_every=self.spec.log_every,
         )
         start = time.perf_counter()
         with plugin_code(method):
@@ -109,4 +111,5 @@ class ProtocolRun:
                 with plugin_code(evaluator):
                     subject.metrics.update(evaluator.evaluate(subject, reference))
                 advance()
+        self.events.evaluation(subject.name, self.step, subject.metrics)
         return subject.metrics

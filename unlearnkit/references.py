@@ -90,7 +90,8 @@ def _train(run: ProtocolRun, kind: Kind) -> tuple[Classifier, dict[str, Any]]:
     over: Part = "retain" if kind == "retrain" else "all"
     start = time.perf_counter()
     fit(model, run.data, over, retain_cross_entropy, run.spec.train, generator=generator, cost=meter,
-        progress=run.progress, label=kind, compute=run.compute)
+        progress=run.progress, label=kind, compute=run.compute, on_log=run.events.training(kind, run.step),
+        log_every=run.spec.log_every)
     return model, {"flops": meter.flops, "seconds": time.perf_counter() - start}
 
 

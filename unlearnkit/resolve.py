@@ -9,7 +9,7 @@ from typing import Any, Sequence
 
 from pydantic import ValidationError
 
-from unlearnkit.api import Augmenter, Configurable, Evaluator, Method
+from unlearnkit.api import Augmenter, Configurable, Evaluator, Method, Tracker
 from unlearnkit.errors import SpecError
 from unlearnkit.plugins import Registry, plugin_code
 from unlearnkit.spec import DEFAULT_METHOD, PluginSpec, RunSpec
@@ -32,6 +32,7 @@ class ResolvedRun:
     method: Method
     augmenters: list[Augmenter]
     evaluators: list[Evaluator]
+    trackers: list[Tracker]
 
     @property
     def name(self) -> str:
@@ -40,13 +41,14 @@ class ResolvedRun:
 
 
 #: the spec's plugin sections and the base class of what each names
-PLUGIN_SECTIONS: dict[str, type[Configurable]] = {"method": Method, "augment": Augmenter, "evaluate": Evaluator}
+PLUGIN_SECTIONS: dict[str, type[Configurable]] = {"method": Method, "augment": Augmenter, "evaluate": Evaluator,
+                                                  "track": Tracker}
 
 
 def _plugin_refs(raw: dict[str, Any] | RunSpec) -> dict[str, Sequence[PluginSpec | None]]:
     """The plugin sections, read leniently, so their params are checked even when other fields are wrong."""
     if isinstance(raw, RunSpec):
-        return {"method": [raw.method], "augment": raw.augment, "evaluate": raw.evaluate}
+        return {"method": [raw.method], "augment": raw.augment, "evaluate": raw.evaluate, "track": raw.track}
     defaults = RunSpec.model_construct()
     refs: dict[str, Sequence[PluginSpec | None]] = {}
     for section in PLUGIN_SECTIONS:
@@ -93,8 +95,8 @@ def resolve(raw: dict[str, Any] | RunSpec, registry: Registry, source: str = "sp
     if errors or spec is None:
         raise SpecError(errors, source)
 
-    method, augmenters, evaluators = plugins["method"][0], plugins["augment"], plugins["evaluate"]
-    for section, chosen in (("augment", augmenters), ("evaluate", evaluators)):
+    method, augmenters, evaluators, trackers = plugins["method"][0], plugins["augment"], plugins["evaluate"], plugins["track"]
+    for section, chosen in (("augment", augmenters), ("evaluate", evaluators), ("track", trackers)):
         names = [p.name for p in chosen]
         errors += [f"{section}: '{n}' is listed twice" for n in sorted(set(names)) if names.count(n) > 1]
     for i, augmenter in enumerate(augmenters):
@@ -118,7 +120,7 @@ def resolve(raw: dict[str, Any] | RunSpec, registry: Registry, source: str = "sp
                    "--no-retrain)" for i, e in enumerate(evaluators) if e.needs_reference]
     if errors:
         raise SpecError(errors, source)
-    return ResolvedRun(spec, method, augmenters, evaluators)
+    return ResolvedRun(spec, method, augmenters, evaluators, trackers)
 
 
 def json_schema(registry: Registry) -> dict[str, Any]:

@@ -36,6 +36,8 @@ class RunOptions:
     overwrite: Optional[bool] = None
     no_cache: bool = False
     no_retrain: bool = False
+    track: Optional[list[str]] = None
+    track_uri: Optional[str] = None
 
     def resolve(self) -> ResolvedRun:
         """The run these flags ask for, its plugins found and its spec validated."""
@@ -47,7 +49,32 @@ class RunOptions:
                "output.dir": o.out_dir, "output.overwrite": o.overwrite, "cache": False if o.no_cache else None,
                "retrain": False if o.no_retrain else None},
         )
+        TrackFlags(o.track, o.track_uri).apply(spec)
         return resolve(spec, installed(), source)
+
+
+@dataclass
+class TrackFlags:
+    """--track NAME (repeatable) and --track-uri URI, for a run spec's `track` list."""
+
+    track: Optional[list[str]] = None
+    track_uri: Optional[str] = None
+
+    def apply(self, spec: dict[str, Any]) -> None:
+        """Into a run spec (in place): the trackers named replace the spec's, and each of them gets the uri."""
+        if self.track:
+            spec["track"] = [{"name": name} for name in self.track]
+        if self.track_uri is None:
+            return
+        chosen = spec.get("track")
+        if not chosen:
+            raise UnlearnkitError("--track-uri says where trackers write, and no tracker is chosen",
+                                  "Add --track mlflow (or tensorboard, or a plugin's), or a track: list to the spec.")
+        if isinstance(chosen, list):  # anything else is refused, with its field, when the spec is validated
+            spec["track"] = [{"name": entry} if isinstance(entry, str) else entry for entry in chosen]
+            for entry in spec["track"]:
+                if isinstance(entry, dict):
+                    entry["params"] = {**(entry.get("params") or {}), "uri": self.track_uri}
 
 
 def spec_from_flags(spec_file: Optional[Path], method: Optional[str], augment: Optional[list[str]],

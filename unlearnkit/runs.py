@@ -1,12 +1,13 @@
 """A run, from its resolved spec to the bundle on disk: the checks made before any training (`unlearn validate`
-makes the same), and its execution, under torchrun or not. Its spec from flags: `unlearnkit.run_options`."""
+makes the same), and its execution, under torchrun or not, followed by the spec's trackers. Its spec from flags:
+`unlearnkit.run_options`."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -26,19 +27,31 @@ from unlearnkit.protocol import ProtocolRun
 from unlearnkit.resolve import ResolvedRun
 from unlearnkit.sequence import RunResult, run_protocol
 from unlearnkit.spec import RunSpec
+from unlearnkit.tracking import Tracking
 from unlearnkit.workload import make_split
 
 
-def preflight(resolved: ResolvedRun) -> Path:
+@dataclass
+class Plan:
+    """What the checks before training settled: the result bundle's folder, and the trackers that will follow the run."""
+
+    destination: Path
+    tracking: Tracking
+
+
+def preflight(resolved: ResolvedRun, warn: Callable[[str], None] | None = None) -> Plan:
     """Everything `unlearn run` checks before it trains, without loading data; `unlearn validate` runs the same.
 
-    Returns the result bundle's folder.
+    Trackers without a `uri` write beside the bundle, in its parent folder (runs/ by default), so that the
+    runs made there can be compared; `warn` receives a line for each tracker that fails during the run.
     """
     spec = resolved.spec
     check_run_inputs(spec)
     destination = spec.output.dir or Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{resolved.name}"
     check_destination(destination, spec.output.overwrite)
-    return destination
+    tracking = Tracking(resolved.trackers, warn) if warn else Tracking(resolved.trackers)
+    tracking.prepare(destination.parent)
+    return Plan(destination, tracking)
 
 
 def check_run_inputs(spec: RunSpec, registry: Registry | None = None) -> None:
@@ -99,24 +112,40 @@ def _check_readable(path: Path, what: str, hint: str) -> None:
 
 @dataclass
 class Finished:
-    """A run done: its result, the bundle written and the seconds it took."""
+    """A run done: its result, the bundle written, the seconds it took and where its trackers logged it."""
 
     result: RunResult
     bundle: Path
     seconds: float
+    tracked: list[str]
 
 
-def execute(resolved: ResolvedRun, destination: Path, progress: Progress,
+def execute(resolved: ResolvedRun, plan: Plan, progress: Progress,
             log: Callable[[str], None], command: str | None = None) -> Finished | None:
-    """Run the protocol and write its bundle to `destination` (checked by `preflight`).
+    """Run the protocol and write its bundle to `plan.destination` (checked by `preflight`).
 
-    Under torchrun (WORLD_SIZE > 1) every rank trains its share of each batch; rank 0 alone evaluates and
-    writes the bundle, and the other ranks return None. Ctrl-C (KeyboardInterrupt) writes no bundle.
+    The trackers receive the run's params, each event of its log as it happens, then the bundle's files;
+    whatever they do, the bundle is written. Under torchrun (WORLD_SIZE > 1) every rank trains its share
+    of each batch; rank 0 alone evaluates, tracks and writes the bundle, and the other ranks return None.
+    Ctrl-C (KeyboardInterrupt) writes no bundle.
     """
     started = time.perf_counter()
-    with launched(resolved.spec.device) as rank_device:
-        result = run_protocol(ProtocolRun(resolved, progress=progress, log=log, device=select_device(rank_device)))
-    if launcher().rank != 0:
-        return None  # the other ranks trained alongside; they have no metrics and write nothing
-    bundle = write_bundle(result, destination, resolved.spec.output.overwrite, command)
-    return Finished(result, bundle, time.perf_counter() - started)
+    tracking = plan.tracking if launcher().rank == 0 else Tracking()
+    with tracking.run(plan.destination.name, tags=run_tags(resolved, command)):
+        tracking.params(resolved.spec.model_dump(mode="json"))
+        with launched(resolved.spec.device) as rank_device:
+            run = ProtocolRun(resolved, progress=progress, log=log, device=select_device(rank_device))
+            run.events.listeners.append(tracking.event)
+            result = run_protocol(run)
+        if launcher().rank != 0:
+            return None  # the other ranks trained alongside; they have no metrics and write nothing
+        bundle = write_bundle(result, plan.destination, resolved.spec.output.overwrite, command)
+        tracking.artifacts(sorted(path for path in bundle.iterdir() if path.is_file()))
+    return Finished(result, bundle, time.perf_counter() - started, tracking.where)
+
+
+def run_tags(resolved: ResolvedRun, command: str | None) -> dict[str, Any]:
+    """What a tracker shows beside a run's name, to find and group runs by."""
+    spec = resolved.spec
+    return {"method": resolved.name, "data": spec.data.name, "model": spec.model.name, "forget": spec.forget.kind,
+            "seed": spec.seed, "command": command}

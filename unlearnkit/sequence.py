@@ -128,6 +128,7 @@ class RunResult:
     unlearned: Classifier
     environment: dict[str, Any] = field(default_factory=dict)
     steps: list[StepResult] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)  # the run's event log (unlearnkit.events)
 
 
 def run_protocol(run: ProtocolRun) -> RunResult:
@@ -147,4 +148,5 @@ def run_protocol(run: ProtocolRun) -> RunResult:
     return RunResult(
         spec=run.spec, method=run.resolved.name, split=last.split, metrics=last.metrics, sources=last.sources,
         unlearned=unlearned.model, environment=environment(run.device, run.compute), steps=results,
+        events=run.events.events,
     )

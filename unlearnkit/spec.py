@@ -172,6 +172,10 @@ class RunSpec(Section):
     )
     cache: bool = Field(True, description="reuse cached original and Retrain models (UNLEARNKIT_CACHE_DIR)")
     output: OutputSpec = Field(default_factory=OutputSpec, description="the result bundle")
+    track: list[PluginSpec] = Field(default_factory=list, description="trackers that follow the run as it goes "
+                                    "(mlflow, tensorboard, or a plugin's); its bundle's events.jsonl is written without any")
+    log_every: int | None = Field(None, ge=1, description="also log the loss terms every this many optimisation steps "
+                                  "(default: once per epoch)")
 
     @field_validator("augment", mode="before")
     @classmethod

@@ -128,6 +128,7 @@ def run_grid(
     after_group: Callable[[list[dict[str, Any]]], object] = lambda records: None,
     after_references: Callable[[list[dict[str, Any]]], object] = lambda records: None,
     executor: Executor | None = None,
+    after_cell: Callable[[list[dict[str, Any]], list[dict[str, Any]]], object] = lambda records, events: None,
 ) -> Outcome:
     """Run every cell not yet on disk, in two phases.
 
@@ -140,7 +141,8 @@ def run_grid(
 
     A cell that raises is reported and skipped, so one broken method does not stop a grid;
     KeyboardInterrupt stops it, with the finished cells kept (`Outcome.interrupted`).
-    `executor` runs the tasks (default: one after another in this process).
+    `executor` runs the tasks (default: one after another in this process). `after_cell` receives each cell
+    computed now, as it arrives: its records (one per forget step) and its event log.
     """
     started = time.perf_counter()
     executor = executor or Serial()
@@ -171,6 +173,7 @@ def run_grid(
                 broken.add(done.task.group)
         elif done.task.cell is not None:
             outcome.computed += 1
+            after_cell([record for _, record in done.records], done.events)
         if done.files:
             files[done.task.group] = executor.share(done.files)
 

@@ -8,7 +8,7 @@ import json
 import re
 import time
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -16,7 +16,7 @@ import yaml
 
 from unlearnkit.bench import tune as tuning
 from unlearnkit.bench.executors import Executor
-from unlearnkit.bench.grid import BenchSpec, Grid, expand, merge, read_bench_spec, spec_key
+from unlearnkit.bench.grid import BenchSpec, Grid, expand, merge, read_bench_spec, scenario_label, spec_key
 from unlearnkit.bench.keys import Keys
 from unlearnkit.bench.runner import CellStore, Outcome, finished, run_grid
 from unlearnkit.bench.seeds import TUNING_SEEDS, tuned_on_seeds, tuning_seeds
@@ -26,23 +26,30 @@ from unlearnkit.files import atomic_write_json, atomic_write_text, check_writabl
 from unlearnkit.plugins import installed
 from unlearnkit.progress import Reporter
 from unlearnkit.resolve import ResolvedRun, resolve
-from unlearnkit.run_options import spec_from_flags
+from unlearnkit.run_options import TrackFlags, spec_from_flags
 from unlearnkit.runs import check_run_inputs
 from unlearnkit.spec import RunSpec
 from unlearnkit.spec_input import read_spec_file, set_path
+from unlearnkit.tracking import Tracking
+
+#: what the first-party trackers write in a results folder by default (mlflow, tensorboard)
+TRACKED = {"mlflow.db", "mlartifacts", "tensorboard"}
 
 #: what bench and tune write in their folders; a folder holding any of the markers is one they wrote
 GRID_MARKERS = {"cells", "bench.json", "invocations.json", "study.db", "variants", "methods", "wrapped"}
-GRID_ENTRIES = GRID_MARKERS | {"results.md", "results.csv", "results.json", "cl_integration.png", "tuned.yaml", "plots"}
+GRID_ENTRIES = GRID_MARKERS | {"results.md", "results.csv", "results.json", "cl_integration.png", "tuned.yaml", "plots",
+                               *TRACKED}
 
 
 @dataclass
 class Session:
-    """What every bench and tune shares: where cells run, how it reports, and the command as typed."""
+    """What every bench and tune shares: where cells run, how it reports, the command as typed, and the trackers
+    that follow it (each cell a child of the command's run)."""
 
     executor: Executor
     reporter: Reporter
     command: str  # printed beside the tables it produced, and recorded in invocations.json
+    tracking: Tracking = field(default_factory=Tracking)
 
 
 # --- results folders --------------------------------------------------------------------------------
@@ -107,13 +114,27 @@ def run_and_report(session: Session, grid: Grid, folder: Path, header: str, meta
     with reporter.progress() as progress:
         outcome = run_grid(grid, CellStore(folder), progress=progress, log=reporter.log, executor=session.executor,
                            after_references=lambda records: report_regime(records, reporter),
-                           after_group=lambda records: write_reports(folder, records, partial, meta))
+                           after_group=lambda records: write_reports(folder, records, partial, meta),
+                           after_cell=lambda records, events: track_cell(session.tracking, records, events))
     history = record_invocation(folder, outcome, session.command)
     header += f"\nWall time: {_wall_time(history)}\n"
     files = write_reports(folder, outcome.records, header, {**meta, "invocations": history})
     if outcome.error is not None:
         raise outcome.error  # reported as one message; the finished cells and their tables are kept
     return outcome, files
+
+
+def track_cell(tracking: Tracking, records: list[dict], events: list[dict]) -> None:
+    """A cell (or a tuning trial) computed now, as a child of the command's tracked run: its variant, params, scenario
+    and seed, and its event log (its loss terms, then its metrics, at each forget step)."""
+    first = records[0]
+    scenario = first["scenario"].partition("@")[0]  # a sequential cell's records are per step; the cell is one run
+    tags = {"variant": first["variant"], "method": first["method"], "scenario": scenario, "seed": first["seed"],
+            "trial": first.get("trial")}
+    with tracking.run(f"{first['variant']}, {scenario_label(scenario)}, seed {first['seed']}", tags):
+        tracking.params({**tags, "augment": first["augment"], "params": first["params"]})
+        for event in events:
+            tracking.event(event)
 
 
 def _wall_time(history: list[dict]) -> str:
@@ -149,16 +170,22 @@ def finish(outcome: Outcome, files: list[Path], folder: Path, total: int, report
 
 
 def bench(session: Session, spec_file: Optional[Path], flags: dict[str, Any], params_files: list[Path],
-          overrides: list[str]) -> int:
-    """Run a bench spec's grid (flags: bench spec field -> value given on the command line), resumable."""
+          overrides: list[str], track: TrackFlags | None = None) -> int:
+    """Run a bench spec's grid (flags: bench spec field -> value given on the command line), resumable; the trackers
+    of its base spec (or `track`'s) follow it as one run, each cell computed now a child run."""
     spec = _bench_spec(spec_file, flags, params_files, overrides)
+    if track is not None:
+        track.apply(spec.base)
     grid = expand(spec, installed())
     if not grid.cells:
         raise UnlearnkitError("the grid has no cells", "Check --methods, --augment and --scenarios.")
     identity = spec.model_dump(mode="json", exclude={"out"})
-    where_run = {k: v for k, v in identity["base"].items() if k != "device"}  # the same grid on another device
+    # the same grid on another device, or followed by other trackers
+    where_run = {k: v for k, v in identity["base"].items() if k not in ("device", "track", "log_every")}
     folder = spec.out or Path("bench") / spec_key({**identity, "base": where_run})[:10]
     check_grid([r.spec for r in grid.resolved.values()], folder)
+    tracking = session.tracking = Tracking(grid.resolved[grid.cells[0]].trackers, session.reporter.warn)
+    tracking.prepare(folder)
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_json(folder / "bench.json", {**identity, "out": str(folder)})
     err = session.reporter.err
@@ -167,10 +194,15 @@ def bench(session: Session, spec_file: Optional[Path], flags: dict[str, Any], pa
     variants = len({c.variant for c in grid.cells})
     err.print(f"grid: {variants} variants x {len(spec.scenarios)} scenarios x {len(spec.seed_list())} seeds = "
               f"{len(grid.cells)} cells; results in {folder} (rerun the same command to resume)")
-    with closing(session.executor):
+    with closing(session.executor), tracking.run(f"bench {folder.name}", {"command": session.command}) as tracked:
+        tracking.params(identity)
         outcome, files = run_and_report(session, grid, folder, _bench_header(session.command, spec, grid),
                                         {"bench": identity})
+        tracking.artifacts([path for path in files if path.is_file()])
+        tracked.status = "interrupted" if outcome.interrupted else "failed" if outcome.failures else "finished"
     session.reporter.out.print((folder / "results.md").read_text(), markup=False, highlight=False, soft_wrap=True)
+    for line in tracking.where:
+        session.reporter.out.print(line, markup=False, highlight=False, soft_wrap=True)
     return finish(outcome, files, folder, len(grid.cells), session.reporter)
 
 

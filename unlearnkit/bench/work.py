@@ -52,6 +52,7 @@ class Done:
     task: Task
     records: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (key, record)
     lines: list[str] = field(default_factory=list)  # log lines of a worker that cannot print to the driver's console
+    events: list[dict[str, Any]] = field(default_factory=list)  # a cell's event log, for the command's trackers
     failure: str | None = None  # why the cell, or the group's references, failed
     error: tuple[str, str | None] | None = None  # a user error (message, hint) that is the same for every cell: stop
     files: dict[str, bytes] = field(default_factory=dict)  # shipped references: cache key -> entry file
@@ -117,6 +118,7 @@ class Worker:
     def _cell(self, task: Task, cell: Cell, references: References, done: Done, say: Callable[[str], None]) -> None:
         """Every forget step of the cell, each from the model the step before left; records only once all are done."""
         records, seconds = [], 0.0
+        references.run.events.take()  # the references' own (the cell's log starts with its unlearning)
         try:
             resolved = self.resolve(task, cell)
             _same_keys(cell_keys(resolved), task.cell_keys, f"{cell.label} ({task.where})")
@@ -133,6 +135,7 @@ class Worker:
             _debug_traceback()
             return
         done.records += list(zip(task.cell_keys, records))
+        done.events = references.run.events.take()
         gaps = ", ".join(f"{r['metrics'].get('avg_gap', float('nan')):.2f}" for r in records)
         say(f"{task.where}: {cell.label}: Avg Gap {gaps} in {seconds:.1f} s")
 

@@ -4,6 +4,7 @@ augmenters join any method."""
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from functools import cached_property
 from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
@@ -15,7 +16,7 @@ from unlearnkit.contract import Batch, LossFn, Part, RepresentationTerms, Schedu
 from unlearnkit.engine.compute import FP32, Compute
 from unlearnkit.engine.cost import CostMeter
 from unlearnkit.engine.streams import RunData, retain_batch, shuffled, steps, steps_per_epoch
-from unlearnkit.engine.train import Trainer
+from unlearnkit.engine.train import OnLog, Trainer
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.models import Classifier
 from unlearnkit.plugins import plugin_code
@@ -35,12 +36,15 @@ def fit(
     label: str = "training",
     augmenters: Sequence[RepresentationTerms] = (),
     compute: Compute = FP32,
+    on_log: OnLog | None = None,
+    log_every: int | None = None,
 ) -> None:
-    """Train `model` for `params.epochs` over a part of the data with the shared loop (Original, Retrain)."""
+    """Train `model` for `params.epochs` over a part of the data with the shared loop (Original, Retrain);
+    `on_log` receives its loss at each epoch's end (and every `log_every` steps)."""
     total = steps_per_epoch(data, over, params.batch_size) * params.epochs
     schedule = ((loss_fn, step) for step in steps(data, over, params.batch_size, params.epochs, generator))
     trainer = Trainer(model, params, total, cost, augmenters, compute=compute,
-                      retain_batches=lambda size: retain_batch(data, size, generator))
+                      retain_batches=lambda size: retain_batch(data, size, generator), on_log=on_log, log_every=log_every)
     _drive(trainer, schedule, total, progress, label)
 
 
@@ -59,6 +63,7 @@ def _drive(trainer: Trainer, schedule: Schedule, total: int, progress: Progress,
             if i % FINITE_CHECK_EVERY == 0:
                 trainer.check_finite(label)
     trainer.check_finite(label)
+    trainer.finish_log()
 
 
 class Workbench:
@@ -84,8 +89,13 @@ class Workbench:
         uses_forget: bool = True,
         name: str = "unlearn",
         compute: Compute = FP32,
+        on_log: OnLog | None = None,
+        log_every: int | None = None,
     ):
         self.model = model
+        self.on_log = on_log  # every training of the method logs its loss terms here
+        self.log_every = log_every
+        self._logged = (0, 0)  # epochs and steps its trainings logged so far: a second training continues the count
         self.data = data
         self.recipe = recipe  # the original training recipe (what Retrain uses)
         self.new_model = new_model  # a freshly initialised model of the same architecture
@@ -189,9 +199,15 @@ class Workbench:
         and `masks` freezes entries of them. A method that declares `uses_forget = False`
         gets an error for any step holding forget samples.
         """
+        epochs, taken = self._logged
+        on_log, log = None, self.on_log
+        if log is not None:
+            on_log = lambda record: log(replace(record, epoch=record.epoch + epochs, step=record.step + taken))  # noqa: E731
         trainer = Trainer(self.model, params, total_steps, self.cost, self.augmenters, parameters, masks, self.compute,
-                          retain_batches=lambda size: retain_batch(self.data, size, self.generator))
+                          retain_batches=lambda size: retain_batch(self.data, size, self.generator),
+                          on_log=on_log, log_every=self.log_every)
         _drive(trainer, schedule, total_steps, self.progress, label or self.name, self._check_step)
+        self._logged = (epochs + trainer.epochs_logged, taken + trainer.steps_done)
 
 
 class AugmentedMethod(Method):

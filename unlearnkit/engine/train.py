@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Callable, Iterable, Iterator, Mapping, Sequence, cast
 
@@ -60,6 +60,45 @@ def captured_features(model: Classifier, step: Step) -> Iterator[list[torch.Tens
         handle.remove()
 
 
+@dataclass(frozen=True)
+class Logged:
+    """The mean of each loss term over the steps since the last record, and the learning rate at the last of them.
+
+    `epoch_end`: the record closes epoch `epoch` (counted from 1); otherwise it is one of `log_every`'s, within it.
+    `step` counts the optimisation steps taken so far.
+    """
+
+    epoch: int
+    step: int
+    lr: float
+    terms: dict[str, float]
+    epoch_end: bool
+
+
+#: what the training loop calls with each record: at every epoch's end, and every `log_every` steps when asked
+OnLog = Callable[[Logged], None]
+
+
+class _Sums:
+    """Loss terms summed on the device, step by step, and read back once (one wait for the device per read)."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.steps = 0
+
+    def add(self, terms: Mapping[str, torch.Tensor]) -> None:
+        for name, value in terms.items():
+            value = value.detach().float()
+            self.sums[name] = self.sums[name] + value if name in self.sums else value
+        self.steps += 1
+
+    def means(self) -> dict[str, float]:
+        values = torch.stack(list(self.sums.values())).div(self.steps).tolist() if self.sums else []
+        means = dict(zip(self.sums, values))
+        self.sums, self.steps = {}, 0
+        return means
+
+
 class Trainer:
     """SGD (or Adam) over a model's (or given) parameters for a fixed number of steps, with augmenter terms added.
 
@@ -79,6 +118,10 @@ class Trainer:
 
     Under torchrun each rank trains on its rows of every step and the gradients are
     averaged over the ranks (see `unlearnkit.engine.distributed`); costs count whole steps.
+
+    `on_log` receives each loss term's mean at every epoch's end (an epoch is `total_steps / params.epochs`
+    steps) and, with `log_every`, every that many steps; terms are summed on the device and read once per
+    record, so that logging never waits for an accelerator step by step. Under torchrun they are this rank's.
     """
 
     def __init__(
@@ -92,8 +135,14 @@ class Trainer:
         masks: Mapping[nn.Parameter, torch.Tensor] | None = None,
         compute: Compute = FP32,
         retain_batches: Callable[[int], Batch] | None = None,
+        on_log: OnLog | None = None,
+        log_every: int | None = None,
     ):
         self.model = model
+        self.on_log = on_log
+        self.log_every = log_every
+        self._epoch, self._window = _Sums(), _Sums()
+        self.epochs_logged = 0
         self.retain_batches = retain_batches
         self.compute = compute
         self.scaler = compute.grad_scaler()
@@ -178,7 +227,29 @@ class Trainer:
         self.cost.trained(len(step))
         self._watch(total.detach())
         self.steps_done += 1
+        if self.on_log is not None:
+            self._log(terms)
         return total.detach()
+
+    def _log(self, terms: Mapping[str, torch.Tensor]) -> None:
+        self._epoch.add(terms)
+        if self.log_every:
+            self._window.add(terms)
+            if self.steps_done % self.log_every == 0:
+                self._record(self._window, epoch_end=False)
+        if self.steps_done * max(self.params.epochs, 1) >= (self.epochs_logged + 1) * self.total_steps:
+            self._record(self._epoch, epoch_end=True)
+
+    def _record(self, sums: _Sums, epoch_end: bool) -> None:
+        assert self.on_log is not None
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.epochs_logged += epoch_end
+        self.on_log(Logged(self.epochs_logged + (not epoch_end), self.steps_done, lr, sums.means(), epoch_end))
+
+    def finish_log(self) -> None:
+        """The last epoch's record, when the schedule ended before `total_steps` (a method's own schedule may)."""
+        if self.on_log is not None and self._epoch.steps:
+            self._record(self._epoch, epoch_end=True)
 
     def _watch(self, loss: torch.Tensor) -> None:
         if self._first_nonfinite is None:
