@@ -10,7 +10,7 @@ import pytest
 
 from unlearnkit import Augmenter, Method, Range, hookimpl
 from unlearnkit.api import Choice
-from unlearnkit.bench.grid import BenchSpec, Cell, expand, merge, scenario_label, scenario_overrides
+from unlearnkit.bench.grid import BenchSpec, Cell, expand, merge, read_bench_spec, scenario_label, scenario_overrides
 from unlearnkit.bench.runner import CellStore, run_grid
 from unlearnkit.bench.statistics import holm
 from unlearnkit.bench.summary import (
@@ -402,3 +402,34 @@ def test_a_param_written_at_its_default_names_the_same_cell(registry):
     assert key({"augment": [{"name": "coun-cl", "params": {"lambda": 2.0}}]}) != plain
     assert key({}, {**TINY, "compute": {"precision": "auto"}}) == plain  # cells older than `compute` keep their keys
     assert key({}, {**TINY, "compute": {"precision": "bf16"}}) != plain
+
+
+def test_a_variant_whose_flops_leave_the_budget_band_is_named_per_scenario(tmp_path):
+    from unlearnkit.bench.summary import budget_warnings, write_reports
+
+    tables = tabulate(RECORDS)  # ft costs 25% of Retrain's FLOPs, ft+coun-cl 35%
+    assert budget_warnings(tables, 0.2, 0.4) == []
+    assert budget_warnings(tables, 0.2, 0.3) == [
+        "ft+coun-cl (random 10%) costs 35.0% of Retrain's FLOPs, outside the budget of 20-30%"]
+    assert [line.split(" costs")[0] for line in budget_warnings(tables, 0.3, 0.5)] == ["ft (random 10%)"]
+    write_reports(tmp_path, RECORDS, "# bench\n", {"bench": {"budget": {"low": 0.2, "high": 0.3}}})
+    assert "### Outside the budget\n\n- ft+coun-cl (random 10%) costs 35.0%" in (tmp_path / "results.md").read_text()
+    with pytest.raises(SpecError, match="budget low 0.4 must be below high 0.2"):
+        read_bench_spec({"budget": {"low": 0.4, "high": 0.2}})
+
+
+@pytest.mark.slow
+def test_unlearn_bench_warns_of_each_cell_outside_the_spec_budget(capsys, tmp_path, monkeypatch):
+    from tests.test_cli import unlearn
+
+    monkeypatch.chdir(tmp_path)
+    argv = ["bench", "--methods", "ft", "--augment", "none", "--scenarios", "random:0.1,class:1", "--seeds", "1",
+            "--data", "digits", "--set", "base.data.train_subset=240", "--set", "base.data.test_subset=80",
+            "--set", "base.train.epochs=4", "--set", "params.ft.method.params.epochs=1", "--device", "cpu", "--quiet"]
+    code, _, err = unlearn(capsys, *argv, "--set", "budget.low=0.5", "--set", "budget.high=0.9", "--out", "b")
+    assert code == 0, err
+    # one epoch of ft against Retrain's four: a quarter of its FLOPs, under the band, at each scenario
+    assert "ft (random 10%) costs 25.0% of Retrain's FLOPs, outside the budget of 50-90%" in err
+    assert "ft (class 1) costs 25.0% of Retrain's FLOPs" in err
+    code, _, err = unlearn(capsys, *argv, "--set", "budget.low=0.2", "--set", "budget.high=0.3", "--out", "b")
+    assert code == 0 and "outside the budget" not in err  # the same folder: a budget changes no cell

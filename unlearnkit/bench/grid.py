@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, TypeAdapter, ValidationError, field_validator
+from pydantic import Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from unlearnkit.api import Augmenter, Method
 from unlearnkit.errors import SpecError, UnknownPluginError, UnlearnkitError
@@ -86,6 +86,19 @@ def step_scenario(scenario: str, step: int | None) -> str:
     return scenario if step is None else f"{scenario}@{step}"
 
 
+class Budget(Section):
+    """The band each method's cost should land in, as a share of Retrain's FLOPs on the same seeds."""
+
+    low: float = Field(ge=0, description="the lowest share, e.g. 0.2 for 20% of Retrain's FLOPs")
+    high: float = Field(gt=0, description="the highest share, e.g. 0.4")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Budget:
+        if self.low >= self.high:
+            raise ValueError(f"budget low {self.low:g} must be below high {self.high:g}")
+        return self
+
+
 class BenchSpec(Section):
     """A grid: `base` is a run spec (data, model, train, evaluate, device); the rest say what varies."""
 
@@ -102,6 +115,8 @@ class BenchSpec(Section):
         "e.g. {coun: {method: {params: {epochs: 10}}}}",
     )
     out: Path | None = Field(None, description="results folder (default bench/<hash of the grid>)")
+    budget: Budget | None = Field(None, description="the band of each method's FLOPs as a share of Retrain's, "
+                                  "{low: 0.2, high: 0.4}: the bench warns of every variant and scenario outside it")
 
     @field_validator("methods", "augment", "scenarios", "exclude", mode="before")
     @classmethod

@@ -20,7 +20,7 @@ from unlearnkit.bench.grid import BenchSpec, Grid, expand, merge, read_bench_spe
 from unlearnkit.bench.keys import Keys
 from unlearnkit.bench.runner import CellStore, Outcome, finished, run_grid
 from unlearnkit.bench.seeds import TUNING_SEEDS, tuned_on_seeds, tuning_seeds
-from unlearnkit.bench.summary import regime_report, trial_tables, tuned_markdown, write_reports
+from unlearnkit.bench.summary import budget_warnings, regime_report, tabulate, trial_tables, tuned_markdown, write_reports
 from unlearnkit.errors import UnlearnkitError, few
 from unlearnkit.files import atomic_write_json, atomic_write_text, check_writable
 from unlearnkit.plugins import installed
@@ -182,7 +182,8 @@ def bench(session: Session, spec_file: Optional[Path], flags: dict[str, Any], pa
     identity = spec.model_dump(mode="json", exclude={"out"})
     # the same grid on another device, or followed by other trackers
     where_run = {k: v for k, v in identity["base"].items() if k not in ("device", "track", "log_every")}
-    folder = spec.out or Path("bench") / spec_key({**identity, "base": where_run})[:10]
+    grid_identity = {k: v for k, v in identity.items() if k != "budget"}  # a budget changes warnings, no number
+    folder = spec.out or Path("bench") / spec_key({**grid_identity, "base": where_run})[:10]
     check_grid([r.spec for r in grid.resolved.values()], folder)
     tracking = session.tracking = Tracking(grid.resolved[grid.cells[0]].trackers, session.reporter.warn)
     tracking.prepare(folder)
@@ -203,6 +204,9 @@ def bench(session: Session, spec_file: Optional[Path], flags: dict[str, Any], pa
     session.reporter.out.print((folder / "results.md").read_text(), markup=False, highlight=False, soft_wrap=True)
     for line in tracking.where:
         session.reporter.out.print(line, markup=False, highlight=False, soft_wrap=True)
+    if spec.budget is not None:
+        for line in budget_warnings(tabulate(outcome.records), spec.budget.low, spec.budget.high):
+            session.reporter.warn(line)
     return finish(outcome, files, folder, len(grid.cells), session.reporter)
 
 
@@ -477,7 +481,7 @@ def tune_bench(session: Session, o: TuneOptions, seeds: list[int]) -> int:
     spec.base, images = tuning.on_tuning_pool(spec.base)
     registry = installed()
     variants, untuned = tuning.bench_variants(spec, o.scenario, registry)
-    identity = {"bench": spec.model_dump(mode="json", exclude={"out"}), "scenario": o.scenario, "seeds": seeds,
+    identity = {"bench": spec.model_dump(mode="json", exclude={"out", "budget"}), "scenario": o.scenario, "seeds": seeds,
                 "search": o.search}
     folder = o.out_dir or Path("tune") / f"bench-{spec_key(identity)[:8]}"
     check_grid([], folder)  # each variant's cells are checked as its study opens

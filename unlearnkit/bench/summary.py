@@ -484,6 +484,14 @@ TESTS_NOTE = (
 )
 
 
+def budget_warnings(tables: dict[str, dict[str, Row]], low: float, high: float) -> list[str]:
+    """A line per variant and scenario whose mean FLOPs, as a share of Retrain's, leaves the band [low, high]."""
+    return [f"{name} ({scenario_label(scenario)}) costs {100 * row.flops_share:.1f}% of Retrain's FLOPs, outside "
+            f"the budget of {100 * low:g}-{100 * high:g}%"
+            for scenario, rows in tables.items() for name, row in rows.items()
+            if name not in REFERENCE_ROWS and row.flops_share is not None and not low <= row.flops_share <= high]
+
+
 def write_reports(folder: Path, records: list[dict[str, Any]], header: str, meta: dict[str, Any]) -> list[Path]:
     """results.md / .csv / .json (and cl_integration.png) in `folder`; returns the files written."""
     tables = tabulate(records)
@@ -498,6 +506,9 @@ def write_reports(folder: Path, records: list[dict[str, Any]], header: str, meta
         text += "### The regime: Original vs Retrain\n\n" + regime_markdown(found) + "".join(
             f"\n**Warning**: {r.warning()}\n" for r in found if r.warning()) + "\n"
     text += TESTS_NOTE + markdown(tables, counts) + _settings(records)
+    budget = (meta.get("bench") or {}).get("budget")
+    if budget and (outside := budget_warnings(tables, budget["low"], budget["high"])):
+        text += "\n### Outside the budget\n\n" + "".join(f"- {line}\n" for line in outside)
     if effects:
         text += ("\n### CL effect: Avg Gap difference, wrapped minus unwrapped (negative: closer to Retrain), "
                  "mean [95% CI] and the verdict of the Holm-adjusted test\n\n" + effects_markdown(effects))
