@@ -123,6 +123,19 @@ def test_a_bench_in_tensorboard_is_a_folder_per_cell_under_the_benchs(capsys, in
     assert cell.Scalars("unlearned/avg_gap")[0].value == pytest.approx(record["metrics"]["avg_gap"], rel=1e-6)
 
 
+def test_a_tuning_is_one_mlflow_run_with_a_child_per_trial(capsys, in_tmp_path):
+    from tests.test_tune import FT
+
+    code, out, err = unlearn(capsys, "tune", *FT, "--trials", "2", "--out", "tuned", "--track", "mlflow")
+    assert code == 0, err
+    runs = mlflow_runs(f"sqlite:///{(in_tmp_path / 'tuned' / 'mlflow.db').resolve()}")
+    parent = runs.pop("tune tuned")
+    assert parent["status"] == "FINISHED" and {"results.md", "tuned.yaml"} <= parent["files"]
+    assert sorted(child["tags"]["trial"] for child in runs.values()) == ["0", "1"]
+    assert all(child["tags"]["mlflow.parentRunId"] == parent["id"] and "unlearned/avg_gap" in child["metrics"]
+               for child in runs.values())
+
+
 # --------------------------------------------------------------------------- bad input, before training
 
 
@@ -144,5 +157,9 @@ def test_an_unreachable_track_uri_is_refused_before_training(capsys, in_tmp_path
         code, _, err = unlearn(capsys, "run", "--track", tracker, "--track-uri", uri, "--out", "b", *TINY)
         assert code == 2 and "a-file is a file, not a folder" in err, err
     code, _, err = unlearn(capsys, "bench", *BENCH, "--track", "mlflow", "--track-uri", "http://127.0.0.1:9")
+    assert code == 2 and "cannot reach the MLflow tracking server" in err
+    from tests.test_tune import FT
+
+    code, _, err = unlearn(capsys, "tune", *FT, "--track", "mlflow", "--track-uri", "http://127.0.0.1:9")
     assert code == 2 and "cannot reach the MLflow tracking server" in err
     assert sorted(p.name for p in in_tmp_path.iterdir() if p.name != "cache") == ["a-file"]  # nothing written

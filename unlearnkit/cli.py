@@ -132,6 +132,7 @@ def bench(
 
 @app.command()
 @with_flags(GRID_FLAGS, executor_from_flags, "executor")
+@with_flags(TRACK_FLAGS, TrackFlags, "track")
 def tune(
     ctx: typer.Context,
     spec_file: Optional[Path] = RUN_FLAGS["spec_file"],
@@ -154,6 +155,7 @@ def tune(
     bench_file: Optional[Path] = typer.Option(None, "--bench", help="Tune every variant of this bench spec instead, "
                                               "each with --trials trials over its joint space (--set then edits the "
                                               "bench spec); one tuned.yaml for all."),
+    track: Any = None,
     executor: Any = None,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or per-cell lines."),
 ) -> None:
@@ -161,7 +163,7 @@ def tune(
     from unlearnkit.bench import session
 
     options = session.TuneOptions(spec_file, method, augment, overrides, ranges, search, points, trials, scenario,
-                                  seeds, data, model, device, out_dir, bench_file)
+                                  seeds, data, model, device, out_dir, bench_file, track)
     raise typer.Exit(session.tune(_session(ctx, executor, quiet), options))
 
 

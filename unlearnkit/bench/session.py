@@ -272,6 +272,7 @@ class TuneOptions:
     device: Optional[str] = None
     out_dir: Optional[Path] = None
     bench_file: Optional[Path] = None
+    track: Optional[TrackFlags] = None  # --track and --track-uri: the trackers that follow the tuning
 
     def __post_init__(self) -> None:
         if self.search not in ("tpe", "grid", "random"):
@@ -287,9 +288,16 @@ def tune(session: Session, options: TuneOptions) -> int:
                                   "Leave out the run spec, --method, --augment and --range.")
         return tune_bench(session, options, seeds)
     search = Search.open(options, seeds, session.reporter)
-    with closing(session.executor):
+    tracking = session.tracking = search.tracking
+    with closing(session.executor), tracking.run(f"tune {search.folder.name}", {"command": session.command}) as tracked:
+        tracking.params(search.identity)
         total = search.run(session)
-    return search.report(session, total)
+        code = search.report(session, total)
+        tracking.artifacts([path for path in (search.folder / "results.md", search.folder / "tuned.yaml") if path.is_file()])
+        tracked.status = "interrupted" if total.interrupted else "failed" if code else "finished"
+    for line in tracking.where:
+        session.reporter.out.print(line, markup=False, highlight=False, soft_wrap=True)
+    return code
 
 
 @dataclass
@@ -310,12 +318,15 @@ class Search:
     study: Any
     target: int  # trials the study is to finish
     best: Optional[dict[str, Any]] = None  # the best trial, once the study has every trial
+    tracking: Tracking = field(default_factory=Tracking)  # the spec's trackers, ready: each trial's cells a child run
 
     @classmethod
     def open(cls, o: TuneOptions, seeds: list[int], reporter: Reporter) -> Search:
         """Everything checked (spec, names, ranges, scenario, Optuna, inputs, folder) before a trial runs."""
         base, source = spec_from_flags(o.spec_file, o.method, o.augment, o.overrides,
                                        **{"data.name": o.data, "model.name": o.model, "device": o.device})
+        if o.track is not None:
+            o.track.apply(base)
         base, images = tuning.on_tuning_pool(base)
         registry = installed()
         resolved = resolve(base, registry, source)  # the spec and names are valid before anything is searched
@@ -334,17 +345,22 @@ class Search:
         tuning.tuning_grid(base, method, augment, o.scenario, seeds[:1], tuning.range_probes(space), registry)
         tuning.load_optuna()  # missing: one message before anything is trained
         # workers on other devices share the study; the trial count can grow between invocations
-        identity = {"base": {k: v for k, v in base.items() if k != "device"}, "scenario": o.scenario, "seeds": seeds,
+        # (nor do the trackers that follow it change the study)
+        identity = {"base": {k: v for k, v in base.items() if k not in ("device", "track", "log_every")},
+                    "scenario": o.scenario, "seeds": seeds,
                     "search": o.search, "space": {k: str(v) for k, v in space.items()},
                     **({"points": o.points} if o.search == "grid" else {})}
         key = spec_key(identity)[:8]
         folder = folder or o.out_dir or Path("tune") / f"{resolved.name}-{key}"
         store = store or folder
         check_grid([resolved.spec], folder)  # every trial's cells share its inputs
+        tracking = Tracking(resolved.trackers, reporter.warn)
+        tracking.prepare(folder)
         folder.mkdir(parents=True, exist_ok=True)
         study = tuning.open_study(store, f"{resolved.name}-{key}", o.search, space, o.points, seed=resolved.spec.seed)
         target = len(tuning.grid_trials(space, o.points)) if o.search == "grid" else o.trials
-        search = cls(o, base, resolved.name, method, augment, seeds, space, identity, folder, store, study, target)
+        search = cls(o, base, resolved.name, method, augment, seeds, space, identity, folder, store, study, target,
+                     tracking=tracking)
         reporter.err.print(f"tuning {search.name} ({o.search}): {target} trials x {len(seeds)} seeds over "
                            f"{search.searched}, {images}; {len(tuning.finished_trials(study))} already finished; "
                            f"results in {folder}")
@@ -372,7 +388,8 @@ class Search:
             """One trial: its cells (those already on disk are reused), scored by Avg Gap over the tuning seeds."""
             assignment = {trial.number: tuning.suggest(trial, self.space, self.options.search, self.options.points)}
             outcome = run_grid(self.grid(assignment), store, progress=progress, log=session.reporter.log,
-                               after_references=regime_once, executor=session.executor)
+                               after_references=regime_once, executor=session.executor,
+                               after_cell=lambda records, events: track_cell(session.tracking, records, events))
             total.computed += outcome.computed
             total.failures += outcome.failures
             if outcome.error is not None:
