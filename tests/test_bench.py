@@ -433,3 +433,23 @@ def test_unlearn_bench_warns_of_each_cell_outside_the_spec_budget(capsys, tmp_pa
     assert "ft (class 1) costs 25.0% of Retrain's FLOPs" in err
     code, _, err = unlearn(capsys, *argv, "--set", "budget.low=0.2", "--set", "budget.high=0.3", "--out", "b")
     assert code == 0 and "outside the budget" not in err  # the same folder: a budget changes no cell
+
+
+def test_the_midsize_spec_is_balanced_in_budget_and_names_the_claim_variants(registry):
+    from pathlib import Path
+
+    import yaml
+
+    path = Path(__file__).parents[1] / "examples" / "bench" / "fashion-mnist-midsize.yaml"
+    spec = read_bench_spec(yaml.safe_load(path.read_text()))
+    assert spec.budget is not None and (spec.budget.low, spec.budget.high) == (0.2, 0.4)
+    grid = expand(spec, registry)
+    variants = {c.variant for c in grid.cells}
+    assert variants == {"coun", *(f"{m}{w}" for m in ("ft", "not", "l1-sparse", "neggrad+", "salun")
+                                  for w in ("", "+coun-cl"))}
+    assert len(grid.cells) == len(variants) * 3 * 10
+    data = grid.resolved[grid.cells[0]].spec.data
+    assert (data.train_subset, data.test_subset, data.balanced, data.pool) == (3000, 1000, True, "evaluation")
+    # a wrapped variant runs a third of its method's epochs: a wrapped step costs three plain ones
+    epochs = {c.variant: grid.resolved[c].method.params.epochs for c in grid.cells}
+    assert epochs["ft"] == 3 * epochs["ft+coun-cl"] and epochs["salun"] == 3 * epochs["salun+coun-cl"]
