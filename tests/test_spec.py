@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from unlearnkit import Augmenter, Evaluator, Method
+from unlearnkit import Augmenter, Evaluator, Method, Tracker
 from unlearnkit.errors import SpecError, UnknownPluginError, UnlearnkitError
 from unlearnkit.plugins import discover
 from unlearnkit.resolve import json_schema, resolve
@@ -348,8 +348,9 @@ def test_json_schema_describes_the_spec_and_every_plugins_params(registry):
     assert schema["additionalProperties"] is False
     plugins = schema["x-plugins"]
     assert {kind: sorted(plugins[kind]) for kind in plugins} == {
-        base.kind: registry.names(base) for base in (Method, Augmenter, Evaluator)
+        base.kind: registry.names(base) for base in (Method, Augmenter, Evaluator, Tracker)
     }
+    assert "uri" in plugins["tracker"]["mlflow"]["properties"]
     assert {"lambda", "tau"} <= set(plugins["augmenter"]["coun-cl"]["properties"])
     assert plugins["method"]["neggrad+"]["properties"]["beta"]["maximum"] == 1
     assert plugins["method"]["ga"]["properties"]["lr"]["default"] == 5e-4
