@@ -3,7 +3,8 @@ training curves.
 
 Each model's penultimate features of a sample of retain and forget training images are
 projected to 2-D (PCA and/or t-SNE, each model in its own space), as in CoUn's Figures 1 and 3.
-A bundle with an event log (events.jsonl) also gets curves.png: each loss term by epoch.
+A bundle with an event log (events.jsonl) also gets curves.png: each loss term by epoch, and each metric the
+unlearned model was measured on during its training (`eval_every`).
 """
 
 from __future__ import annotations
@@ -58,8 +59,10 @@ def plot_bundle(
     files = _draw(run, subjects, premise, projections, samples, Path(out))
     events = read_events(folder, results)
     if events:
+        measured = any(e.get("event") == "evaluation" and "epoch" in e for e in events)
         files.append(training_curves(events, f"{results['method']} on {run.spec.data.name} ({run.spec.model.name}): "
-                                     "mean loss terms per epoch", Path(out) / "curves.png"))
+                                     "mean loss terms" + (" and measurements" if measured else "") + " per epoch",
+                                     Path(out) / "curves.png"))
     return files, premise
 
 

@@ -35,6 +35,10 @@ RUN_FLAGS: dict[str, Any] = {
     "no_retrain": typer.Option(False, "--no-retrain", help="Train no Retrain: RA, UA, TA and MIA only, no gap."),
     "track": typer.Option(None, "--track", help="A tracker to follow the run: mlflow, tensorboard or a plugin's (repeatable)."),
     "track_uri": typer.Option(None, "--track-uri", help="Where the trackers write (default: a store in the output folder)."),
+    "eval_every": typer.Option(None, "--eval-every", min=1, help="Also measure the unlearned model every K epochs of "
+                               "the method's training (events.jsonl, trackers; cost apart as eval_flops)."),
+    "keep": typer.Option(None, "--keep", help="With --eval-every: keep the best weights by best:avg_gap, "
+                         "best:min:METRIC or best:max:METRIC among the measured epochs and the final model."),
 }
 
 #: the trackers of a bench or a tuning: RunOptions' own two flags

@@ -1,5 +1,6 @@
 """A run's event log: the loss terms each training logs (at each epoch's end, and every `log_every` steps when
-asked) and each model's evaluation, in the order they happen. A bundle keeps it as events.jsonl; a command's
+asked), each model's evaluation and, with `eval_every`, the unlearned model's every that many epochs, in the
+order they happen. A bundle keeps it as events.jsonl; a command's
 trackers receive each event as it happens (`listeners`)."""
 
 from __future__ import annotations
@@ -27,8 +28,11 @@ class EventLog:
 
         return record
 
-    def evaluation(self, model: str, forget_step: int | None, metrics: Mapping[str, Any]) -> None:
-        self.add({"event": "evaluation", **_model(model, forget_step), "metrics": dict(metrics)})
+    def evaluation(self, model: str, forget_step: int | None, metrics: Mapping[str, Any],
+                   epoch: int | None = None) -> None:
+        """A model's metrics: at the end of its training's `epoch` (`eval_every`), or as it is reported (no epoch)."""
+        at = {} if epoch is None else {"epoch": epoch}
+        self.add({"event": "evaluation", **_model(model, forget_step), **at, "metrics": dict(metrics)})
 
     def add(self, event: Event) -> None:
         self.events.append(event)

@@ -84,24 +84,48 @@ def representation(
     return _save(fig, Path(path))
 
 
+#: what a measurement during training holds that is not drawn over epochs: what the model had cost so far
+UNDRAWN = ("flops", "seconds")
+
+
 def training_curves(events: Sequence[dict[str, Any]], title: str, path: Path) -> Path:
     """One panel per loss term, x = epoch: a line per model trained (original, retrain, the unlearned model, at
-    each step of sequential forgetting), from a run's event log (unlearnkit.events)."""
+    each step of sequential forgetting), from a run's event log (unlearnkit.events); then, when the unlearned model
+    was measured during its training (`eval_every`), one panel per metric measured, the epoch `keep` kept dashed."""
     lines: dict[str, dict[str, list[tuple[int, float]]]] = {}  # term -> model -> (epoch, mean)
+    measured: dict[str, dict[str, list[tuple[int, float]]]] = {}  # metric -> model -> (epoch, value)
+    kept: dict[str, float] = {}  # model -> the epoch whose weights were kept
     for event in events:
+        model = event["model"] + (f", step {event['forget_step']}" if event.get("forget_step") else "")
         if event.get("event") == "epoch":
-            model = event["model"] + (f", step {event['forget_step']}" if event.get("forget_step") else "")
             for term, value in event["terms"].items():
                 lines.setdefault(term, {}).setdefault(model, []).append((event["epoch"], value))
+        elif event.get("event") == "evaluation" and "epoch" in event:
+            for metric, value in event["metrics"].items():
+                if metric not in UNDRAWN and isinstance(value, (int, float)):
+                    measured.setdefault(metric, {}).setdefault(model, []).append((event["epoch"], value))
+        elif event.get("event") == "evaluation" and event["metrics"].get("kept_epoch") is not None:
+            kept[model] = event["metrics"]["kept_epoch"]
+    panels: list[tuple[str, dict[str, list[tuple[int, float]]], dict[str, float]]]
+    panels = [(term, per, {}) for term, per in lines.items()]
+    panels += [(f"{metric} (measured)", per, kept) for metric, per in measured.items()]
     plt = _pyplot()
-    fig, axes = plt.subplots(1, max(len(lines), 1), figsize=(4.4 * max(len(lines), 1), 3.6), squeeze=False)
-    for ax, (term, per_model) in zip(axes[0], lines.items()):
+    columns = min(max(len(panels), 1), 4)
+    rows = max(-(-len(panels) // columns), 1)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.4 * columns, 3.6 * rows), squeeze=False)
+    colours: dict[str, str] = {}  # each model one colour in every panel
+    for ax, (name, per_model, marks) in zip(axes.flat, panels):
         for model, points in per_model.items():
-            ax.plot(*zip(*points), marker="o", markersize=2.5, linewidth=1.2, label=model)
-        ax.set_title(term, fontsize=10)
+            colour = colours.setdefault(model, f"C{len(colours) % 10}")
+            ax.plot(*zip(*points), marker="o", markersize=2.5, linewidth=1.2, label=model, color=colour)
+            if model in marks:
+                ax.axvline(marks[model], color=colour, linestyle="--", linewidth=0.8)
+        ax.set_title(name, fontsize=10)
         ax.set_xlabel("epoch")
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.legend(fontsize=8)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return _save(fig, Path(path))

@@ -15,14 +15,17 @@ if TYPE_CHECKING:  # annotations only: the protocol sequence imports torch, and 
     from unlearnkit.sequence import RunResult, StepResult
     from unlearnkit.spec import RunSpec
 
-LABELS = {"avg_gap": "Avg Gap", "premise": "Premise", "premise_control": "Premise (test)", "flops": "FLOPs", "seconds": "Time"}
+LABELS = {"avg_gap": "Avg Gap", "premise": "Premise", "premise_control": "Premise (test)", "flops": "FLOPs", "seconds": "Time",
+          "eval_flops": "Eval FLOPs", "kept_epoch": "Kept epoch"}
 ROW_LABELS = {"original": "Original", "retrain": "Retrain"}
 
 
 def format_value(key: str, value: float | None) -> str:
     if value is None:
         return "n/a"
-    if key == "flops":
+    if key == "kept_epoch":
+        return f"{value:.0f}"
+    if key in ("flops", "eval_flops"):
         for unit, scale in (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6)):
             if value >= scale:
                 return f"{value / scale:.2f} {unit}"

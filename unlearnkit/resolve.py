@@ -118,9 +118,28 @@ def resolve(raw: dict[str, Any] | RunSpec, registry: Registry, source: str = "sp
     if not spec.retrain and "evaluate" in spec.model_fields_set:  # asked for by name, it would be dropped silently
         errors += [f"evaluate.{i}: '{e.name}' compares with Retrain, and this run trains none (retrain: false, "
                    "--no-retrain)" for i, e in enumerate(evaluators) if e.needs_reference]
+    errors += _keep_errors(spec, evaluators)
     if errors:
         raise SpecError(errors, source)
     return ResolvedRun(spec, method, augmenters, evaluators, trackers)
+
+
+def _keep_errors(spec: RunSpec, evaluators: Sequence[Evaluator]) -> list[str]:
+    """`keep` chooses among the epochs `eval_every` measures, by a metric one of the run's evaluators produces."""
+    chosen = spec.keep_criterion
+    if chosen is None:
+        return []
+    if spec.eval_every is None:
+        return [f"keep: {spec.keep} chooses among the epochs eval_every measures, and it is not set: add "
+                "--eval-every K (eval_every: K)"]
+    producers = [e for e in evaluators if chosen.metric in e.metrics]
+    if not producers:
+        produced = ", ".join(m for e in evaluators for m in e.metrics)
+        return [f"keep: no evaluator of this run produces '{chosen.metric}' (they produce {produced or 'nothing'})"]
+    if not spec.retrain and all(e.needs_reference for e in producers):
+        return [f"keep: '{chosen.metric}' ({producers[0].name}) compares with Retrain, and this run trains none "
+                "(retrain: false, --no-retrain); keep by a metric measured without it, e.g. best:max:TA"]
+    return []
 
 
 def json_schema(registry: Registry) -> dict[str, Any]:

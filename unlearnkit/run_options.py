@@ -38,6 +38,8 @@ class RunOptions:
     no_retrain: bool = False
     track: Optional[list[str]] = None
     track_uri: Optional[str] = None
+    eval_every: Optional[int] = None
+    keep: Optional[str] = None
 
     def resolve(self) -> ResolvedRun:
         """The run these flags ask for, its plugins found and its spec validated."""
@@ -47,7 +49,7 @@ class RunOptions:
             **{"data.name": o.data, "data.root": o.data_root, "data.download": o.download, "model.name": o.model,
                "forget": o.forget, "seed": o.seed, "device": o.device, "original": o.original,
                "output.dir": o.out_dir, "output.overwrite": o.overwrite, "cache": False if o.no_cache else None,
-               "retrain": False if o.no_retrain else None},
+               "retrain": False if o.no_retrain else None, "eval_every": o.eval_every, "keep": o.keep},
         )
         TrackFlags(o.track, o.track_uri).apply(spec)
         return resolve(spec, installed(), source)

@@ -95,9 +95,11 @@ def unlearn_steps(references: References, resolved: ResolvedRun) -> Iterator[Unl
     model = references.original
     for index in range(len(references)):
         step = references.step(index)
-        model, cost = step.run.unlearn(model, method)
+        model, cost = step.run.unlearn(model, method, step.retrain)
         subject = step.run.subject("unlearned", model, cost)
-        metrics = step.run.measure(subject, step.retrain, step.retrain is not None) if evaluates() else {}
+        # beside the method's cost: what measuring it during training cost, and the epoch `keep` kept
+        also = cost.get("measured")
+        metrics = step.run.measure(subject, step.retrain, step.retrain is not None, also) if evaluates() else {}
         yield Unlearned(step, model, cost, metrics)
 
 

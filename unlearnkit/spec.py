@@ -7,7 +7,7 @@ against the installed plugins, their params included, is `unlearnkit.resolve`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import Field, SerializerFunctionWrapHandler, StrictInt, field_validator, model_serializer, model_validator
 
@@ -146,6 +146,25 @@ class OutputSpec(Section):
     overwrite: bool = Field(False, description="replace an existing bundle (only once the new one is complete)")
 
 
+class Criterion(NamedTuple):
+    """What `keep` keeps the best of: a metric, and which way is better."""
+
+    metric: str
+    lower_is_better: bool
+
+
+def criterion(keep: str) -> Criterion:
+    """`best:avg_gap`, `best:min:METRIC` or `best:max:METRIC` as the metric and its direction (ValueError otherwise)."""
+    best, _, rest = keep.partition(":")
+    direction, _, metric = rest.partition(":")
+    if best == "best" and rest == "avg_gap":
+        return Criterion("avg_gap", True)
+    if best == "best" and direction in ("min", "max") and metric:
+        return Criterion(metric, direction == "min")
+    raise ValueError("use best:avg_gap (lower is better), best:min:METRIC or best:max:METRIC (METRIC: one an "
+                     "evaluator of the run produces, e.g. best:max:TA)")
+
+
 DEFAULT_METHOD = "ft"
 DEFAULT_EVALUATORS = ["accuracy", "mia", "rmia", "avg-gap", "premise", "cost"]
 
@@ -176,6 +195,21 @@ class RunSpec(Section):
                                     "(mlflow, tensorboard, or a plugin's); its bundle's events.jsonl is written without any")
     log_every: int | None = Field(None, ge=1, description="also log the loss terms every this many optimisation steps "
                                   "(default: once per epoch)")
+    eval_every: int | None = Field(
+        None, ge=1, description="also measure the unlearned model every this many epochs of the method's training (with "
+        "the run's evaluators, those comparing with Retrain when it has one), logged as events; the method computes "
+        "the same, and what the measurements cost is counted apart (eval_flops)")
+    keep: str | None = Field(
+        None, description="with eval_every: keep the weights best by a criterion among the measured epochs and the final "
+        "model: best:avg_gap (lower is better; needs Retrain), best:min:METRIC or best:max:METRIC for any metric an "
+        "evaluator of the run produces")
+
+    @field_validator("keep")
+    @classmethod
+    def _criterion(cls, value: str | None) -> str | None:
+        if value is not None:
+            criterion(value)
+        return value
 
     @field_validator("augment", mode="before")
     @classmethod
@@ -185,6 +219,10 @@ class RunSpec(Section):
         if isinstance(value, list):
             return [v for v in value if v != "none"]
         return value
+
+    @property
+    def keep_criterion(self) -> Criterion | None:
+        return None if self.keep is None else criterion(self.keep)
 
     @field_validator("device")
     @classmethod

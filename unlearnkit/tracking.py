@@ -120,9 +120,11 @@ def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 def event_metrics(event: Mapping[str, Any]) -> tuple[dict[str, float], int]:
     """The metrics an event holds, named by model (`unlearned/loss`, `step2/retrain/ra`), and the step they are at:
     the epoch for an epoch's loss terms, the optimisation step for `log_every`'s, the forget step (or 0) for
-    an evaluation."""
+    an evaluation, its epoch for one made during training (`eval_every`: `unlearned/epochs/RA`)."""
     prefix = event["model"] if event.get("forget_step") is None else f"step{event['forget_step']}/{event['model']}"
-    if event["event"] == "evaluation":
+    if event["event"] == "evaluation" and "epoch" in event:
+        values, step, prefix = event["metrics"], event["epoch"], f"{prefix}/epochs"
+    elif event["event"] == "evaluation":
         values, step = event["metrics"], event.get("forget_step") or 0
     else:
         prefix += "/steps" if event["event"] == "steps" else ""

@@ -91,6 +91,8 @@ def unlearn(
     progress: bool = False,
     registry: Registry | None = None,
     out: str | Path | None = None,
+    eval_every: int | None = None,
+    keep: str | None = None,
 ) -> UnlearnResult:
     """Unlearn `forget` from `model`, a classifier trained on `train_set`.
 
@@ -103,11 +105,15 @@ def unlearn(
     - `head`: the path of the model's final nn.Linear when it is not one the toolkit finds (e.g. ``"classifier.6"``).
     - `out`: a folder to write the result bundle to, as `unlearn run --out` writes it; a folder that is
       neither missing nor empty is refused before any training.
+    - `eval_every`, `keep`: as `unlearn run --eval-every K --keep best:...`: measure the model every K epochs of the
+      method's training (`result.run.events`), and keep the best weights by the criterion (``"best:max:TA"``;
+      ``"best:avg_gap"`` needs `retrain=True`).
     """
     # the user's model, data and forget argument first: every mistake in them is one message, before anything runs
     inputs = check_own_inputs(model, train_set, test_set, forget, num_classes=num_classes, head=head,
                               train_eval_set=train_eval_set)
     raw = _own_spec(type(model).__name__, inputs.forget, method, augment, params, retrain, train, seed, device, workers)
+    raw.update(eval_every=eval_every, keep=keep)
     resolved = resolve(raw, registry or installed(), "unlearnkit.unlearn")
     if out is not None:
         check_destination(Path(out), overwrite=False)

@@ -19,8 +19,10 @@ def _identity(resolved: ResolvedRun, *drop: str) -> dict[str, Any]:
     default value (a tuning that chose the default, say) names the same cell as one left unset.
     """
     # Neither how many processes read the data nor the Retrain switch (a bench always trains Retrain) changes a number,
-    # nor what follows the run (its trackers, how often it logs).
-    exclude: dict[str, Any] = {key: True for key in ("device", "cache", "output", "retrain", "track", "log_every", *drop)}
+    # nor what follows the run (its trackers, how often it logs, measurements during training that keep nothing).
+    unkept = ("eval_every", "keep") if resolved.spec.keep is None else ()
+    exclude: dict[str, Any] = {key: True for key in ("device", "cache", "output", "retrain", "track", "log_every",
+                                                     *unkept, *drop)}
     identity = resolved.spec.model_dump(mode="json", exclude={**exclude, "data": {"workers"}})
     if identity["forget"].get("indices") is None:  # absent unless given, so that other scenarios keep their keys
         identity["forget"].pop("indices", None)
@@ -52,7 +54,7 @@ def cell_key(resolved: ResolvedRun, step: int | None = None) -> str:
 
 
 def reference_key(resolved: ResolvedRun, kind: str, step: int | None = None) -> str:
-    return _key(kind, _identity(resolved, "method", "augment"), step)
+    return _key(kind, _identity(resolved, "method", "augment", "eval_every", "keep"), step)
 
 
 def cell_keys(resolved: ResolvedRun) -> tuple[str, ...]:

@@ -43,6 +43,11 @@ class Subject:
             self._outputs[part] = outputs
         return self._outputs[part]
 
+    @property
+    def forwarded(self) -> int:
+        """The samples its passes have run through the model so far (each part once): what measuring it cost."""
+        return sum(len(labels) for _, _, labels in self._outputs.values())
+
     def outputs(self, part: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits, labels) for retain, forget, train or test samples."""
         _, logits, labels = self._pass(part)
