@@ -224,7 +224,7 @@ class DuringTraining:
         run, model = self.run, self.model()
         if self.epochs < self.every:
             run.log(f"eval_every {self.every}: {method} trained "
-                    + (f"{self.epochs} epoch{'s' * (self.epochs != 1)}, fewer" if self.epochs else
+                    + (f"{self.epochs} epoch{'s' * (self.epochs != 1)}, fewer than {self.every}" if self.epochs else
                        "no epochs through the trainer (it changes the model otherwise)")
                     + ", so it was not measured during unlearning")
         measured: dict[str, Any] = {"eval_flops": self.cost.flops}
