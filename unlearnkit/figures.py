@@ -137,9 +137,11 @@ def roc_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str, pat
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.6, 5.0))
     floor = 1e-4
+    colours = plt.get_cmap("tab20")  # twenty distinct colours: a dozen audited variants stay apart
+    methods = [name for name in curves if name not in ("none", "retrain")]
     for name, (fpr, tpr) in curves.items():
         style = {"linestyle": "--", "color": "grey"} if name == "retrain" else {"linestyle": ":", "color": "black"} \
-            if name == "none" else {}
+            if name == "none" else {"color": colours(methods.index(name) % colours.N)}
         ax.plot(np.maximum(fpr, floor), np.maximum(tpr, floor), label=name, linewidth=1.2, **style)
     ax.plot([floor, 1], [floor, 1], color="lightgrey", linewidth=0.8)
     ax.set_xscale("log")
