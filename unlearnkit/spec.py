@@ -169,6 +169,11 @@ DEFAULT_METHOD = "ft"
 DEFAULT_EVALUATORS = ["accuracy", "mia", "rmia", "avg-gap", "premise", "cost"]
 
 
+#: run spec fields that change no number a run computes: where it runs, and what follows it (trackers, how often
+#: it logs). Bench cells, bench folders and tunings leave them out of what identifies them.
+WATCHING = ("device", "track", "log_every")
+
+
 class RunSpec(Section):
     """One run of the protocol: Original, Retrain and the method, measured (`unlearn run`)."""
 

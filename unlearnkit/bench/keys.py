@@ -7,7 +7,7 @@ from typing import Any, Sequence
 from unlearnkit.api import Configurable
 from unlearnkit.bench.grid import Grid, spec_key
 from unlearnkit.resolve import ResolvedRun
-from unlearnkit.spec import ComputeSpec
+from unlearnkit.spec import WATCHING, ComputeSpec
 
 REFERENCES = ("retrain", "original")
 
@@ -21,8 +21,7 @@ def _identity(resolved: ResolvedRun, *drop: str) -> dict[str, Any]:
     # Neither how many processes read the data nor the Retrain switch (a bench always trains Retrain) changes a number,
     # nor what follows the run (its trackers, how often it logs, measurements during training that keep nothing).
     unkept = ("eval_every", "keep") if resolved.spec.keep is None else ()
-    exclude: dict[str, Any] = {key: True for key in ("device", "cache", "output", "retrain", "track", "log_every",
-                                                     *unkept, *drop)}
+    exclude: dict[str, Any] = {key: True for key in (*WATCHING, "cache", "output", "retrain", *unkept, *drop)}
     identity = resolved.spec.model_dump(mode="json", exclude={**exclude, "data": {"workers"}})
     if identity["forget"].get("indices") is None:  # absent unless given, so that other scenarios keep their keys
         identity["forget"].pop("indices", None)

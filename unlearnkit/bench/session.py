@@ -28,7 +28,7 @@ from unlearnkit.progress import Reporter
 from unlearnkit.resolve import ResolvedRun, resolve
 from unlearnkit.run_options import TrackFlags, spec_from_flags
 from unlearnkit.runs import check_run_inputs
-from unlearnkit.spec import RunSpec
+from unlearnkit.spec import WATCHING, RunSpec
 from unlearnkit.spec_input import read_spec_file, set_path
 from unlearnkit.tracking import Tracking
 
@@ -181,7 +181,7 @@ def bench(session: Session, spec_file: Optional[Path], flags: dict[str, Any], pa
         raise UnlearnkitError("the grid has no cells", "Check --methods, --augment and --scenarios.")
     identity = spec.model_dump(mode="json", exclude={"out"})
     # the same grid on another device, or followed by other trackers
-    where_run = {k: v for k, v in identity["base"].items() if k not in ("device", "track", "log_every")}
+    where_run = {k: v for k, v in identity["base"].items() if k not in WATCHING}
     grid_identity = {k: v for k, v in identity.items() if k != "budget"}  # a budget changes warnings, no number
     folder = spec.out or Path("bench") / spec_key({**grid_identity, "base": where_run})[:10]
     check_grid([r.spec for r in grid.resolved.values()], folder)
@@ -346,7 +346,7 @@ class Search:
         tuning.load_optuna()  # missing: one message before anything is trained
         # workers on other devices share the study; the trial count can grow between invocations
         # (nor do the trackers that follow it change the study)
-        identity = {"base": {k: v for k, v in base.items() if k not in ("device", "track", "log_every")},
+        identity = {"base": {k: v for k, v in base.items() if k not in WATCHING},
                     "scenario": o.scenario, "seeds": seeds,
                     "search": o.search, "space": {k: str(v) for k, v in space.items()},
                     **({"points": o.points} if o.search == "grid" else {})}
