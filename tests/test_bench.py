@@ -372,6 +372,28 @@ def test_the_memorising_bench_spec_expands_to_the_published_grid():
     assert epochs == {"ft": 16, "ft+coun-cl": 5, "coun": 8}
 
 
+def test_the_published_tuning_gave_every_claim_variant_the_same_trials_on_the_tuning_pool():
+    """results.md's tables run with examples/bench/fashion-mnist-memorising.tuned.yaml: it must have tuned every
+    variant it sets alike, on the tuning pool and on seeds apart from the evaluation seeds, and merge into the spec."""
+    from pathlib import Path
+
+    import yaml
+
+    from unlearnkit.bench.session import _bench_spec
+
+    folder = Path(__file__).parents[1] / "examples" / "bench"
+    tuned_path = folder / "fashion-mnist-memorising.tuned.yaml"
+    tuned = yaml.safe_load(tuned_path.read_text())
+    claim = {"coun", *(f"{m}{w}" for m in ("ft", "not", "l1-sparse", "neggrad+", "salun") for w in ("", "+coun-cl"))}
+    assert set(tuned["params"]) == set(tuned["tuning"]) == claim
+    assert {entry["trials"] for entry in tuned["tuning"].values()} == {12}
+    assert tuned["tuned_on"] == {"scenario": "random:0.1", "seeds": [100, 101], "pool": "tuning"}
+    spec = _bench_spec(folder / "fashion-mnist-memorising.yaml", {}, [tuned_path], [])
+    wrapped = spec.params["ft+coun-cl"]
+    assert wrapped["augment"][0]["params"]["lambda"] == tuned["params"]["ft+coun-cl"]["augment"][0]["params"]["lambda"]
+    assert wrapped["method"]["params"]["epochs"] == 5  # the spec's budget, kept by the tuning
+
+
 def test_a_reused_cell_takes_the_trial_number_of_the_grid_reading_it(registry, tmp_path):
     from unlearnkit.bench.grid import Grid, resolve_cells
 

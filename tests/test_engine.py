@@ -188,14 +188,18 @@ def test_all_stream_covers_the_whole_training_set():
     assert sorted(i for s in stream for i in indices_of(s.retain)) == list(range(N_TRAIN))
 
 
-@pytest.mark.parametrize("n,batch,sizes", [(30, 29, [30]), (17, 8, [8, 9]), (16, 8, [8, 8]), (1, 8, [1]), (10, 4, [4, 4, 2])])
-def test_a_trailing_batch_of_one_sample_joins_the_one_before(n, batch, sizes):
+@pytest.mark.parametrize("n,batch,sizes", [
+    (30, 29, [30]), (17, 8, [8, 9]), (16, 8, [8, 8]), (1, 8, [1]), (10, 4, [4, 4, 2]),
+    # under a quarter of the batch size joins: sequential forgetting's third step leaves 420 retain samples
+    (420, 32, [32] * 12 + [36]), (39, 32, [39]), (40, 32, [32, 8]), (300, 32, [32] * 9 + [12]), (7, 32, [7]),
+])
+def test_a_trailing_batch_too_small_for_batchnorm_joins_the_one_before(n, batch, sizes):
     chunks = shuffled(torch.arange(n), batch, gen())
     assert sorted(len(c) for c in chunks) == sorted(sizes)
     assert sorted(torch.cat(chunks).tolist()) == list(range(n))
 
 
-@pytest.mark.parametrize("batch", [29, 7, 30, 31, 2])
+@pytest.mark.parametrize("batch", [29, 7, 30, 31, 2, 8, 13, 14])
 def test_steps_per_epoch_matches_the_stream_when_a_batch_is_merged(batch):
     data = tiny_data()  # 30 retain
     stream = list(steps(data, "retain", batch, 1, gen()))

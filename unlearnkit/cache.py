@@ -21,7 +21,9 @@ from unlearnkit.checkpoint import load_state, read_checked, save_model
 from unlearnkit.errors import CheckpointError, UnlearnkitError
 from unlearnkit.files import StorageWarning, cache_dir, check_writable, file_stamp, set_aside
 
-FORMAT = 1  # bump when training code changes what a key's model would be
+# bump when training code changes what a key's model would be (2: a trailing batch under a quarter of the batch
+# size joins the one before)
+FORMAT = 2
 
 
 def cache_key(kind: str, **identity: Any) -> str:
