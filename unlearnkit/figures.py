@@ -30,7 +30,7 @@ def cl_integration(effects: dict, path: Path) -> Path:
     plt = _pyplot()
     methods = list(dict.fromkeys(m for per in effects.values() for m in per))
     width = 0.8 / max(len(effects), 1)
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(methods) + 2), 4.4))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(methods) + 2) + 2.2, 4.4))
     x = np.arange(len(methods))
     for i, (scenario, per) in enumerate(effects.items()):
         means = np.array([per[m].mean if m in per else np.nan for m in methods])
@@ -49,7 +49,8 @@ def cl_integration(effects: dict, path: Path) -> Path:
     ax.set_ylabel("Avg Gap difference, wrapped − unwrapped (points)")
     ax.set_title("Effect of the CL module on each method's Avg Gap to Retrain\n(paired seed bootstrap, 95% CI; "
                  "* Holm-adjusted p < 0.05; below 0: closer to Retrain)", fontsize=10)
-    ax.legend(title="forget", fontsize=8)
+    # beside the axes: inside, it hides the bars of whichever method it lands on
+    ax.legend(title="forget", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
     return _save(fig, Path(path))
 
