@@ -277,7 +277,7 @@ def tail_joins(rest: int, batch_size: int) -> bool:
     It does when it holds one sample (BatchNorm needs two) or fewer than a quarter of the batch size:
     BatchNorm's statistics over a handful of samples are noise, and its running averages, which the
     model is measured with, take a tenth of that noise at every epoch's last step (420 retain samples
-    at batch 32 left a batch of 4 and cost Retrain 3 points of RA). The pass still covers every sample.
+    at batch 32 left a batch of 4 and cost Retrain 3 to 6 points of RA per seed). The pass still covers every sample.
     """
     return batch_size > 1 and 0 < rest < max(2, batch_size / 4)
 
