@@ -13,7 +13,8 @@ from unlearnkit.data import Datasets, catalog
 from unlearnkit.errors import SpecError, UnlearnkitError
 from unlearnkit.plugins import installed
 from unlearnkit.protocol import ProtocolRun
-from unlearnkit.references import cache_key
+from unlearnkit import cache
+from unlearnkit.references import _identity, cache_key
 from unlearnkit.resolve import resolve
 
 pytestmark = pytest.mark.usefixtures("private_cache")
@@ -42,11 +43,12 @@ def test_the_evaluation_pool_is_the_subset_every_earlier_version_took(monkeypatc
     chosen = catalog.subset(images, 240, 80)
     assert torch.equal(chosen.train_x, images.train_x[train]) and torch.equal(chosen.test_y, images.test_y[test])
     # the keys models and cells were stored under before the pool existed (cache format 1; format 2 changed the
-    # trainer, not what identifies a model)
+    # trainer, not what identifies a model; the CPU thread count joined the key later)
     monkeypatch.setattr("unlearnkit.cache.FORMAT", 1)
     run = ProtocolRun(resolve(TINY, installed()))
-    assert (cache_key(run, "original"), cache_key(run, "retrain")) == ("original-f3aa1d9cb43cd0757621",
-                                                                       "retrain-2a61bee8f5b00b94cd97")
+    earlier = {kind: cache.cache_key(kind, **{k: v for k, v in _identity(run, kind).items() if k != "torch_threads"})
+               for kind in ("original", "retrain")}
+    assert earlier == {"original": "original-f3aa1d9cb43cd0757621", "retrain": "retrain-2a61bee8f5b00b94cd97"}
     keys = set()
     for base in (TINY, with_data(pool="evaluation", balanced=False)):
         grid = expand(BenchSpec(base=base, methods=["ft"], augment=["none"], scenarios=["random:0.1"], seeds=1),
@@ -55,6 +57,21 @@ def test_the_evaluation_pool_is_the_subset_every_earlier_version_took(monkeypatc
         keys.add(cell_key(resolved))
         assert set(resolved.spec.model_dump()["data"]).isdisjoint({"pool", "balanced"})  # a cell's identity
     assert len(keys) == 1
+
+
+def test_a_model_trained_with_another_thread_count_is_cached_apart():
+    """One CPU thread and two split floating-point sums differently and train another model: neither is reused for the
+    other, so what a command prints never depends on which thread count filled the cache before it."""
+    run = ProtocolRun(resolve(TINY, installed()))
+    before = torch.get_num_threads()
+    try:
+        keys = {}
+        for threads in (1, 2, 1):
+            torch.set_num_threads(threads)
+            keys.setdefault(threads, set()).add(cache_key(run, "original"))
+    finally:
+        torch.set_num_threads(before)
+    assert len(keys[1]) == len(keys[2]) == 1 and keys[1] != keys[2]
 
 
 @pytest.mark.parametrize("balanced", [False, True])

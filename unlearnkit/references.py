@@ -52,6 +52,8 @@ def _identity(run: ProtocolRun, kind: Kind) -> dict[str, Any]:
                                "compile": compute.compile}  # fp32 models keep the keys they always had
     if world().size > 1:  # each rank's BatchNorm normalises its own rows: not the model one process trains
         identity["world_size"] = world().size
+    if compute.device.type == "cpu":  # the thread count splits CPU sums differently, and training carries that on
+        identity["torch_threads"] = torch.get_num_threads()
     return identity
 
 
