@@ -121,6 +121,12 @@ def test_a_study_path_that_is_a_folder_is_one_message(capsys, tmp_path):
     assert sorted(p.name for p in (tmp_path / "taken").iterdir()) == ["study.db"]
 
 
+def test_workers_a_trial_cannot_use_are_named_before_anything_runs(capsys, tmp_path):
+    code, _, err = unlearn(capsys, "tune", *FT, "--workers", "2", "--range", "ft.lr=abc", "--out", "refused")
+    assert code == 2 and "Traceback" not in err, err
+    assert "one cell per tuning seed (1), so 1 of the workers would sit idle" in " ".join(err.split())
+
+
 MEMORISING = Path(__file__).resolve().parents[1] / "examples" / "bench" / "fashion-mnist-memorising.yaml"
 CLAIMS = ("ft", "not", "l1-sparse", "neggrad+", "salun")
 

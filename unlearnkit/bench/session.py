@@ -282,6 +282,11 @@ class TuneOptions:
 def tune(session: Session, options: TuneOptions) -> int:
     """Search a method's params for the lowest Avg Gap to Retrain, resumable; tuned.yaml once every trial finished."""
     seeds = tuning_seeds(options.seeds)
+    idle = getattr(session.executor, "workers", 1) - len(seeds)
+    if idle > 0:  # a trial runs one cell per seed, one trial at a time
+        session.reporter.warn(f"a trial runs one cell per tuning seed ({len(seeds)}), so {idle} of the workers would "
+                              "sit idle: tune on more seeds, or run several unlearn tune processes with the same --out "
+                              "instead, each on its share of the cores (OMP_NUM_THREADS): they share the study")
     if options.bench_file is not None:
         if options.spec_file or options.method or options.augment or options.ranges:
             raise UnlearnkitError("--bench tunes the variants a bench spec names, with their declared ranges",
