@@ -75,6 +75,14 @@ def test_tpe_keeps_its_study_writes_the_best_and_resumes_retrying_a_killed_worke
     assert tuned["params"]["ft"]["method"]["params"]["lr"] == float(f"{best.params['ft.lr']:.4g}")
     assert "best of 4 trials" in (folder / "tuned.yaml").read_text()
 
+    # a study with more finished trials than asked for (a second worker's last one) ranks only its first --trials
+    code, out, err = unlearn(capsys, "tune", *FT, "--trials", "3", "--out", "tuned")
+    assert code == 0, err
+    tuned = yaml.safe_load((folder / "tuned.yaml").read_text())
+    first = min((t for t in study(folder).trials if t.state.name == "COMPLETE" and t.number < 4), key=lambda t: t.value)
+    assert tuned["tuning"]["ft"]["trials"] == 3 and "best of 3 trials" in out
+    assert tuned["params"]["ft"]["method"]["params"]["lr"] == float(f"{first.params['ft.lr']:.4g}")
+
 
 @pytest.mark.slow
 def test_grid_search_covers_the_grid_once(capsys, tmp_path):

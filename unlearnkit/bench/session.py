@@ -434,7 +434,11 @@ class Search:
         files = write_reports(self.folder, total.records, header, {"tune": self.identity, "invocations": history})
         if total.error is not None:
             raise total.error  # reported as one message; the finished trials and their tables are kept
-        ranked = tuning.ranking(total.records, assignments, len(self.seeds))
+        # workers sharing a study may finish a trial or so beyond --trials: each study ranks its first --trials
+        # finished trials (by number), so that variants tuned alike choose among as many
+        counted = dict(sorted(assignments.items())[:self.target])
+        ranked = tuning.ranking([r for r in total.records if r.get("trial") is None or r["trial"] in counted], counted,
+                                len(self.seeds))
         complete = len(assignments) >= self.target
         if ranked:
             self._show_trials(session.reporter, ranked, complete)
